@@ -1,0 +1,57 @@
+"""The model registry: an explicit dict from name to `ModelSpec`.
+
+Contract for every architecture module (see `tiny.py` for the smallest one):
+
+* `spec.build(num_classes, dtype)` returns a `flax.linen.Module` whose
+  `__call__(x, train=False, part='all')` takes NHWC float images and returns
+  logits. `part='trunk'` returns the pooled features that enter the head,
+  `part='head'` maps such features to logits; `all` == head(trunk(x)).
+* `train` is a bool or a `layers.Mode`; BatchNorm and Dropout come from
+  `layers.py` so per-module freezing works everywhere.
+* Parameter paths mirror the PyTorch original's module names with '.'
+  replaced by '/' (torchvision `layer1.0.conv1.weight` -> Flax
+  `layer1/0/conv1/kernel`), so converted weights drop in.
+* `spec.blocks` lists the trunk's blocks from shallow to deep, each a regex
+  that fully matches a '/'-joined *module* path prefix (e.g. 'layer1',
+  'conv1|bn1'); `spec.head` likewise names the classifier. Together they must
+  cover every parameter: strategies such as freeze_shallow(n) cut on them.
+"""
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+
+from ftlab.models import tiny
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  build: Callable[[int, Any], nn.Module]
+  blocks: tuple
+  head: str
+  input_size: int = 224
+  mean: tuple = IMAGENET_MEAN
+  std: tuple = IMAGENET_STD
+
+
+MODELS = {
+    "tiny_cnn": ModelSpec(
+        build=tiny.TinyCNN.build,
+        blocks=tiny.BLOCKS,
+        head=tiny.HEAD,
+        input_size=32,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    ),
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+  if name not in MODELS:
+    raise ValueError(
+        f"config.model.name={name!r} is not a registered model; choose one of "
+        f"{sorted(MODELS)}")
+  return MODELS[name]

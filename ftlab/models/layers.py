@@ -1,0 +1,91 @@
+"""Layers shared by every architecture: the train/eval `Mode`, BatchNorm, Dropout.
+
+Every model threads one `train` argument through its modules. It is either a
+plain bool or a `Mode`, which additionally names BatchNorm modules that must
+stay in inference mode while the rest of the network trains (frozen blocks:
+they normalise with their running statistics and never update them).
+"""
+import dataclasses
+from typing import Any, Union
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+  """Training mode with per-module BatchNorm freezing.
+
+  Attributes:
+    train: whether the network is being trained (dropout on, BN batch stats).
+    frozen_bn: '/'-joined module paths of BatchNorm layers kept in inference
+      mode even when `train` is True.
+  """
+  train: bool
+  frozen_bn: frozenset = frozenset()
+
+
+TrainArg = Union[bool, Mode]
+
+
+def is_training(train: TrainArg) -> bool:
+  return train.train if isinstance(train, Mode) else bool(train)
+
+
+def bn_uses_batch_stats(train: TrainArg, path: tuple) -> bool:
+  """True if the BatchNorm module at `path` normalises with batch statistics."""
+  if not is_training(train):
+    return False
+  if isinstance(train, Mode):
+    return "/".join(path) not in train.frozen_bn
+  return True
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over all but the last axis with PyTorch's semantics.
+
+  `momentum` is PyTorch's (weight of the new batch statistic, 0.1 by default);
+  the running variance is updated with the unbiased batch variance, as
+  `torch.nn.BatchNorm2d` does, so converted checkpoints and fine-tuning runs
+  behave like the original. Parameters are `scale`/`bias`, statistics
+  `mean`/`var` in the `batch_stats` collection.
+  """
+  momentum: float = 0.1
+  epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: TrainArg):
+    features = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
+    if bn_uses_batch_stats(train, self.path):
+      axes = tuple(range(x.ndim - 1))
+      x32 = x.astype(jnp.float32)
+      mean = jnp.mean(x32, axes)
+      var = jnp.mean(jnp.square(x32 - mean), axes)
+      if not self.is_initializing():
+        n = x.size // features
+        unbiased = var * (n / max(n - 1, 1))
+        ra_mean.value = (1 - self.momentum) * ra_mean.value + self.momentum * mean
+        ra_var.value = (1 - self.momentum) * ra_var.value + self.momentum * unbiased
+    else:
+      mean, var = ra_mean.value, ra_var.value
+    mul = scale * jax_rsqrt(var + self.epsilon)
+    y = x.astype(self.dtype) * mul.astype(self.dtype) + (bias - mean * mul).astype(self.dtype)
+    return y
+
+
+def jax_rsqrt(x):
+  return 1.0 / jnp.sqrt(x)
+
+
+class Dropout(nn.Module):
+  """Dropout that reads the shared `train` argument (rng stream 'dropout')."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, train: TrainArg):
+    return nn.Dropout(self.rate, deterministic=not is_training(train))(x)

@@ -1,0 +1,50 @@
+"""A tiny CNN with BatchNorm for tests and quick demos (torch-style names)."""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ftlab.models.layers import BatchNorm, Dropout, TrainArg
+
+BLOCKS = ("conv1|bn1", "layer1", "layer2")
+HEAD = "fc"
+
+
+class ConvBN(nn.Module):
+  features: int
+  stride: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: TrainArg):
+    x = nn.Conv(self.features, (3, 3), (self.stride, self.stride),
+                padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
+                name="conv")(x)
+    return nn.relu(BatchNorm(dtype=self.dtype, name="bn")(x, train))
+
+
+class TinyCNN(nn.Module):
+  num_classes: int
+  width: int = 8
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  @classmethod
+  def build(cls, num_classes, dtype=jnp.float32):
+    return cls(num_classes=num_classes, dtype=dtype)
+
+  @nn.compact
+  def __call__(self, x, train: TrainArg = False, part: str = "all"):
+    if part in ("all", "trunk"):
+      x = x.astype(self.dtype)
+      x = nn.Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                  dtype=self.dtype, name="conv1")(x)
+      x = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
+      x = ConvBN(self.width * 2, stride=2, dtype=self.dtype, name="layer1")(x, train)
+      x = ConvBN(self.width * 4, stride=2, dtype=self.dtype, name="layer2")(x, train)
+      x = jnp.mean(x, axis=(1, 2))
+      if part == "trunk":
+        return x
+    x = Dropout(self.dropout)(x, train)
+    x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+    return x.astype(jnp.float32)
