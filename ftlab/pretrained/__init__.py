@@ -1,0 +1,1 @@
+"""Pretrained weights: reading PyTorch checkpoints, converting them to Flax, loading them."""

@@ -1,0 +1,92 @@
+"""Explicit layout transforms from PyTorch tensors to Flax variables.
+
+PyTorch `a.b.c.<leaf>` maps to the Flax module path `a/b/c`. What the leaf
+becomes is decided by the Flax template (the model's freshly initialised
+variables) at that module path:
+
+* a module with a `kernel` of rank 4 is a convolution: OIHW -> HWIO (a
+  depthwise conv's (C, 1, k, k) becomes (k, k, 1, C) by the same transpose);
+* a module with a `kernel` of rank 2 is a linear layer: (out, in) -> (in, out);
+* a module with a `scale` is a BatchNorm: weight/bias -> params scale/bias,
+  running_mean/running_var -> batch_stats mean/var; num_batches_tracked is
+  dropped.
+"""
+from typing import Mapping
+
+import numpy as np
+from flax import traverse_util
+
+
+def conv_kernel(w: np.ndarray) -> np.ndarray:
+  """OIHW -> HWIO."""
+  return np.transpose(w, (2, 3, 1, 0))
+
+
+def linear_kernel(w: np.ndarray) -> np.ndarray:
+  """(out, in) -> (in, out)."""
+  return np.transpose(w, (1, 0))
+
+
+class ConversionError(ValueError):
+  pass
+
+
+def _leaf_target(module_path, leaf, value, template_params):
+  """Returns (collection, flax leaf name, converted value) or None to drop."""
+  if leaf == "num_batches_tracked":
+    return None
+  flax_module = template_params.get(module_path, None)
+  if flax_module is None:
+    raise ConversionError(
+        f"checkpoint key {'.'.join(module_path + (leaf,))!r} has no module "
+        f"{'/'.join(module_path)!r} in the Flax model")
+  if "scale" in flax_module:  # BatchNorm
+    names = {"weight": ("params", "scale"), "bias": ("params", "bias"),
+             "running_mean": ("batch_stats", "mean"),
+             "running_var": ("batch_stats", "var")}
+    if leaf not in names:
+      raise ConversionError(f"unexpected BatchNorm leaf {leaf!r} at {'/'.join(module_path)}")
+    return names[leaf] + (value,)
+  if leaf == "bias":
+    return "params", "bias", value
+  if leaf == "weight" and "kernel" in flax_module:
+    if value.ndim == 4:
+      return "params", "kernel", conv_kernel(value)
+    if value.ndim == 2:
+      return "params", "kernel", linear_kernel(value)
+  raise ConversionError(
+      f"cannot map checkpoint key {'.'.join(module_path + (leaf,))!r} of shape "
+      f"{value.shape} onto Flax module {'/'.join(module_path)!r} "
+      f"(leaves {sorted(flax_module)})")
+
+
+def _module_index(template_params) -> dict:
+  """{module path tuple: {leaf name: array}} for the template's params."""
+  index = {}
+  for path, value in traverse_util.flatten_dict(template_params).items():
+    index.setdefault(path[:-1], {})[path[-1]] = value
+  return index
+
+
+def torch_to_flax(state_dict: Mapping[str, np.ndarray], template: Mapping) -> dict:
+  """Converts a PyTorch state dict into a {'params', 'batch_stats'} tree.
+
+  Args:
+    state_dict: '.'-joined PyTorch names -> numpy arrays.
+    template: the Flax model's variables (only the structure is read).
+
+  Returns:
+    Nested dict with 'params' and (if any) 'batch_stats', holding exactly the
+    converted checkpoint entries; shapes are *not* checked against the
+    template here (`pretrained.load.merge` does that, naming both shapes).
+  """
+  index = _module_index(template["params"])
+  flat = {}
+  for key, value in state_dict.items():
+    parts = tuple(key.split("."))
+    target = _leaf_target(parts[:-1], parts[-1], np.asarray(value), index)
+    if target is None:
+      continue
+    collection, leaf, converted = target
+    flat[(collection,) + parts[:-1] + (leaf,)] = np.ascontiguousarray(converted)
+  return traverse_util.unflatten_dict(flat)
