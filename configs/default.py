@@ -1,0 +1,67 @@
+"""Every configuration key ftlab reads, with its default.
+
+Other configs import this module and override fields:
+
+  python -m ftlab.main --config=configs/default.py --workdir=runs/x \
+      --config.data.root=/data/mine --config.model.name=resnet18
+"""
+import ml_collections
+
+
+def get_config(arg=None):
+  """Returns the default config. `arg` is unused here."""
+  del arg
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "resnet18"       # a key of ftlab.models.MODELS
+  config.model.pretrained = ""         # registered weights name or file/dir path; "" = random init
+  config.model.strict = False          # fail on any missing/unexpected pretrained key
+  config.model.dtype = "float32"       # compute dtype: float32 | bfloat16 (params stay float32)
+
+  config.data = ml_collections.ConfigDict()
+  config.data.kind = "imagefolder"     # imagefolder | aircraft | digits
+  config.data.root = ""                # dataset root directory
+  config.data.train_split = "train"
+  config.data.val_split = "val"        # evaluated for reference each eval; "" = none
+  config.data.test_split = "test"      # evaluated once at the end on the best checkpoint
+  config.data.minival_fraction = 0.1   # share of train held out for model selection
+  config.data.image_size = 0           # 0 = the model's own input size
+  config.data.eval_resize_ratio = 256 / 224
+  config.data.rrc_min_scale = 0.08     # random-resized-crop minimum area
+  config.data.hflip = True
+  config.data.augment = True           # False: train images get the eval transform
+  config.data.on_bad_image = "skip"    # skip (warn and count) | error
+  config.data.num_workers = 4          # decoding threads
+  config.data.prefetch = 2             # batches decoded ahead
+  config.data.download = False         # aircraft: download the official archive into root
+  config.data.annotation = "variant"   # aircraft: variant | family | manufacturer
+
+  config.strategy = ml_collections.ConfigDict()
+  config.strategy.name = "full_ft"     # a key of ftlab.strategy.PRESETS, or "custom"
+  config.strategy.freeze_blocks = 7    # freeze_shallow: number of leading trunk blocks frozen
+  config.strategy.head_lr_mult = 10.0  # full_ft_head_lr: classifier LR multiplier
+  config.strategy.deep_lr_mults = (1.05, 1.1, 1.15)  # full_ft_deep_lr: last blocks' LR multipliers
+  config.strategy.rules = ()           # custom: ((regex, action), ...), see ftlab/strategy.py
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "sgd"        # sgd | adam | adamw
+  config.optimizer.lr = 0.01           # base LR for global batch `train.batch_size`
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = False
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.warmup_epochs = 0.0
+  config.optimizer.schedule = "cosine"  # cosine | constant
+  config.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 32         # global batch
+  config.train.eval_batch_size = 64
+  config.train.num_epochs = 10.0
+  config.train.label_smoothing = 0.0
+  config.train.log_every_steps = 10
+  config.train.eval_every_epochs = 1.0
+  config.train.checkpoint_every_steps = 100
+  config.train.stop_after_steps = 0    # >0: stop (checkpointed) after this many steps, for tests and preemption drills
+  return config

@@ -1,0 +1,1 @@
+"""Datasets (image folders, annotation-file datasets, the digits demo) and the input pipeline."""

@@ -1,0 +1,114 @@
+"""Labelled image lists: the common form every dataset is read into.
+
+A `Source` holds, per split, the image paths and integer labels, plus the
+ordered class names. Builders for the supported layouts live in their own
+modules (`imagefolder.py`, `aircraft.py`, `digits.py`); this module owns the
+shared pieces: the error type, the bad-image check and the minival carve-out.
+"""
+import concurrent.futures
+import dataclasses
+import logging
+import os
+from typing import Dict, List, Sequence
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class DataError(ValueError):
+  """Bad input data; the message names the file, folder or key at fault."""
+
+
+@dataclasses.dataclass
+class Split:
+  paths: List[str]
+  labels: np.ndarray  # int32, one per path
+
+  def __len__(self):
+    return len(self.paths)
+
+  def subset(self, index: np.ndarray) -> "Split":
+    return Split([self.paths[i] for i in index], self.labels[index])
+
+
+@dataclasses.dataclass
+class Source:
+  name: str
+  classes: List[str]
+  splits: Dict[str, Split]
+  skipped: List[str] = dataclasses.field(default_factory=list)
+
+  def split(self, name: str) -> Split:
+    if name not in self.splits:
+      raise DataError(f"dataset {self.name!r} has no split {name!r}; it has {sorted(self.splits)}")
+    return self.splits[name]
+
+
+def is_image_file(name: str) -> bool:
+  return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _decodable(path: str) -> bool:
+  try:
+    with Image.open(path) as img:
+      img.verify()
+    return True
+  except Exception:  # pylint: disable=broad-except  # any PIL failure means "not an image"
+    return False
+
+
+def filter_decodable(split: Split, on_bad_image: str, num_workers: int) -> tuple:
+  """Drops files PIL cannot open; returns (split, skipped paths).
+
+  Args:
+    split: the candidate images.
+    on_bad_image: 'skip' (warn, count, drop) or 'error' (raise on the first).
+    num_workers: threads used for the header check.
+  """
+  if on_bad_image not in ("skip", "error"):
+    raise DataError(f"config.data.on_bad_image={on_bad_image!r}; use 'skip' or 'error'")
+  with concurrent.futures.ThreadPoolExecutor(max(num_workers, 1)) as pool:
+    ok = list(pool.map(_decodable, split.paths))
+  bad = [p for p, good in zip(split.paths, ok) if not good]
+  if bad and on_bad_image == "error":
+    raise DataError(f"{bad[0]} is not a decodable image (config.data.on_bad_image='error')")
+  for path in bad:
+    logging.warning("skipping %s: not a decodable image", path)
+  keep = np.array([i for i, good in enumerate(ok) if good], dtype=np.int64)
+  return split.subset(keep), bad
+
+
+def carve_minival(split: Split, fraction: float, seed: int) -> tuple:
+  """Splits `split` into (train, minival), stratified by class, fixed by `seed`."""
+  if not 0.0 <= fraction < 1.0:
+    raise DataError(f"config.data.minival_fraction={fraction} must be in [0, 1)")
+  rng = np.random.default_rng(seed)
+  held = []
+  for label in np.unique(split.labels):
+    members = np.flatnonzero(split.labels == label)
+    n = int(round(len(members) * fraction))
+    if fraction > 0 and len(members) > 1:
+      n = min(max(n, 1), len(members) - 1)
+    held.extend(rng.permutation(members)[:n].tolist())
+  held_mask = np.zeros(len(split), bool)
+  held_mask[held] = True
+  return split.subset(np.flatnonzero(~held_mask)), split.subset(np.flatnonzero(held_mask))
+
+
+def check_nonempty(split: Split, where: str) -> None:
+  if len(split) == 0:
+    raise DataError(f"no images found in {where} (extensions {', '.join(IMAGE_EXTENSIONS)})")
+
+
+def class_counts(split: Split, classes: Sequence[str]) -> Dict[str, int]:
+  counts = np.bincount(split.labels, minlength=len(classes))
+  return {c: int(n) for c, n in zip(classes, counts)}
+
+
+def require_dir(path: str, what: str) -> None:
+  if not path:
+    raise DataError(f"{what} is empty: set it to the dataset directory")
+  if not os.path.isdir(path):
+    raise DataError(f"{what}={path} does not exist or is not a directory")

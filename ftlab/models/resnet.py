@@ -1,0 +1,142 @@
+"""ResNet-18/34/50 with torchvision's module names.
+
+Parameter paths mirror `torchvision.models.resnet` (`conv1`, `bn1`,
+`layer1/0/conv1`, `layer1/0/downsample/0`, `fc`), so
+`pretrained.layout.torch_to_flax` converts its checkpoints directly. As in
+torchvision (ResNet v1.5), a Bottleneck block strides in its 3x3 conv.
+"""
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ftlab.models.layers import BatchNorm, TrainArg
+
+BLOCKS = ("conv1|bn1", "layer1", "layer2", "layer3", "layer4")
+HEAD = "fc"
+
+_KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
+  """Bias-free conv with PyTorch's symmetric padding (kernel - 1) // 2."""
+  p = (kernel - 1) // 2
+  return nn.Conv(features, (kernel, kernel), (stride, stride),
+                 padding=((p, p), (p, p)), use_bias=False, dtype=dtype,
+                 kernel_init=_KAIMING_FAN_OUT, name=name)
+
+
+class Downsample(nn.Module):
+  """The shortcut projection: torchvision's `downsample` Sequential (1x1 conv, BN)."""
+  features: int
+  stride: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: TrainArg):
+    x = conv(self.features, 1, self.stride, self.dtype, name="0")(x)
+    return BatchNorm(dtype=self.dtype, name="1")(x, train)
+
+
+def shortcut(x, features: int, stride: int, dtype: Any, train: TrainArg):
+  """Identity, or a `downsample` projection when the shape changes (as torchvision)."""
+  if stride != 1 or x.shape[-1] != features:
+    return Downsample(features, stride, dtype, name="downsample")(x, train)
+  return x
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convs (ResNet-18/34); outputs `planes` channels."""
+  planes: int
+  stride: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: TrainArg):
+    y = conv(self.planes, 3, self.stride, self.dtype, name="conv1")(x)
+    y = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(y, train))
+    y = conv(self.planes, 3, 1, self.dtype, name="conv2")(y)
+    y = BatchNorm(dtype=self.dtype, name="bn2")(y, train)
+    return nn.relu(y + shortcut(x, self.planes, self.stride, self.dtype, train))
+
+
+class Bottleneck(nn.Module):
+  """1x1 -> 3x3 (strided) -> 1x1 convs (ResNet-50); outputs 4 * `planes` channels."""
+  planes: int
+  stride: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: TrainArg):
+    out = 4 * self.planes
+    y = conv(self.planes, 1, 1, self.dtype, name="conv1")(x)
+    y = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(y, train))
+    y = conv(self.planes, 3, self.stride, self.dtype, name="conv2")(y)
+    y = nn.relu(BatchNorm(dtype=self.dtype, name="bn2")(y, train))
+    y = conv(out, 1, 1, self.dtype, name="conv3")(y)
+    y = BatchNorm(dtype=self.dtype, name="bn3")(y, train)
+    return nn.relu(y + shortcut(x, out, self.stride, self.dtype, train))
+
+
+class ResLayer(nn.Module):
+  """torchvision's `layerN` Sequential: blocks named '0', '1', ...; the first strides."""
+  block: Any
+  planes: int
+  num_blocks: int
+  stride: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: TrainArg):
+    for i in range(self.num_blocks):
+      stride = self.stride if i == 0 else 1
+      x = self.block(self.planes, stride, self.dtype, name=str(i))(x, train)
+    return x
+
+
+class ResNet(nn.Module):
+  """A torchvision ResNet.
+
+  Attributes:
+    num_classes: size of the `fc` output.
+    block: `BasicBlock` or `Bottleneck`.
+    layers: number of blocks in layer1..layer4.
+    dtype: computation dtype (parameters stay float32; logits are float32).
+  """
+  num_classes: int
+  block: Any
+  layers: Sequence[int]
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: TrainArg = False, part: str = "all"):
+    """Logits (`part='all'`), pooled trunk features ('trunk'), or head(x) ('head')."""
+    if part not in ("all", "trunk", "head"):
+      raise ValueError(f"part must be 'all', 'trunk' or 'head', got {part!r}")
+    if part != "head":
+      x = self._trunk(x, train)
+      if part == "trunk":
+        return x
+    x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x.astype(self.dtype))
+    return x.astype(jnp.float32)
+
+  def _trunk(self, x, train: TrainArg):
+    x = conv(64, 7, 2, self.dtype, name="conv1")(x.astype(self.dtype))
+    x = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
+    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    for i, num_blocks in enumerate(self.layers):
+      x = ResLayer(self.block, 64 * 2**i, num_blocks, 1 if i == 0 else 2,
+                   self.dtype, name=f"layer{i + 1}")(x, train)
+    return jnp.mean(x, axis=(1, 2))
+
+
+def resnet18(num_classes: int, dtype: Any = jnp.float32) -> ResNet:
+  return ResNet(num_classes, BasicBlock, (2, 2, 2, 2), dtype)
+
+
+def resnet34(num_classes: int, dtype: Any = jnp.float32) -> ResNet:
+  return ResNet(num_classes, BasicBlock, (3, 4, 6, 3), dtype)
+
+
+def resnet50(num_classes: int, dtype: Any = jnp.float32) -> ResNet:
+  return ResNet(num_classes, Bottleneck, (3, 4, 6, 3), dtype)
