@@ -142,3 +142,91 @@ def test_real_lite0_file_matches_torch_load():
   ours, theirs = pth.load_state_dict(path), torch.load(path, weights_only=True)
   assert any(not t.is_contiguous() for t in theirs.values())
   _assert_same(ours, theirs)
+
+
+# --- download -----------------------------------------------------------------
+
+from ftlab.pretrained import download as dl  # noqa: E402
+
+
+def _served(tmp_path, name="blob.bin", data=b"weights" * 1000):
+  src = tmp_path / "server" / name
+  src.parent.mkdir(exist_ok=True)
+  src.write_bytes(data)
+  return src.as_uri(), hashlib.sha256(data).hexdigest()
+
+
+def test_download_verifies_and_caches(tmp_path):
+  url, digest = _served(tmp_path)
+  cache = tmp_path / "cache"
+  path = dl.download(url, cache, sha256=digest, progress=False)
+  assert path == cache / "blob.bin" and path.read_bytes() == b"weights" * 1000
+  assert sorted(p.name for p in cache.iterdir()) == ["blob.bin"]  # no temp left
+  (tmp_path / "server" / "blob.bin").unlink()  # a second call must not fetch again
+  assert dl.download(url, cache, sha256=digest[:8], progress=False) == path
+
+
+def test_download_hash_mismatch_deletes_file(tmp_path):
+  url, digest = _served(tmp_path)
+  wrong = "0" * 64
+  with pytest.raises(dl.DownloadError) as err:
+    dl.download(url, tmp_path / "cache", sha256=wrong, progress=False)
+  assert url in str(err.value) and wrong in str(err.value) and digest in str(err.value)
+  assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_download_reports_unreachable_url(tmp_path):
+  url = (tmp_path / "nowhere.bin").as_uri()
+  with pytest.raises(dl.DownloadError, match="nowhere.bin"):
+    dl.download(url, tmp_path / "cache", progress=False)
+  with pytest.raises(ValueError, match="not a hex digest"):
+    dl.download(url, tmp_path / "cache", sha256="abc", progress=False)
+
+
+def _tar_bytes(members, mode="w:gz"):
+  buf = io.BytesIO()
+  with tarfile.open(fileobj=buf, mode=mode) as tar:
+    for info, data in members:
+      tar.addfile(info, io.BytesIO(data) if data is not None else None)
+  return buf.getvalue()
+
+
+def _file_info(name, data):
+  info = tarfile.TarInfo(name)
+  info.size = len(data)
+  return info, data
+
+
+def test_download_extracts_tar_and_zip(tmp_path):
+  tar = _tar_bytes([_file_info("ds/images/a.jpg", b"a"), _file_info("ds/labels.txt", b"1\n")])
+  url, digest = _served(tmp_path, "ds.tar.gz", tar)
+  root = dl.download(url, tmp_path / "data", sha256=digest, extract=True, progress=False)
+  assert (root / "ds" / "labels.txt").read_text() == "1\n"
+  assert (root / "ds.tar.gz").is_file()
+  zbuf = io.BytesIO()
+  with zipfile.ZipFile(zbuf, "w") as zf:
+    zf.writestr("z/readme.txt", "hi")
+  url, _ = _served(tmp_path, "z.zip", zbuf.getvalue())
+  assert (dl.download(url, tmp_path / "data", extract=True, progress=False)
+          / "z" / "readme.txt").read_text() == "hi"
+
+
+def test_download_refuses_path_traversal(tmp_path):
+  link = tarfile.TarInfo("ds/link")
+  link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+  cases = {
+      "up.tar": _tar_bytes([_file_info("../escaped.txt", b"x")], "w"),
+      "abs.tar": _tar_bytes([_file_info("/tmp/escaped.txt", b"x")], "w"),
+      "link.tar": _tar_bytes([_file_info("ds/a.txt", b"a"), (link, None)], "w"),
+  }
+  zbuf = io.BytesIO()
+  with zipfile.ZipFile(zbuf, "w") as zf:
+    zf.writestr("../escaped.txt", "x")
+  cases["up.zip"] = zbuf.getvalue()
+  for name, data in cases.items():
+    url, _ = _served(tmp_path, name, data)
+    dest = tmp_path / "data" / name
+    with pytest.raises(dl.UnsafeArchiveError, match=name):
+      dl.download(url, dest, extract=True, progress=False)
+    assert sorted(p.name for p in dest.iterdir()) == [name], name  # nothing extracted
+  assert not (tmp_path / "data" / "escaped.txt").exists()
