@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import flax.linen as nn
 
-from ftlab.models import tiny
+from ftlab.models import densenet, mobilenet, resnet, tiny
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -46,6 +46,19 @@ MODELS = {
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
     ),
+    "resnet18": ModelSpec(build=resnet.resnet18, blocks=resnet.BLOCKS, head=resnet.HEAD),
+    "resnet34": ModelSpec(build=resnet.resnet34, blocks=resnet.BLOCKS, head=resnet.HEAD),
+    "resnet50": ModelSpec(build=resnet.resnet50, blocks=resnet.BLOCKS, head=resnet.HEAD),
+    "mobilenet_v2": ModelSpec(
+        build=mobilenet.mobilenet_v2, blocks=mobilenet.V2_BLOCKS, head=mobilenet.HEAD),
+    "mobilenet_v3_small": ModelSpec(
+        build=mobilenet.mobilenet_v3_small, blocks=mobilenet.V3_SMALL_BLOCKS,
+        head=mobilenet.HEAD),
+    "mobilenet_v3_large": ModelSpec(
+        build=mobilenet.mobilenet_v3_large, blocks=mobilenet.V3_LARGE_BLOCKS,
+        head=mobilenet.HEAD),
+    "densenet121": ModelSpec(
+        build=densenet.densenet121, blocks=densenet.BLOCKS, head=densenet.HEAD),
 }
 
 
