@@ -164,6 +164,15 @@ def test_download_verifies_and_caches(tmp_path):
   assert sorted(p.name for p in cache.iterdir()) == ["blob.bin"]  # no temp left
   (tmp_path / "server" / "blob.bin").unlink()  # a second call must not fetch again
   assert dl.download(url, cache, sha256=digest[:8], progress=False) == path
+  md5 = hashlib.md5(b"weights" * 1000).hexdigest()
+  assert dl.download(url, cache, md5=md5, progress=False) == path
+
+
+def test_download_checks_md5(tmp_path):
+  url, _ = _served(tmp_path)
+  with pytest.raises(dl.DownloadError, match="md5 mismatch for .*blob.bin: expected f{32}"):
+    dl.download(url, tmp_path / "cache", md5="f" * 32, progress=False)
+  assert list((tmp_path / "cache").iterdir()) == []
 
 
 def test_download_hash_mismatch_deletes_file(tmp_path):

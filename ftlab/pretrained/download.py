@@ -31,28 +31,46 @@ class UnsafeArchiveError(ValueError):
   """An archive member would land outside the destination or is not a plain file."""
 
 
-def sha256_of(path, chunk: int = CHUNK) -> str:
-  """Hex sha256 of a file, read in chunks."""
-  digest = hashlib.sha256()
+def _digests(expected: dict) -> dict:
+  """Fresh hashlib objects: sha256 always, plus any other algorithm expected."""
+  return {name: hashlib.new(name) for name in {"sha256", *expected}}
+
+
+def file_digests(path, algorithms=("sha256",), chunk: int = CHUNK) -> dict:
+  """{algorithm: hex digest} of a file, read in chunks."""
+  digests = _digests(dict.fromkeys(algorithms))
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(chunk), b""):
-      digest.update(block)
-  return digest.hexdigest()
+      for digest in digests.values():
+        digest.update(block)
+  return {name: digest.hexdigest() for name, digest in digests.items()}
 
 
-def _check_expected(sha256):
-  """Validates `sha256`: a full hex digest or a prefix of >= MIN_PREFIX digits."""
-  if sha256 is None:
-    return None
-  expected = sha256.lower()
-  if not (MIN_PREFIX <= len(expected) <= 64) or any(c not in "0123456789abcdef" for c in expected):
-    raise ValueError(f"sha256={sha256!r} is not a hex digest (or a prefix of at least "
-                     f"{MIN_PREFIX} hex digits)")
+def sha256_of(path) -> str:
+  """Hex sha256 of a file."""
+  return file_digests(path)["sha256"]
+
+
+def _expected(sha256, md5) -> dict:
+  """{algorithm: lower-case hex} to verify; sha256 may be a >= 8 digit prefix."""
+  expected = {}
+  for name, value, lengths in (("sha256", sha256, range(MIN_PREFIX, 65)), ("md5", md5, (32,))):
+    if value is None:
+      continue
+    value = value.lower()
+    if len(value) not in lengths or any(c not in "0123456789abcdef" for c in value):
+      raise ValueError(f"{name}={value!r} is not a hex digest"
+                       + (f" (or a prefix of at least {MIN_PREFIX} hex digits)" if name == "sha256" else ""))
+    expected[name] = value
   return expected
 
 
-def _matches(got: str, expected) -> bool:
-  return expected is None or got.startswith(expected)
+def _mismatch(got: dict, expected: dict):
+  """The first (algorithm, expected, got) that does not match, or None."""
+  for name, want in expected.items():
+    if not got[name].startswith(want):
+      return name, want, got[name]
+  return None
 
 
 def _filename(url: str) -> str:
@@ -84,24 +102,26 @@ class _Progress:
     self.stream.flush()
 
 
-def _fetch(url: str, dest: pathlib.Path, expected, progress: bool) -> str:
-  """Streams url into a temp file beside dest, verifies, renames; returns the sha256."""
+def _fetch(url: str, dest: pathlib.Path, expected: dict, progress: bool) -> dict:
+  """Streams url into a temp file beside dest, verifies, renames; returns the digests."""
   fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-  digest = hashlib.sha256()
+  digests = _digests(expected)
   try:
     with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as response:
       total = int(response.headers.get("Content-Length") or 0) or None
       meter = _Progress(dest.name, total) if progress else None
       for block in iter(lambda: response.read(CHUNK), b""):
         out.write(block)
-        digest.update(block)
+        for digest in digests.values():
+          digest.update(block)
         if meter:
           meter.update(len(block))
       if meter:
         meter.update(0, final=True)
-    got = digest.hexdigest()
-    if not _matches(got, expected):
-      raise DownloadError(f"sha256 mismatch for {url}: expected {expected}, got {got}; "
+    got = {name: digest.hexdigest() for name, digest in digests.items()}
+    bad = _mismatch(got, expected)
+    if bad:
+      raise DownloadError(f"{bad[0]} mismatch for {url}: expected {bad[1]}, got {bad[2]}; "
                           "the download was deleted")
     os.replace(tmp, dest)
     return got
@@ -145,7 +165,7 @@ def _extract(archive: pathlib.Path, root: pathlib.Path) -> None:
 
 
 def download(url: str, dest_dir, sha256=None, extract: bool = False, *,
-             filename=None, progress: bool = True) -> pathlib.Path:
+             md5=None, filename=None, progress: bool = True) -> pathlib.Path:
   """Downloads `url` into `dest_dir` unless a verified copy is already there.
 
   Args:
@@ -155,6 +175,8 @@ def download(url: str, dest_dir, sha256=None, extract: bool = False, *,
       torchvision file names carry); None skips verification.
     extract: unpack the tar/zip archive into `dest_dir` (once; a marker file
       `.<name>.extracted` records it) and return `dest_dir`.
+    md5: expected hex md5, for sources that publish only that (checked
+      in addition to `sha256` when both are given).
     filename: name to save under; defaults to the URL's last path component.
     progress: print progress to stderr.
 
@@ -166,17 +188,17 @@ def download(url: str, dest_dir, sha256=None, extract: bool = False, *,
       or wrong file is deleted).
     UnsafeArchiveError: an archive member would escape `dest_dir`.
   """
-  expected = _check_expected(sha256)
+  expected = _expected(sha256, md5)
   root = pathlib.Path(dest_dir)
   root.mkdir(parents=True, exist_ok=True)
   dest = root / (filename or _filename(url))
-  got = sha256_of(dest) if dest.is_file() else None
-  if got is None or not _matches(got, expected):
+  got = file_digests(dest, {"sha256", *expected}) if dest.is_file() else None
+  if got is None or _mismatch(got, expected):
     got = _fetch(url, dest, expected, progress)
   if not extract:
     return dest
   marker = root / f".{dest.name}.extracted"
-  if not marker.is_file() or marker.read_text().strip() != got:
+  if not marker.is_file() or marker.read_text().strip() != got["sha256"]:
     _extract(dest, root)
-    marker.write_text(got + "\n")
+    marker.write_text(got["sha256"] + "\n")
   return root
