@@ -1,0 +1,265 @@
+"""Tests for ftlab.sweep, with a fake runner instead of real training."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from ftlab import sweep
+
+FAKE_RUNNER = textwrap.dedent("""\
+  # Stands in for `python -m ftlab.main`: behaviour comes from --config.fake.
+  import json, os, pathlib, sys, time
+  args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
+  workdir = pathlib.Path(args["workdir"])
+  overrides = {k[len("config."):]: v for k, v in args.items() if k.startswith("config.")}
+  with open(workdir.parent / "invocations.txt", "a") as f:
+    f.write(workdir.name + "\\n")
+  print("fake run", workdir.name, flush=True)
+  mode = overrides.get("fake", "ok")
+  resumed = (workdir / "ckpt").exists()
+  if mode == "fail":
+    print("boom: simulated failure", file=sys.stderr)
+    sys.exit(3)
+  if mode == "no_results":
+    sys.exit(0)
+  if mode == "sleep_once" and not resumed:
+    (workdir / "ckpt").write_text("step 5")
+    time.sleep(60)
+  env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "XLA_FLAGS")}
+  results = {"status": "finished", "argv": sys.argv[1:], "overrides": overrides,
+             "resumed": resumed, "env": env,
+             "affinity": sorted(os.sched_getaffinity(0))}
+  (workdir / "results.json").write_text(json.dumps(results))
+""")
+
+CONFIG = textwrap.dedent("""\
+  import ml_collections
+  from ftlab import sweep
+
+  STRATEGY_ORDER = ["freeze_all", "full_ft"]
+
+  def get_config(arg=None):
+    return ml_collections.ConfigDict({
+        "model": {"name": "tiny_cnn"}, "strategy": {"name": "full_ft"},
+        "seed": 0, "fake": "ok", "optimizer": {"lr": 0.1}})
+
+  def get_sweep(arg=None):
+    if arg == "fail":
+      return sweep.zip_(**{"strategy.name": ["full_ft", "freeze_all", "linear"],
+                           "fake": ["ok", "fail", "ok"]})
+    if arg == "resume":
+      return sweep.zip_(**{"strategy.name": ["full_ft", "freeze_all", "linear"],
+                           "fake": ["ok", "sleep_once", "ok"]})
+    if arg == "no_results":
+      return [{"fake": "no_results"}]
+    return sweep.product(**{"model.name": ["tiny_cnn", "big/net"],
+                            "strategy.name": ["full_ft", "freeze_all"],
+                            "optimizer.lr": [0.001]})
+""")
+
+
+@pytest.fixture
+def setup(tmp_path):
+  (tmp_path / "fake_runner.py").write_text(FAKE_RUNNER)
+  (tmp_path / "cfg.py").write_text(CONFIG)
+  return tmp_path
+
+
+def _sweep_cmd(tmp, arg, *extra):
+  spec = f"{tmp / 'cfg.py'}:{arg}" if arg else str(tmp / "cfg.py")
+  return [sys.executable, "-m", "ftlab.sweep", f"--config={spec}",
+          f"--workdir={tmp / 'runs'}", f"--runner={sys.executable} {tmp / 'fake_runner.py'}",
+          *extra]
+
+
+def _run_sweep(tmp, arg=None, *extra):
+  return subprocess.run(_sweep_cmd(tmp, arg, *extra), capture_output=True, text=True,
+                        timeout=60)
+
+
+def _results(run_dir):
+  return json.loads((run_dir / "results.json").read_text())
+
+
+def _invocations(tmp):
+  return (tmp / "runs" / "invocations.txt").read_text().split()
+
+
+def test_grid_helpers():
+  assert sweep.product(a=[1, 2], b=["x", "y"]) == [
+      {"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 2, "b": "x"}, {"a": 2, "b": "y"}]
+  assert sweep.zip_(a=[1, 2], b=["x", "y"]) == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
+  with pytest.raises(sweep.SweepError, match="equal length"):
+    sweep.zip_(a=[1], b=[1, 2])
+  assert sweep.chain(sweep.product(a=[1]), [{"b": 2}]) == [{"a": 1}, {"b": 2}]
+  assert sweep.cross(sweep.zip_(a=[1, 2]), [{"s": 0}, {"s": 1}]) == [
+      {"a": 1, "s": 0}, {"a": 1, "s": 1}, {"a": 2, "s": 0}, {"a": 2, "s": 1}]
+
+
+def test_run_names_are_readable_sanitised_and_ordered():
+  assert sweep.run_name({"model.name": "resnet18", "strategy.name": "full_ft",
+                         "seed": 0}) == "model=resnet18,strategy=full_ft,seed=0"
+  assert sweep.run_name({"seed": 0, "model.name": "resnet18"}) == "seed=0,model=resnet18"
+  assert sweep.run_name({"optimizer.lr": 1e-3, "data.root": "/a b/c"}) == (
+      "optimizer.lr=0.001,data.root=_a_b_c")
+  long = sweep.run_name({"x": "y" * 500})
+  assert len(long) == sweep.MAX_NAME_LEN and long == sweep.run_name({"x": "y" * 500})
+  with pytest.raises(sweep.SweepError, match="both get the run name"):
+    sweep.unique_names([{"m": "a/b"}, {"m": "a b"}])
+
+
+def test_filters_accept_unambiguous_short_keys():
+  keys = ["model.name", "strategy.name", "seed", "optimizer.lr", "head.lr"]
+  filters = sweep.parse_filters(["strategy=full_ft", "seed=0", "seed=2"], keys)
+  assert filters == {"strategy.name": {"full_ft"}, "seed": {"0", "2"}}
+  assert sweep.matches({"strategy.name": "full_ft", "seed": 2}, filters)
+  assert not sweep.matches({"strategy.name": "full_ft", "seed": 1}, filters)
+  with pytest.raises(sweep.SweepError, match="ambiguous"):
+    sweep.parse_filters(["lr=0.1"], keys)
+  with pytest.raises(sweep.SweepError, match="matches no"):
+    sweep.parse_filters(["dataset=x"], keys)
+
+
+def test_placement_splits_threads_and_gpus():
+  place = sweep.placement(1, 2, cpus=[0, 1, 2, 3], gpus=["0", "1", "2", "3"])
+  assert place.cpus == (2, 3)
+  assert place.env["OMP_NUM_THREADS"] == "2"
+  assert "intra_op_parallelism_threads=2" in place.env["XLA_FLAGS"]
+  assert place.env["CUDA_VISIBLE_DEVICES"] == "1,3"
+  shared = sweep.placement(2, 3, cpus=[0, 1], gpus=["7"])
+  assert shared.cpus == (0,) and shared.env["OMP_NUM_THREADS"] == "1"
+  assert shared.env["CUDA_VISIBLE_DEVICES"] == "7"
+  assert shared.env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.30"
+  assert "CUDA_VISIBLE_DEVICES" not in sweep.placement(0, 1, cpus=[0]).env
+
+
+def test_load_sweep_checks_keys(setup):
+  loaded = sweep.load_sweep(str(setup / "cfg.py"))
+  assert len(loaded.grid) == 4 and loaded.strategy_order == ("freeze_all", "full_ft")
+  (setup / "bad.py").write_text(CONFIG.replace('"optimizer.lr"', '"optimiser.lr"'))
+  with pytest.raises(sweep.SweepError, match=r"bad.py: sweep key 'optimiser.lr'"):
+    sweep.load_sweep(str(setup / "bad.py"))
+  assert sweep.build_command(sweep.DEFAULT_RUNNER, "c.py:x", "w", {"seed": 1})[:3] == [
+      sys.executable, "-m", "ftlab.main"]
+
+
+def test_dry_run_prints_commands_and_launches_nothing(setup):
+  out = _run_sweep(setup, None, "--dry_run", "--only=model=tiny_cnn")
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.strip().splitlines()
+  assert lines[-1] == "dry run: 2 to launch, 0 already finished"
+  assert "--config.model.name=tiny_cnn --config.strategy.name=full_ft" in lines[0]
+  assert not (setup / "runs").exists()
+
+
+def test_sweep_runs_grid_and_overrides_reach_the_runs(setup):
+  out = _run_sweep(setup, None, "--parallel=2", "--cpus=2")
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip().splitlines()[-1] == "4 finished, 0 failed"
+  runs = setup / "runs"
+  name = "model=big_net,strategy=freeze_all,optimizer.lr=0.001"
+  res = _results(runs / name)
+  assert res["overrides"] == {"model.name": "big/net", "strategy.name": "freeze_all",
+                              "optimizer.lr": "0.001"}
+  assert f"--workdir={runs / name}" in res["argv"]
+  assert res["env"]["OMP_NUM_THREADS"] == "1" and len(res["affinity"]) == 1
+  assert "fake run" in (runs / name / "log.txt").read_text()
+  index = json.loads((runs / "sweep.json").read_text())
+  assert index["strategy_order"] == ["freeze_all", "full_ft"]
+  assert [r["status"] for r in index["runs"]] == ["finished"] * 4
+  assert index["runs"][3]["name"] == name and len(index["grid"]) == 4
+
+
+def test_failing_run_does_not_stop_the_others(setup):
+  out = _run_sweep(setup, "fail")
+  assert out.returncode == 1, out.stderr
+  assert out.stdout.strip().splitlines()[-1] == "2 finished, 1 failed"
+  runs = setup / "runs"
+  failed = json.loads((runs / "strategy=freeze_all,fake=fail" / "failed.json").read_text())
+  assert failed["exit_code"] == 3 and "boom: simulated failure" in failed["log_tail"]
+  assert failed["overrides"] == {"strategy.name": "freeze_all", "fake": "fail"}
+  assert (runs / "strategy=linear,fake=ok" / "results.json").exists()
+  statuses = {r["name"]: r["status"]
+              for r in json.loads((runs / "sweep.json").read_text())["runs"]}
+  assert statuses["strategy=freeze_all,fake=fail"] == "failed"
+  # Re-running retries only the failed run.
+  again = _run_sweep(setup, "fail")
+  assert again.returncode == 1 and _invocations(setup).count("strategy=full_ft,fake=ok") == 1
+
+
+def test_exit_zero_without_results_counts_as_failed(setup):
+  out = _run_sweep(setup, "no_results")
+  assert out.returncode == 1
+  failed = json.loads((setup / "runs" / "fake=no_results" / "failed.json").read_text())
+  assert "missing or not finished" in failed["reason"]
+
+
+def _wait_for(path, timeout=30.0):
+  deadline = time.monotonic() + timeout
+  while not path.exists():
+    assert time.monotonic() < deadline, f"{path} never appeared"
+    time.sleep(0.05)
+
+
+def test_resume_after_killed_sweep(setup):
+  runs = setup / "runs"
+  first = runs / "strategy=full_ft,fake=ok"
+  slow = runs / "strategy=freeze_all,fake=sleep_once"
+  proc = subprocess.Popen(_sweep_cmd(setup, "resume"), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  _wait_for(slow / "ckpt")
+  proc.send_signal(signal.SIGTERM)
+  stdout, _ = proc.communicate(timeout=30)
+  assert proc.returncode == 128 + signal.SIGTERM
+  assert stdout.strip().splitlines()[-1] == "1 finished, 0 failed"
+  statuses = [r["status"] for r in json.loads((runs / "sweep.json").read_text())["runs"]]
+  assert statuses == ["finished", "interrupted", "pending"]
+  before = (first / "results.json").stat().st_mtime_ns, (first / "results.json").read_bytes()
+
+  out = _run_sweep(setup, "resume")
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip().splitlines()[-1] == "3 finished, 0 failed"
+  assert ((first / "results.json").stat().st_mtime_ns,
+          (first / "results.json").read_bytes()) == before
+  assert _invocations(setup).count(first.name) == 1
+  assert _invocations(setup).count(slow.name) == 2
+  assert _results(slow)["resumed"] is True
+  assert (slow / "log.txt").read_text().count("=== ") == 2
+
+
+def test_refuses_to_start_while_an_orphaned_run_still_runs(setup):
+  slow = setup / "runs" / "strategy=freeze_all,fake=sleep_once"
+  proc = subprocess.Popen(_sweep_cmd(setup, "resume"), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  _wait_for(slow / "ckpt")
+  proc.kill()
+  proc.wait()
+  entry = json.loads((setup / "runs" / "sweep.json").read_text())["runs"][1]
+  try:
+    out = _run_sweep(setup, "resume")
+    assert out.returncode == sweep.ERROR_EXIT
+    assert "still running" in out.stderr and slow.name in out.stderr
+  finally:
+    os.killpg(entry["pid"], signal.SIGKILL)
+
+
+def test_slurm_script_runs_one_task(setup):
+  script = setup / "sweep.sbatch"
+  out = _run_sweep(setup, "fail", f"--slurm={script}", "--sbatch=--time=1:00:00")
+  assert out.returncode == 0, out.stderr
+  text = script.read_text()
+  assert "#SBATCH --array=0,1,2\n" in text and "#SBATCH --time=1:00:00\n" in text
+  env = {**os.environ, "SLURM_ARRAY_TASK_ID": "2"}
+  task = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env,
+                        timeout=60)
+  assert task.returncode == 0, task.stderr
+  assert task.stdout.strip().splitlines()[-1] == "1 finished, 0 failed"
+  assert _invocations(setup) == ["strategy=linear,fake=ok"]
+  index = json.loads((setup / "runs" / "sweep.json").read_text())
+  assert [r["status"] for r in index["runs"]] == ["pending", "pending", "finished"]
