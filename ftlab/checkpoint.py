@@ -1,0 +1,108 @@
+"""Orbax checkpoints of a run: the latest (for resuming) and the best (by minival top-1).
+
+Layout: `workdir/checkpoints/latest/<step>/` and `workdir/checkpoints/best/<step>/`,
+each holding the train state (`state`) and the run's bookkeeping (`meta`:
+history, best score, accumulated train time) so a resumed run continues
+exactly where the interrupted one stopped. Orbax writes to a temporary
+directory and renames it, so an interrupted save never corrupts the last
+good checkpoint.
+"""
+import dataclasses
+import json
+import os
+from typing import Any, List, Optional
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+
+def _manager(path: str) -> ocp.CheckpointManager:
+  # Synchronous saves: the train step donates its input buffers, so a background
+  # save could read arrays that the next step already reused.
+  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                         enable_async_checkpointing=False)
+  return ocp.CheckpointManager(path, options=options, item_names=("state", "meta"))
+
+
+class Checkpoints:
+  """The run's two checkpoint managers."""
+
+  def __init__(self, workdir: str):
+    root = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.latest = _manager(os.path.join(root, "latest"))
+    self.best = _manager(os.path.join(root, "best"))
+
+  @staticmethod
+  def _save(manager, step: int, state, meta: dict) -> None:
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               meta=ocp.args.JsonSave(meta)), force=True)
+
+  def save_latest(self, step: int, state, meta: dict) -> None:
+    self._save(self.latest, step, state, meta)
+
+  def save_best(self, step: int, state, meta: dict) -> None:
+    self._save(self.best, step, state, meta)
+
+  @staticmethod
+  def _restore(manager, target) -> Optional[tuple]:
+    step = manager.latest_step()
+    if step is None:
+      return None
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                        meta=ocp.args.JsonRestore()))
+    return out["state"], dict(out["meta"])
+
+  def restore_latest(self, target) -> Optional[tuple]:
+    """(state, meta) of the latest checkpoint shaped like `target`, or None."""
+    return self._restore(self.latest, target)
+
+  def restore_best(self, target) -> Optional[tuple]:
+    return self._restore(self.best, target)
+
+  def wait(self) -> None:
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.latest.close()
+    self.best.close()
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir} an ftlab run directory?")
+  with open(path, encoding="utf-8") as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def read_classes(workdir: str) -> List[str]:
+  with open(os.path.join(workdir, "label_map.json"), encoding="utf-8") as f:
+    return json.load(f)["classes"]
+
+
+@dataclasses.dataclass
+class Run:
+  """A trained run's best checkpoint, ready for inference."""
+  config: ml_collections.ConfigDict
+  spec: Any
+  model: Any
+  variables: dict
+  class_names: List[str]
+  step: int
+
+
+def load_best(workdir: str) -> Run:
+  """Loads `workdir`'s best checkpoint (for evaluate/predict)."""
+  from ftlab import train  # pylint: disable=import-outside-toplevel  # train imports this module
+  config = read_config(workdir)
+  classes = read_classes(workdir)
+  setup = train.build_model(config, len(classes))
+  template = train.initial_state(setup, config, jax.random.key(0), load_weights=False)
+  restored = Checkpoints(workdir).restore_best(template)
+  if restored is None:
+    raise FileNotFoundError(f"no best checkpoint under {workdir}/checkpoints/best")
+  state, _ = restored
+  return Run(config, setup.spec, setup.model, train.variables_of(state), classes, int(state.step))

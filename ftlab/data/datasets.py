@@ -1,0 +1,72 @@
+"""From `config.data` to the splits a run uses: train, minival, val, test."""
+import dataclasses
+import json
+import logging
+import os
+from typing import List, Optional
+
+from ftlab.data import aircraft, digits, imagefolder
+from ftlab.data.sources import DataError, Source, Split, carve_minival, check_nonempty, filter_decodable
+
+KINDS = ("imagefolder", "aircraft", "digits")
+DIGITS_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "ftlab", "digits")
+
+
+@dataclasses.dataclass
+class Data:
+  name: str
+  classes: List[str]
+  train: Split
+  minival: Split            # carved from train: model selection looks only here
+  val: Optional[Split]
+  test: Optional[Split]     # evaluated once, at the end, on the selected checkpoint
+  skipped: List[str]
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.classes)
+
+
+def _split_names(cfg) -> list:
+  return [s for s in (cfg.train_split, cfg.val_split, cfg.test_split) if s]
+
+
+def _read_source(cfg) -> Source:
+  if cfg.kind not in KINDS:
+    raise DataError(f"config.data.kind={cfg.kind!r}; use one of {KINDS}")
+  if cfg.kind == "aircraft":
+    root = aircraft.download(cfg.root) if cfg.download else cfg.root
+    return aircraft.load(root, _split_names(cfg), cfg.annotation)
+  if cfg.kind == "digits":
+    return imagefolder.load(digits.materialize(cfg.root or DIGITS_CACHE), _split_names(cfg))
+  return imagefolder.load(cfg.root, _split_names(cfg))
+
+
+def _clean(source: Source, name: str, cfg) -> Optional[Split]:
+  if not name:
+    return None
+  split, bad = filter_decodable(source.split(name), cfg.on_bad_image, cfg.num_workers)
+  source.skipped.extend(bad)
+  check_nonempty(split, f"split {name!r} of {cfg.root or source.name}")
+  return split
+
+
+def load(cfg, split_seed: int = 0) -> Data:
+  """Reads, checks and splits the dataset described by `config.data`."""
+  source = _read_source(cfg)
+  train = _clean(source, cfg.train_split, cfg)
+  val = _clean(source, cfg.val_split, cfg)
+  test = _clean(source, cfg.test_split, cfg)
+  train, minival = carve_minival(train, cfg.minival_fraction, split_seed)
+  if not len(minival) and val is None:
+    raise DataError("config.data.minival_fraction=0 and no config.data.val_split: "
+                    "nothing to select checkpoints on")
+  if source.skipped:
+    logging.warning("skipped %d undecodable image(s); first: %s", len(source.skipped), source.skipped[0])
+  return Data(source.name, source.classes, train, minival if len(minival) else val, val, test,
+              source.skipped)
+
+
+def write_label_map(data: Data, workdir: str) -> None:
+  with open(os.path.join(workdir, "label_map.json"), "w", encoding="utf-8") as f:
+    json.dump({"dataset": data.name, "classes": data.classes}, f, indent=1)

@@ -1,0 +1,57 @@
+"""Optimizers compiled from a strategy `Plan` with `optax.multi_transform`.
+
+The optimizer only ever sees the *trainable* parameters (a flat dict keyed by
+'/'-joined path): frozen ones have no gradient and no optimizer state. Each
+trainable group gets the base schedule (linear warm-up, then cosine decay or
+constant) scaled by its LR multiplier, and weight decay scaled by its
+`wd_mult` (semantics in `ftlab/strategy.py`).
+"""
+import optax
+
+from ftlab.strategy import Group, Plan
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "constant")
+
+
+def base_schedule(opt_cfg, total_steps: int, warmup_steps: int) -> optax.Schedule:
+  if opt_cfg.schedule not in SCHEDULES:
+    raise ValueError(f"config.optimizer.schedule={opt_cfg.schedule!r}; use one of {SCHEDULES}")
+  warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
+  if opt_cfg.schedule == "cosine":
+    main = optax.cosine_decay_schedule(opt_cfg.lr, max(total_steps - warmup_steps, 1))
+  else:
+    main = optax.constant_schedule(opt_cfg.lr)
+  if warmup_steps == 0:
+    return main
+  warm = optax.linear_schedule(0.0, opt_cfg.lr, warmup_steps)
+  return optax.join_schedules([warm, main], [warmup_steps])
+
+
+def _scaled(schedule: optax.Schedule, mult: float) -> optax.Schedule:
+  return lambda step: schedule(step) * mult
+
+
+def group_transform(opt_cfg, group: Group, schedule: optax.Schedule) -> optax.GradientTransformation:
+  lr = _scaled(schedule, group.action.lr_mult)
+  wd = opt_cfg.weight_decay * group.action.wd_mult
+  if opt_cfg.name == "adamw":
+    return optax.adamw(lr, weight_decay=wd)
+  if opt_cfg.name == "sgd":
+    inner = optax.sgd(lr, momentum=opt_cfg.momentum or None, nesterov=opt_cfg.nesterov)
+  elif opt_cfg.name == "adam":
+    inner = optax.adam(lr)
+  else:
+    raise ValueError(f"config.optimizer.name={opt_cfg.name!r}; use one of {OPTIMIZERS}")
+  return optax.chain(optax.add_decayed_weights(wd), inner) if wd else inner
+
+
+def make_optimizer(opt_cfg, plan: Plan, total_steps: int, warmup_steps: int) -> optax.GradientTransformation:
+  """The transformation for the flat dict of trainable parameters."""
+  schedule = base_schedule(opt_cfg, total_steps, warmup_steps)
+  transforms = {g.name: group_transform(opt_cfg, g, schedule) for g in plan.trainable_groups}
+  labels = lambda params: {p: plan.labels[p] for p in params}  # pylint: disable=unnecessary-lambda-assignment
+  tx = optax.multi_transform(transforms, labels)
+  if opt_cfg.grad_clip_norm:
+    tx = optax.chain(optax.clip_by_global_norm(opt_cfg.grad_clip_norm), tx)
+  return tx
