@@ -9,7 +9,7 @@ This file is intentionally kept short: the run lives in `ftlab/train.py`.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ftlab import train
+from ftlab import train, writers
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (optionally `path:arg`).",
@@ -21,6 +21,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  writers.quiet_library_logs()
   logging.info("config:\n%s", FLAGS.config)
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

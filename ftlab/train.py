@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from clu import periodic_actions
 from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -285,7 +286,12 @@ class Run:
   writer: Any
 
 
-def prepare(config, workdir: str) -> Run:
+def prepare(config, workdir: str, for_training: bool = True) -> Run:
+  """Reads the data and builds the model, optimizer and devices.
+
+  With `for_training`, also writes config.json, label_map.json and opens the
+  metric writers (evaluation of a finished run writes none of these).
+  """
   os.makedirs(workdir, exist_ok=True)
   data = datasets.load(config.data)
   schedule = Schedule.create(config, len(data.train))
@@ -293,12 +299,12 @@ def prepare(config, workdir: str) -> Run:
   devices = Devices.create()
   devices.check_batch(config.train.batch_size, "config.train.batch_size")
   devices.check_batch(config.train.eval_batch_size, "config.train.eval_batch_size")
-  if jax.process_index() == 0:
+  if for_training and jax.process_index() == 0:
     datasets.write_label_map(data, workdir)
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       f.write(config.to_json_best_effort(indent=1))
   return Run(config, workdir, data, setup, schedule, make_loaders(config, data, setup), devices,
-             checkpoint.Checkpoints(workdir), writers.create(workdir))
+             checkpoint.Checkpoints(workdir), writers.create(workdir) if for_training else None)
 
 
 def fresh_meta() -> dict:
@@ -330,6 +336,8 @@ class Trainer:
     self.compiled = None
     self.window = []
     self.pending = None
+    self.progress = periodic_actions.ReportProgress(
+        num_train_steps=run.schedule.total_steps, writer=run.writer, every_secs=30.0)
     self.lr = optim.base_schedule(run.config.optimizer, run.schedule.total_steps,
                                   run.schedule.warmup_steps)
 
@@ -387,13 +395,15 @@ class Trainer:
       self._drain()
       self.pending = (step + 1, device_metrics)
       done = step + 1
+      self.progress(done)
       if done % cfg.log_every_steps == 0 or done == stop:
         self._log_train(done)
-      if done % sched.eval_every == 0 or done == sched.total_steps or done % cfg.checkpoint_every_steps == 0 or done == stop:
+      evaluate_now = done % sched.eval_every == 0 or done == sched.total_steps
+      if evaluate_now or done % cfg.checkpoint_every_steps == 0 or done == stop:
         self._drain()
         jax.block_until_ready(self.state)
         self.meta["train_time_s"] += time.perf_counter() - t_mark
-        if done % sched.eval_every == 0 or done == sched.total_steps:
+        if evaluate_now:
           self._evaluate(done)
         self.run.ckpts.save_latest(done, self.state, self.meta)
         t_mark = time.perf_counter()
@@ -426,9 +436,10 @@ def evaluate_best(run: Run, state: TrainState, eval_fn, split_name: str, out_dir
     raise FileNotFoundError(f"no best checkpoint in {run.workdir}/checkpoints/best")
   outputs = evaluate(eval_fn, best[0], run.loaders[split_name], run.devices)
   if jax.process_index() == 0:
-    write_predictions(os.path.join(out_dir, "predictions.csv"), getattr(run.data, split_name),
-                      outputs, run.data.classes)
-    write_confusion(os.path.join(out_dir, "confusion.csv"), outputs, run.data.classes)
+    suffix = "" if split_name == "test" else f"_{split_name}"
+    write_predictions(os.path.join(out_dir, f"predictions{suffix}.csv"),
+                      getattr(run.data, split_name), outputs, run.data.classes)
+    write_confusion(os.path.join(out_dir, f"confusion{suffix}.csv"), outputs, run.data.classes)
   return summarize(outputs, run.setup.num_classes)
 
 

@@ -1,8 +1,10 @@
 """Metric writers: clu's default writer (TensorBoard + logging) plus a JSONL file."""
 import json
+import logging
 import os
 
 import jax
+from absl import logging as absl_logging
 from clu import metric_writers
 
 
@@ -54,3 +56,14 @@ def create(workdir: str) -> metric_writers.MetricWriter:
       metric_writers.create_default_writer(workdir, asynchronous=False),
       JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
   ])
+
+
+class _DropLibraryInfo(logging.Filter):
+  """Drops INFO records logged from orbax's internals (dozens per checkpoint)."""
+
+  def filter(self, record):
+    return record.levelno > logging.INFO or "/orbax/" not in record.pathname
+
+
+def quiet_library_logs() -> None:
+  absl_logging.get_absl_handler().addFilter(_DropLibraryInfo())

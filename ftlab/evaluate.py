@@ -1,0 +1,44 @@
+"""Evaluate a run's best checkpoint on a held-out split.
+
+  python -m ftlab.evaluate --workdir=runs/demo [--split=test]
+
+Writes `predictions.csv` (image, true, predicted, confidence) and
+`confusion.csv` (for a split other than test: `predictions_<split>.csv`,
+`confusion_<split>.csv`) and `eval_<split>.json` to the workdir, and prints
+the metrics.
+"""
+import json
+import os
+
+import jax
+from absl import app, flags
+
+from ftlab import checkpoint, train, writers
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "A finished or partial ftlab run directory.")
+flags.DEFINE_enum("split", "test", ["test", "val", "minival"], "Which split to evaluate.")
+flags.mark_flag_as_required("workdir")
+
+
+def evaluate_run(workdir: str, split: str) -> dict:
+  config = checkpoint.read_config(workdir)
+  run = train.prepare(config, workdir, for_training=False)
+  if split not in run.loaders:
+    raise ValueError(f"{workdir} has no {split!r} split (config.data.{split}_split is empty)")
+  template = train.initial_state(run.setup, config, jax.random.key(0), load_weights=False)
+  eval_fn = jax.jit(train.make_eval_step(run.setup))
+  out = train.evaluate_best(run, run.devices.replicate(template), eval_fn, split, workdir)
+  train.write_json_atomic(os.path.join(workdir, f"eval_{split}.json"), out)
+  run.ckpts.close()
+  return out
+
+
+def main(argv):
+  del argv
+  writers.quiet_library_logs()
+  print(json.dumps(evaluate_run(FLAGS.workdir, FLAGS.split), indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)
