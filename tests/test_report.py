@@ -1,0 +1,248 @@
+"""Tests for ftlab.report, ftlab.stats and ftlab.plots on hand-written fixtures.
+
+tests/fixtures/report_sweep holds a 2 model x 3 strategy x 3 seed sweep
+(strategy order linear_probe, freeze_shallow, full_ft; not alphabetical):
+
+  resnet18:   linear_probe 50/52/54, freeze_shallow 80/82/84, full_ft 78/79/80 (% top-1)
+  mnv3_small: linear_probe seed 0 48.66, seed 1 failed.json, seed 2 corrupt results.json;
+              freeze_shallow seeds 0-1 absent, seed 2 status 'running' (all missing);
+              full_ft 88/90, seed 2 results.json without `test` (failed).
+"""
+import csv
+import io
+import json
+import math
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from ftlab import plots
+from ftlab import report
+from ftlab import stats
+
+FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "report_sweep"
+T_975_DF2 = 4.302653  # Student t 97.5% quantile, 2 degrees of freedom (tables).
+T_975_DF1 = 12.706205  # ... 1 degree of freedom.
+
+EXPECTED_MD = """\
+# Fine-tuning report: WORKDIR
+
+Metric `test.top1`, in %, higher is better; rows `model`, columns `strategy`. \
+Runs: 12 finished, 3 failed, 3 missing.
+
+## test.top1 (%): mean ± std over seeds
+
+| model | linear_probe | freeze_shallow | full_ft |
+|---|---|---|---|
+| resnet18 | 52.00 ± 2.00 (n=3) | **82.00 ± 2.00 (n=3)** | 79.00 ± 1.00 (n=3) |
+| mnv3_small | 48.66 (n=1, failed 2) | missing | **89.00 ± 1.41 (n=2, failed 1)** |
+
+Bold: the highest mean in its row (ties all bold).
+± is the sample standard deviation over seeds (ddof=1); n counts finished seeds; \
+failed/missing runs never contribute a number.
+
+## test.top1 (%): mean ± 95% CI
+
+| model | linear_probe | freeze_shallow | full_ft |
+|---|---|---|---|
+| resnet18 | 52.00 ± 4.97 (n=3) | **82.00 ± 4.97 (n=3)** | 79.00 ± 2.48 (n=3) |
+| mnv3_small | 48.66 (n=1, failed 2) | missing | **89.00 ± 12.71 (n=2, failed 1)** |
+
+Bold: the highest mean in its row (ties all bold).
+± is the 95% confidence-interval half-width of the mean, t(0.975, n-1)·s/√n \
+(Student t over seeds); n=1 cells have no interval.
+
+## Δ test.top1 vs full_ft (percentage points)
+
+| model | linear_probe | freeze_shallow |
+|---|---|---|
+| resnet18 | -27.00 ± 2.48 (n=3, p<0.001) * | +3.00 ± 2.48 (n=3, p=0.035) * |
+| mnv3_small | -39.34 (n=1, no test) | missing |
+
+Δ is the mean over shared seeds of (column − full_ft) ± the 95% t half-width of that mean.
+Test: two-sided paired t-test over shared seeds (scipy.stats.ttest_rel); * marks p < 0.05 \
+(no correction for multiple comparisons); fewer than 2 shared seeds: no test.
+
+## Cost (mean over seeds)
+
+| model | strategy | n | trainable params | optimizer state | train time | images/s | peak RSS |
+|---|---|---|---|---|---|---|---|
+| resnet18 | linear_probe | 3 | 100.00K (0.9%) | 781.2 KiB | 110.0 s | 50.0 | 2000 MB |
+| resnet18 | freeze_shallow | 3 | 8.00M (72.7%) | 61.0 MiB | 3.3 min | 40.0 | 2500 MB |
+| resnet18 | full_ft | 3 | 11.00M (100.0%) | 83.9 MiB | 5.0 min | 30.0 | 3000 MB |
+| mnv3_small | linear_probe | 1 | 50.00K (2.5%) | 390.6 KiB | 100.0 s | 50.0 | 2000 MB |
+| mnv3_small | freeze_shallow | 0 | missing | missing | missing | missing | missing |
+| mnv3_small | full_ft | 2 | 2.00M (100.0%) | 15.3 MiB | 5.0 min | 30.0 | 3000 MB |
+
+Means over the finished seeds of each cell; train time excludes evaluation and \
+compilation as measured by the run.
+
+## Problems
+
+- WORKDIR/model=mnv3_small,strategy=linear_probe,seed=1/failed.json: exit code 1 \
+(log: RuntimeError: out of memory)
+- WORKDIR/model=mnv3_small,strategy=linear_probe,seed=2/results.json: does not parse \
+(Expecting ',' delimiter: line 2 column 1 (char 44))
+- WORKDIR/model=mnv3_small,strategy=freeze_shallow,seed=0: no results.json or failed.json
+- WORKDIR/model=mnv3_small,strategy=freeze_shallow,seed=1: no results.json or failed.json
+- WORKDIR/model=mnv3_small,strategy=freeze_shallow,seed=2/results.json: status is \
+'running', not finished
+- WORKDIR/model=mnv3_small,strategy=full_ft,seed=2/results.json: no numeric 'test.top1'
+"""
+
+EXPECTED_CSV = """\
+model,strategy,metric,status,n,n_failed,n_missing,mean,std,ci95,best,delta_vs_full_ft,\
+delta_ci95,delta_n,p_value,significant,num_trainable_params,optimizer_state_bytes,\
+train_time_s,train_images_per_s,peak_rss_mb
+resnet18,linear_probe,test.top1,ok,3,0,0,52.00,2.00,4.97,0,-27.00,2.48,3,0.0004569,1,\
+100000,800000,110.0,50.0,2000
+resnet18,freeze_shallow,test.top1,ok,3,0,0,82.00,2.00,4.97,1,3.00,2.48,3,0.0351,1,\
+8000000,64000000,200.0,40.0,2500
+resnet18,full_ft,test.top1,ok,3,0,0,79.00,1.00,2.48,0,,,,,,11000000,88000000,300.0,30.0,3000
+mnv3_small,linear_probe,test.top1,ok,1,2,0,48.66,,,0,-39.34,,1,,,50000,400000,100.0,50.0,2000
+mnv3_small,freeze_shallow,test.top1,missing,0,0,3,,,,0,,,,,,,,,,
+mnv3_small,full_ft,test.top1,ok,2,1,0,89.00,1.41,12.71,1,,,,,,2000000,16000000,300.0,30.0,3000
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path):
+  dst = tmp_path / "sweep"
+  shutil.copytree(FIXTURE, dst)
+  return dst
+
+
+def _build(workdir, **spec):
+  return report.build(report.collect(workdir), report.Spec(**spec))
+
+
+def test_markdown_is_exactly_as_expected(workdir):
+  assert report.to_markdown(_build(workdir)) == EXPECTED_MD.replace("WORKDIR", str(workdir))
+
+
+def test_csv_is_exactly_as_expected(workdir):
+  text = report.to_csv(_build(workdir))
+  assert text == EXPECTED_CSV
+  rows = list(csv.DictReader(io.StringIO(text)))
+  assert [r["strategy"] for r in rows[:3]] == ["linear_probe", "freeze_shallow", "full_ft"]
+
+
+def test_confidence_intervals_match_hand_computation(workdir):
+  cells = _build(workdir).cells
+  # 80, 82, 84: mean 82, s = 2, half-width t(.975, 2) * 2 / sqrt(3).
+  s = cells["resnet18", "freeze_shallow"].summary
+  assert (s.n, s.mean, s.std) == (3, pytest.approx(82.0), pytest.approx(2.0))
+  assert s.ci == pytest.approx(T_975_DF2 * 2 / math.sqrt(3), abs=1e-5)
+  # 88, 90: s = sqrt(2), half-width t(.975, 1) * sqrt(2) / sqrt(2).
+  s = cells["mnv3_small", "full_ft"].summary
+  assert s.std == pytest.approx(math.sqrt(2)) and s.ci == pytest.approx(T_975_DF1, abs=1e-5)
+  s = cells["mnv3_small", "linear_probe"].summary
+  assert (s.n, s.std, s.ci) == (1, None, None)
+
+
+def test_paired_delta_matches_hand_computation(workdir):
+  cells = _build(workdir).cells
+  # freeze_shallow - full_ft per seed: 2, 3, 4 -> mean 3, s_d = 1, t = 3 / (1 / sqrt 3).
+  # For 2 degrees of freedom the t CDF is 1/2 + t / (2 sqrt(2 + t^2)), so the
+  # two-sided p = 1 - t / sqrt(2 + t^2).
+  d = cells["resnet18", "freeze_shallow"].delta
+  t = 3 * math.sqrt(3)
+  assert d.seeds == (0, 1, 2) and d.mean == pytest.approx(3.0)
+  assert d.ci == pytest.approx(T_975_DF2 / math.sqrt(3), abs=1e-5)
+  assert d.p == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-9)
+  assert d.significant
+  # Only seed 0 is shared: a delta without a test.
+  d = cells["mnv3_small", "linear_probe"].delta
+  assert (d.n, d.p, d.significant) == (1, None, None)
+  assert d.mean == pytest.approx(48.66 - 88.0)
+
+
+def test_stats_edge_cases():
+  assert stats.paired_delta({0: 1.0}, {1: 2.0}).n == 0
+  equal = stats.paired_delta({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.0})
+  assert (equal.mean, equal.p, equal.significant) == (1.0, None, None)
+  not_sig = stats.paired_delta({0: 1.0, 1: 3.0, 2: 2.0}, {0: 2.0, 1: 2.0, 2: 2.0})
+  assert not_sig.p == pytest.approx(1.0) and not not_sig.significant
+  with pytest.raises(ValueError):
+    stats.summarize([])
+
+
+def test_lower_is_better_metric_and_filters(workdir):
+  rep = _build(workdir, metric="final.minival_loss")
+  assert not rep.spec.higher_is_better and rep.spec.scale == 1.0
+  # Every finished run has minival_loss 1.1: all numeric cells tie and are bold.
+  assert [c.best for c in rep.cells.values() if c.summary] == [True] * 5
+  only = report.build(report.collect(workdir), report.Spec(), only=["seed=0"])
+  assert only.cells["resnet18", "full_ft"].summary.n == 1
+  flipped = _build(workdir, rows=("strategy",), cols=("model",))
+  assert flipped.rows == ["linear_probe", "freeze_shallow", "full_ft"]
+
+
+def test_latex_and_json(workdir):
+  rep = _build(workdir)
+  tex = report.to_latex(rep)
+  assert tex.count(r"\toprule") == 4 and tex.count(r"\bottomrule") == 4
+  assert r"\textbf{82.00 $\pm$ 2.00 (n=3)}" in tex and r"linear\_probe" in tex
+  data = report.to_json(rep)
+  cell = next(c for c in data["cells"] if c["row"] == "resnet18" and c["col"] == "full_ft")
+  assert cell["values"] == {"0": pytest.approx(78.0), "1": pytest.approx(79.0),
+                            "2": pytest.approx(80.0)}
+  assert data["cols"] == ["linear_probe", "freeze_shallow", "full_ft"]
+  json.dumps(data)
+
+
+def test_cli_writes_all_formats_and_names_bad_files(workdir):
+  out = subprocess.run([sys.executable, "-m", "ftlab.report", f"--workdir={workdir}",
+                        "--noplots"], capture_output=True, text=True, timeout=60)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.rstrip("\n") == EXPECTED_MD.replace("WORKDIR", str(workdir)).rstrip("\n")
+  bad = workdir / "model=mnv3_small,strategy=linear_probe,seed=2" / "results.json"
+  assert f"warning: {bad}: does not parse" in out.stderr
+  for fmt in report.FORMATS:
+    assert (workdir / f"report.{fmt}").stat().st_size > 0
+
+
+def _write_predictions(run_dir, image_dir):
+  image_dir.mkdir()
+  rng = np.random.default_rng(0)
+  lines = ["image,true,predicted,confidence"]
+  for i in range(5):
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+        image_dir / f"{i}.png")
+    lines.append(f"{image_dir / f'{i}.png'},A320,{'A320' if i % 2 else 'B737'},0.9")
+  lines.append(f"{image_dir / 'gone.png'},A380,A320,0.5")
+  (run_dir / "predictions.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_plots_are_written_and_non_empty(workdir, tmp_path):
+  _write_predictions(workdir / "model=resnet18,strategy=full_ft,seed=1", tmp_path / "img")
+  paths = plots.write_all(_build(workdir))
+  names = sorted(p.name for p in paths)
+  assert names == sorted(f"{stem}.{ext}" for stem in
+                         ("curves", "bars", "accuracy_vs_time", "predictions")
+                         for ext in ("png", "pdf"))
+  for path in paths:
+    assert path.parent == workdir / "plots" and path.stat().st_size > 1000
+    if path.suffix == ".png":
+      with Image.open(path) as im:
+        assert im.size[0] > 100 and im.size[1] > 100
+
+
+def test_plots_skip_the_grid_without_predictions(workdir):
+  paths = plots.write_all(_build(workdir))
+  assert len(paths) == 6 and not (workdir / "plots" / "predictions.png").exists()
+
+
+def test_plot_helpers():
+  assert plots.pareto_front([(1, 50), (2, 40), (3, 80), (3, 70), (4, 80)]) == [(1, 50), (3, 80)]
+  steps, mean, lo, hi = plots.band([{1: 10.0, 2: 20.0}, {1: 30.0}])
+  assert steps.tolist() == [1, 2] and mean.tolist() == [20.0, 20.0]
+  assert lo.tolist() == [10.0, 20.0] and hi.tolist() == [30.0, 20.0]
+  rows = [{"true": "a", "predicted": "a" if i % 3 else "b"} for i in range(12)]
+  picked = plots.pick_samples(rows, 4)
+  assert sum(r["true"] != r["predicted"] for r in picked) == 2 and len(picked) == 4
