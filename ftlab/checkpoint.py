@@ -99,7 +99,7 @@ def load_best(workdir: str) -> Run:
   from ftlab import train  # pylint: disable=import-outside-toplevel  # train imports this module
   config = read_config(workdir)
   classes = read_classes(workdir)
-  setup = train.build_model(config, len(classes))
+  setup = train.build_setup(config, len(classes), total_steps=1, warmup_steps=0)
   template = train.initial_state(setup, config, jax.random.key(0), load_weights=False)
   restored = Checkpoints(workdir).restore_best(template)
   if restored is None:

@@ -137,9 +137,9 @@ def make_train_step(setup: Setup, label_smoothing: float):
         "loss": loss,
         "top1": metrics.topk_correct(logits, batch["label"], 1).mean(),
         "top5": metrics.topk_correct(logits, batch["label"], 5).mean(),
-        "grad_norm": optax.global_norm(grads),
-        "update_norm": optax.global_norm(updates),
-        "param_norm": optax.global_norm(trainable),
+        "grad_norm": optax.tree.norm(grads),
+        "update_norm": optax.tree.norm(updates),
+        "param_norm": optax.tree.norm(trainable),
     }
     new_state = state.replace(step=state.step + 1, trainable=trainable,
                               batch_stats=batch_stats, opt_state=opt_state)

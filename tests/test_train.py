@@ -1,0 +1,113 @@
+"""End-to-end behaviour of the training loop on a tiny model and generated data."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from ftlab import checkpoint, train
+from tests.conftest import tiny_config
+
+
+def _latest_state(config, workdir):
+  run = train.prepare(config, workdir, for_training=False)
+  template = train.initial_state(run.setup, config, jax.random.key(0), load_weights=False)
+  state, meta = run.ckpts.restore_latest(run.devices.replicate(template))
+  run.ckpts.close()
+  return state, meta
+
+
+def _initial(config, workdir):
+  run = train.prepare(config, workdir, for_training=False)
+  key = jax.random.fold_in(jax.random.key(config.seed), 0)
+  return train.initial_state(run.setup, config, key)
+
+
+def test_short_run_learns_separable_data(image_folder, tmp_path):
+  out = train.train_and_evaluate(tiny_config(image_folder, **{"train.num_epochs": 4.0}),
+                                 str(tmp_path / "run"))
+  assert out["test"]["top1"] >= 0.9
+  assert out["test"]["count"] == 18  # every test image counted once despite the ragged last batch
+  saved = json.load(open(tmp_path / "run" / "results.json"))
+  assert saved["test"]["top1"] == out["test"]["top1"]
+  assert saved["best"]["step"] in [h["step"] for h in saved["history"]]
+  for name in ("predictions.csv", "confusion.csv", "label_map.json", "config.json", "metrics.jsonl"):
+    assert os.path.getsize(tmp_path / "run" / name) > 0
+  assert json.load(open(tmp_path / "run" / "label_map.json"))["classes"] == ["cat", "dog", "wolf"]
+
+
+def test_linear_probe_leaves_backbone_bit_identical(image_folder, tmp_path):
+  config = tiny_config(image_folder, **{"strategy.name": "linear_probe", "train.num_epochs": 1.0})
+  workdir = str(tmp_path / "run")
+  start = _initial(config, workdir)
+  train.train_and_evaluate(config, workdir)
+  end, _ = _latest_state(config, workdir)
+  assert int(end.step) > 3
+  assert set(end.trainable) == {"fc/kernel", "fc/bias"}
+  for path, value in start.frozen.items():
+    np.testing.assert_array_equal(np.asarray(end.frozen[path]), np.asarray(value), err_msg=path)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(end.batch_stats),
+                         jax.device_get(start.batch_stats))
+  assert not np.allclose(end.trainable["fc/kernel"], start.trainable["fc/kernel"])
+
+
+def _one_step(config, root, workdir):
+  run = train.prepare(config, workdir, for_training=False)
+  state = train.initial_state(run.setup, config, jax.random.key(0))
+  batch = next(run.loaders["train"].epoch(0))
+  step = jax.jit(train.make_train_step(run.setup, 0.0))
+  new_state, _ = step(state, batch, jax.random.key(1))
+  return state, new_state
+
+
+def test_lr_multiplier_scales_sgd_updates(image_folder, tmp_path):
+  common = {"optimizer.momentum": 0.0, "optimizer.schedule": "constant", "strategy.name": "custom"}
+  k = 7.0
+  base = tiny_config(image_folder, **common, **{"strategy.rules": ((".*", 1.0),)})
+  mult = tiny_config(image_folder, **common, **{"strategy.rules": (("fc/.*", k), (".*", 1.0))})
+  s0, s1 = _one_step(base, image_folder, str(tmp_path / "a"))
+  _, m1 = _one_step(mult, image_folder, str(tmp_path / "b"))
+  for path in s0.trainable:
+    delta_base = np.asarray(s1.trainable[path] - s0.trainable[path])
+    delta_mult = np.asarray(m1.trainable[path] - s0.trainable[path])
+    factor = k if path.startswith("fc/") else 1.0
+    np.testing.assert_allclose(delta_mult, factor * delta_base, rtol=1e-4, atol=1e-7, err_msg=path)
+  assert np.abs(np.asarray(s1.trainable["fc/kernel"] - s0.trainable["fc/kernel"])).max() > 0
+
+
+def test_killed_and_resumed_run_matches_uninterrupted(image_folder, tmp_path):
+  config = tiny_config(image_folder, **{"train.num_epochs": 3.0})
+  full = train.train_and_evaluate(config, str(tmp_path / "full"))
+  resumed_dir = str(tmp_path / "resumed")
+  stop_at = 5  # mid-epoch: the pipeline must resume at batch 5, not restart the epoch
+  partial = train.train_and_evaluate(tiny_config(image_folder, **{"train.num_epochs": 3.0,
+                                                                  "train.stop_after_steps": stop_at}),
+                                     resumed_dir)
+  assert partial is None
+  _, meta = _latest_state(config, resumed_dir)
+  assert not os.path.exists(os.path.join(resumed_dir, "results.json"))
+  resumed = train.train_and_evaluate(config, resumed_dir)
+  assert resumed["num_steps"] == full["num_steps"]
+  a, _ = _latest_state(config, str(tmp_path / "full"))
+  b, _ = _latest_state(config, resumed_dir)
+  assert int(a.step) == int(b.step) == full["num_steps"]
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
+                         jax.device_get(train.variables_of(a)), jax.device_get(train.variables_of(b)))
+  assert [h["minival_top1"] for h in full["history"]] == pytest.approx(
+      [h["minival_top1"] for h in resumed["history"]])
+
+
+def test_non_finite_loss_fails_fast_with_a_clear_message(image_folder, tmp_path):
+  config = tiny_config(image_folder, **{"optimizer.lr": 1e30, "optimizer.schedule": "constant"})
+  with pytest.raises(FloatingPointError, match=r"step \d+: .* is not finite"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_load_best_returns_the_selected_checkpoint(image_folder, tmp_path):
+  out = train.train_and_evaluate(tiny_config(image_folder), str(tmp_path / "run"))
+  run = checkpoint.load_best(str(tmp_path / "run"))
+  assert run.step == out["best"]["step"]
+  assert run.class_names == ["cat", "dog", "wolf"]
+  logits = run.model.apply(run.variables, np.zeros((2, 16, 16, 3), np.float32))
+  assert logits.shape == (2, 3)
