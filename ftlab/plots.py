@@ -86,7 +86,8 @@ def curves_figure(report: report_lib.Report) -> Figure:
       if not series:
         continue
       steps, mean, lo, hi = band(series)
-      ax.plot(steps, mean, color=_color(j), label=f"{col} (n={len(series)})")
+      ax.plot(steps, mean, color=_color(j), marker="o", markersize=3,
+              label=f"{col} (n={len(series)})")
       ax.fill_between(steps, lo, hi, color=_color(j), alpha=0.2, linewidth=0)
     ax.set(title=row, xlabel="step", ylabel="minival top-1 (%)")
     ax.grid(alpha=0.3)
@@ -185,12 +186,23 @@ def read_predictions(path: pathlib.Path) -> list[dict]:
   return rows
 
 
+def _spread(rows: list, k: int) -> list:
+  """k rows evenly spaced over `rows` (all of them if k >= len(rows))."""
+  if k >= len(rows):
+    return list(rows)
+  return [rows[i] for i in np.linspace(0, len(rows) - 1, k).round().astype(int)]
+
+
 def pick_samples(rows: list[dict], n: int = GRID_IMAGES) -> list[dict]:
-  """Up to n rows, half wrong predictions where there are enough, in file order."""
+  """Up to n rows spread over the file, half of them wrong where there are enough.
+
+  predictions.csv is often sorted by class, so rows are taken evenly spaced
+  rather than from the top; the result keeps file order.
+  """
   wrong = [r for r in rows if r["true"] != r["predicted"]]
   right = [r for r in rows if r["true"] == r["predicted"]]
   n_wrong = min(len(wrong), max(n // 2, n - len(right)))
-  chosen = {id(r) for r in wrong[:n_wrong] + right[:n - n_wrong]}
+  chosen = {id(r) for r in _spread(wrong, n_wrong) + _spread(right, n - n_wrong)}
   return [r for r in rows if id(r) in chosen]
 
 

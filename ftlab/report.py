@@ -210,7 +210,8 @@ def select(records: Sequence[Record], only: Iterable[str]) -> list[Record]:
       raise ValueError(f"--only={item!r} is not of the form key=value")
     filters.append((key.strip(), value.strip()))
   return [r for r in records
-          if all(sweep.format_value(lookup(r, k)) == v for k, v in filters)]
+          if all(lookup(r, k) is not None and sweep.same_value(lookup(r, k), v)
+                 for k, v in filters)]
 
 
 # ---------------------------------------------------------------------------
@@ -311,9 +312,11 @@ def _order(labels: Iterable[str], preferred: Sequence[str]) -> list[str]:
   return [p for p in preferred if p in seen] + [s for s in seen if s not in preferred]
 
 
-def _strategy_order(collection: Collection, keys: Sequence[str]) -> list:
+def _strategy_order(collection: Collection, keys: Sequence[str],
+                    given: Sequence[str] = ()) -> list:
+  """For a strategy axis: the given order, else sweep.json's (the config's STRATEGY_ORDER)."""
   if tuple(keys) in (("strategy",), ("strategy.name",)):
-    return list(collection.index.get("strategy_order") or [])
+    return list(given or collection.index.get("strategy_order") or [])
   return []
 
 
@@ -370,15 +373,28 @@ def _add_deltas(report: Report) -> None:
         cell.delta = stats.paired_delta(cell.values, reference.values, report.spec.alpha)
 
 
-def build(collection: Collection, spec: Spec, only: Iterable[str] = ()) -> Report:
-  """Pivots the collection's runs into cells with summaries, best marks, deltas."""
+def build(collection: Collection, spec: Spec, only: Iterable[str] = (),
+          strategy_order: Sequence[str] = ()) -> Report:
+  """Pivots the collection's runs into cells with summaries, best marks, deltas.
+
+  Args:
+    collection: the runs found by `collect`.
+    spec: metric, row/column keys, baseline and alpha.
+    only: `key=value` filters on the runs.
+    strategy_order: overrides sweep.json's strategy order.
+
+  Returns:
+    The `Report`.
+  """
   problems = collection.problems
   records = select(with_metric(collection.records, spec.metric, problems), only)
   fallback = _shared_values(records, spec.rows + spec.cols)
   labelled = [(label(r, spec.rows, fallback), label(r, spec.cols, fallback), r)
               for r in records]
-  rows = _order((r for r, _, _ in labelled), _strategy_order(collection, spec.rows))
-  cols = _order((c for _, c, _ in labelled), _strategy_order(collection, spec.cols))
+  rows = _order((r for r, _, _ in labelled),
+                _strategy_order(collection, spec.rows, strategy_order))
+  cols = _order((c for _, c, _ in labelled),
+                _strategy_order(collection, spec.cols, strategy_order))
   cells = {(r, c): Cell(r, c) for r in rows for c in cols}
   for row, col, record in labelled:
     _add_record(cells[row, col], record, spec, problems)
@@ -710,6 +726,8 @@ def define_flags() -> None:
   flags.DEFINE_string("baseline", "full_ft", "Column the paired deltas compare against.")
   flags.DEFINE_float("alpha", stats.ALPHA, "p-value threshold of the paired t-test.")
   flags.DEFINE_multi_string("only", [], "Keep runs with key=value; repeat to combine.")
+  flags.DEFINE_list("strategy_order", [], "Order of strategies (default: sweep.json's, "
+                    "i.e. the config's STRATEGY_ORDER, then first appearance).")
   flags.DEFINE_bool("plots", True, "Also write plots into <workdir>/plots.")
   flags.DEFINE_string("predictions_run", None, "Run (dir name) for the predictions grid; "
                       "default: the best finished run that has predictions.csv.")
@@ -730,7 +748,7 @@ def main(argv: Sequence[str]) -> int:
   spec = Spec(FLAGS.metric, _split_keys(FLAGS.rows), _split_keys(FLAGS.cols),
               FLAGS.baseline, FLAGS.alpha)
   try:
-    report = build(collect(FLAGS.workdir), spec, FLAGS.only)
+    report = build(collect(FLAGS.workdir), spec, FLAGS.only, FLAGS.strategy_order)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -291,9 +291,23 @@ def parse_filters(items: Iterable[str], keys: Iterable[str]) -> dict[str, set]:
   return filters
 
 
+def same_value(value: Any, text: str) -> bool:
+  """Whether a filter's text names `value` (`1e-3` names 0.001, `true` names True)."""
+  if isinstance(value, bool):
+    return str(value).lower() == text.lower()
+  if format_value(value) == text:
+    return True
+  if isinstance(value, (int, float)):
+    try:
+      return float(text) == float(value)
+    except ValueError:
+      return False
+  return False
+
+
 def matches(overrides: dict, filters: dict[str, set]) -> bool:
   """True if the overrides satisfy every filter."""
-  return all(k in overrides and format_value(overrides[k]) in values
+  return all(k in overrides and any(same_value(overrides[k], v) for v in values)
              for k, values in filters.items())
 
 

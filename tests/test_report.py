@@ -181,6 +181,9 @@ def test_lower_is_better_metric_and_filters(workdir):
   assert only.cells["resnet18", "full_ft"].summary.n == 1
   flipped = _build(workdir, rows=("strategy",), cols=("model",))
   assert flipped.rows == ["linear_probe", "freeze_shallow", "full_ft"]
+  reordered = report.build(report.collect(workdir), report.Spec(),
+                           strategy_order=["full_ft", "linear_probe"])
+  assert reordered.cols == ["full_ft", "linear_probe", "freeze_shallow"]
 
 
 def test_latex_and_json(workdir):

@@ -120,6 +120,9 @@ def test_filters_accept_unambiguous_short_keys():
   assert filters == {"strategy.name": {"full_ft"}, "seed": {"0", "2"}}
   assert sweep.matches({"strategy.name": "full_ft", "seed": 2}, filters)
   assert not sweep.matches({"strategy.name": "full_ft", "seed": 1}, filters)
+  lr = sweep.parse_filters(["optimizer.lr=1e-3"], keys)
+  assert sweep.matches({"optimizer.lr": 0.001}, lr)
+  assert not sweep.matches({"optimizer.lr": 0.01}, lr)
   with pytest.raises(sweep.SweepError, match="ambiguous"):
     sweep.parse_filters(["lr=0.1"], keys)
   with pytest.raises(sweep.SweepError, match="matches no"):
