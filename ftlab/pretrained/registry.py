@@ -130,5 +130,5 @@ def resolve(name_or_path, *, progress: bool = True) -> pathlib.Path:
   path = pathlib.Path(name).expanduser()
   if path.exists():
     return path
-  raise WeightsNotFoundError(f"pretrained={name!r} is neither an existing file nor a registered "
+  raise WeightsNotFoundError(f"weights {name!r}: neither an existing file nor a registered "
                              f"name; registered: {sorted(WEIGHTS)}")

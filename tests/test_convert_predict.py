@@ -1,0 +1,112 @@
+"""Tests for the convert and predict CLIs, including real EfficientNet-Lite0 weights."""
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import traverse_util
+from PIL import Image
+
+from ftlab import convert, models, predict
+from ftlab.pretrained import download, load
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_pretrained import torch_tiny  # noqa: E402  pylint: disable=wrong-import-position
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_pth(tmp_path_factory):
+  path = tmp_path_factory.mktemp("weights") / "tiny.pth"
+  torch.save(torch_tiny(10).state_dict(), path)
+  return path
+
+
+def _flat(tree):
+  return {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(tree).items()}
+
+
+def test_convert_round_trip(tmp_path, tiny_pth):
+  report = convert.convert_file("tiny_cnn", tiny_pth, tmp_path / "conv", num_classes=10)
+  assert len(report.loaded) == report.total
+  spec = models.get_spec("tiny_cnn")
+  template = load.template_variables(spec.build(10, jnp.float32), spec.input_size)
+  direct, _ = load.load_pretrained(template, tiny_pth, spec, strict=True)
+  restored, meta = load.read_converted(tmp_path / "conv")
+  via_dir, _ = load.load_pretrained(template, tmp_path / "conv", spec, strict=True)
+  want = _flat(direct)
+  for got in (_flat(restored), _flat(via_dir)):
+    assert got.keys() == want.keys()
+    for key in want:
+      assert got[key].dtype == want[key].dtype
+      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  assert meta == {
+      "format": "flax-msgpack", "arch": "tiny_cnn", "source": "tiny.pth",
+      "source_sha256": download.sha256_of(tiny_pth), "num_classes": 10, "input_size": 32,
+      "mean": [0.5] * 3, "std": [0.5] * 3, "reinitialized": [], "seed": 0,
+      "ftlab_version": meta["ftlab_version"]}
+
+
+def test_convert_new_head(tmp_path, tiny_pth):
+  report = convert.convert_file("tiny_cnn", str(tiny_pth), tmp_path / "c3", num_classes=3)
+  meta = json.loads((tmp_path / "c3" / "meta.json").read_text())
+  assert meta["num_classes"] == 3
+  assert meta["reinitialized"] == report.reinitialized == ["params/fc/bias", "params/fc/kernel"]
+  restored, _ = load.read_converted(tmp_path / "c3")
+  assert restored["params"]["fc"]["kernel"].shape == (32, 3)
+
+
+def test_preprocess_eval_matches_torchvision():
+  from torchvision import transforms
+  rng = np.random.default_rng(0)
+  image = Image.fromarray(rng.integers(0, 256, (300, 451, 3), dtype=np.uint8))
+  mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+  ours = predict.preprocess_eval(image, 224, mean, std)
+  theirs = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224),
+                               transforms.ToTensor(), transforms.Normalize(mean, std)])(image)
+  assert ours.shape == (224, 224, 3) and ours.dtype == np.float32
+  np.testing.assert_allclose(ours, theirs.numpy().transpose(1, 2, 0), atol=1e-5)
+  tall = predict.preprocess_eval(image.transpose(Image.Transpose.TRANSPOSE).convert("L"), 240,
+                                 (0.5,) * 3, (0.5,) * 3)
+  assert tall.shape == (240, 240, 3)
+
+
+def test_expand_images(tmp_path):
+  for name in ("b/2.png", "b/c/1.JPG", "b/notes.txt", "a.png"):
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_bytes(b"")
+  got = predict.expand_images([tmp_path / "a.png", tmp_path / "b"])
+  assert got == [tmp_path / "a.png", tmp_path / "b" / "2.png", tmp_path / "b" / "c" / "1.JPG"]
+  with pytest.raises(FileNotFoundError, match="missing.png"):
+    predict.expand_images([tmp_path / "missing.png"])
+
+
+def _run(module, *args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True,
+                        text=True, cwd=ROOT, env=env, timeout=300, check=False)
+
+
+def test_convert_and_predict_cli_tiny(tmp_path, tiny_pth):
+  done = _run("ftlab.convert", "--arch=tiny_cnn", f"--src={tiny_pth}", "--num_classes=10",
+              f"--out={tmp_path / 'c'}")
+  assert done.returncode == 0, done.stderr
+  assert "loaded 17 of 17 arrays" in done.stdout
+  Image.fromarray(np.full((40, 50, 3), 128, np.uint8)).save(tmp_path / "gray.png")
+  done = _run("ftlab.predict", f"--pretrained={tmp_path / 'c'}", "--top_k=3",
+              f"--out={tmp_path / 'p.csv'}", tmp_path / "gray.png")
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.splitlines()[0] == str(tmp_path / "gray.png")
+  rows = list(csv.DictReader(open(tmp_path / "p.csv", encoding="utf-8")))
+  assert [r["rank"] for r in rows] == ["1", "2", "3"]
+  assert all(r["class"].startswith("class_") for r in rows)
+  done = _run("ftlab.predict", "--pretrained=no_such_weights", tmp_path / "gray.png")
+  assert done.returncode != 0 and "no_such_weights" in done.stderr
