@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import flax.linen as nn
 
-from ftlab.models import densenet, mobilenet, resnet, tiny
+from ftlab.models import densenet, efficientnet_lite, mobilenet, resnet, tiny
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,6 +59,30 @@ MODELS = {
         head=mobilenet.HEAD),
     "densenet121": ModelSpec(
         build=densenet.densenet121, blocks=densenet.BLOCKS, head=densenet.HEAD),
+    "efficientnet_lite0": ModelSpec(
+        build=efficientnet_lite.efficientnet_lite0,
+        blocks=efficientnet_lite.block_names("efficientnet_lite0"),
+        head=efficientnet_lite.HEAD,
+        input_size=efficientnet_lite.VARIANTS["efficientnet_lite0"].image_size,
+        mean=efficientnet_lite.MEAN,
+        std=efficientnet_lite.STD,
+    ),
+    "efficientnet_lite1": ModelSpec(
+        build=efficientnet_lite.efficientnet_lite1,
+        blocks=efficientnet_lite.block_names("efficientnet_lite1"),
+        head=efficientnet_lite.HEAD,
+        input_size=efficientnet_lite.VARIANTS["efficientnet_lite1"].image_size,
+        mean=efficientnet_lite.MEAN,
+        std=efficientnet_lite.STD,
+    ),
+    "efficientnet_lite2": ModelSpec(
+        build=efficientnet_lite.efficientnet_lite2,
+        blocks=efficientnet_lite.block_names("efficientnet_lite2"),
+        head=efficientnet_lite.HEAD,
+        input_size=efficientnet_lite.VARIANTS["efficientnet_lite2"].image_size,
+        mean=efficientnet_lite.MEAN,
+        std=efficientnet_lite.STD,
+    ),
 }
 
 

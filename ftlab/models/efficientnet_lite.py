@@ -1,0 +1,255 @@
+"""EfficientNet-Lite0/1/2 with the module names of `efficientnet_lite_pytorch`.
+
+Parameter paths mirror that package's `EfficientNet` state dict: `_conv_stem`,
+`_bn0`, `_blocks/N/{_expand_conv,_bn0,_depthwise_conv,_bn1,_project_conv,_bn2}`
+(no expansion in block 0, no squeeze-excitation in the Lite variants),
+`_conv_head`, `_bn1`, `_fc`.
+
+Architecture as the package builds it for 'efficientnet-liteN':
+
+* ReLU6 everywhere; BatchNorm with eps 1e-3 and PyTorch momentum 0.01;
+* stem (32 channels) and head (1280 channels) are not width-scaled, and the
+  first and last stages are not depth-scaled either;
+* TF 'SAME' padding computed *statically* from the configured image size
+  (224/240/260), as `get_same_padding_conv2d(image_size)` does: every conv
+  pads by `tf_same_padding(configured size at that depth)` whatever the input
+  size, so other input sizes give exactly what the PyTorch model gives;
+* residual iff stride 1 and equal widths; drop connect (stochastic depth) in
+  training with rate 0.2 * block index / number of blocks.
+"""
+import math
+from typing import Any, NamedTuple, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ftlab.models.depthwise import DepthwiseConv, tf_same_padding
+from ftlab.models.layers import BatchNorm, Dropout, TrainArg, is_training
+
+HEAD = "_fc"
+STEM_BLOCK = "_conv_stem|_bn0"
+HEAD_BLOCK = "_conv_head|_bn1"
+MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)
+STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
+
+STEM_FEATURES = 32
+HEAD_FEATURES = 1280
+BN_EPSILON = 1e-3
+BN_MOMENTUM = 0.01  # PyTorch convention: 1 - TF's 0.99
+DROP_CONNECT_RATE = 0.2
+
+_KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class Stage(NamedTuple):
+  """One row of the Lite block table (before width/depth scaling)."""
+  repeats: int
+  kernel: int
+  stride: int
+  expand: int
+  in_features: int
+  out_features: int
+
+
+LITE_STAGES = (
+    Stage(1, 3, 1, 1, 32, 16),
+    Stage(2, 3, 2, 6, 16, 24),
+    Stage(2, 5, 2, 6, 24, 40),
+    Stage(3, 3, 2, 6, 40, 80),
+    Stage(3, 5, 1, 6, 80, 112),
+    Stage(4, 5, 2, 6, 112, 192),
+    Stage(1, 3, 1, 6, 192, 320),
+)
+
+
+class Variant(NamedTuple):
+  width: float
+  depth: float
+  image_size: int
+  dropout: float
+
+
+VARIANTS = {
+    "efficientnet_lite0": Variant(1.0, 1.0, 224, 0.2),
+    "efficientnet_lite1": Variant(1.0, 1.1, 240, 0.2),
+    "efficientnet_lite2": Variant(1.1, 1.2, 260, 0.3),
+}
+
+
+class BlockConfig(NamedTuple):
+  """One MBConv block after scaling, with its static padding."""
+  kernel: int
+  stride: int
+  expand: int
+  in_features: int
+  out_features: int
+  pad: Tuple[int, int]
+
+
+def round_filters(filters: int, width: float, divisor: int = 8) -> int:
+  """Scales a channel count by `width`, rounding to a multiple of `divisor` (-10% at most)."""
+  scaled = filters * width
+  rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+  return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+def stage_repeats(index: int, repeats: int, depth: float) -> int:
+  """Depth-scaled repeats; the first and last stages keep theirs (Lite)."""
+  if index in (0, len(LITE_STAGES) - 1):
+    return repeats
+  return int(math.ceil(depth * repeats))
+
+
+def block_configs(width: float, depth: float, image_size: int) -> Tuple[BlockConfig, ...]:
+  """The scaled blocks in order, padded for the configured image size."""
+  size = -(-image_size // 2)  # after the stride-2 stem
+  blocks = []
+  for index, stage in enumerate(LITE_STAGES):
+    in_features = STEM_FEATURES if index == 0 else round_filters(stage.in_features, width)
+    out_features = round_filters(stage.out_features, width)
+    for r in range(stage_repeats(index, stage.repeats, depth)):
+      stride = stage.stride if r == 0 else 1
+      pad = tf_same_padding(size, stage.kernel, stride)
+      blocks.append(BlockConfig(stage.kernel, stride, stage.expand,
+                                in_features, out_features, pad))
+      size = -(-size // stride)
+      in_features = out_features
+  return tuple(blocks)
+
+
+def relu6(x):
+  return jnp.minimum(jnp.maximum(x, 0), 6)
+
+
+def conv1x1(features: int, dtype: Any, name: str) -> nn.Conv:
+  return nn.Conv(features, (1, 1), use_bias=False, dtype=dtype,
+                 kernel_init=_KAIMING_FAN_OUT, name=name)
+
+
+def batch_norm(dtype: Any, name: str) -> BatchNorm:
+  return BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype, name=name)
+
+
+class DropConnect(nn.Module):
+  """Drops whole samples of a residual branch in training and rescales the rest."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, train: TrainArg):
+    if self.rate == 0.0 or not is_training(train):
+      return x
+    keep = 1.0 - self.rate
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+    return jnp.where(mask, x / keep, 0).astype(x.dtype)
+
+
+class MBConvBlock(nn.Module):
+  """Inverted residual: [1x1 expand], depthwise, 1x1 project, each with BN."""
+  config: BlockConfig
+  drop_connect: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: TrainArg):
+    cfg = self.config
+    hidden = cfg.in_features * cfg.expand
+    y = x
+    if cfg.expand != 1:
+      y = conv1x1(hidden, self.dtype, "_expand_conv")(y)
+      y = relu6(batch_norm(self.dtype, "_bn0")(y, train))
+    y = DepthwiseConv(cfg.kernel, cfg.stride, padding=cfg.pad, dtype=self.dtype,
+                      name="_depthwise_conv")(y)
+    y = relu6(batch_norm(self.dtype, "_bn1")(y, train))
+    y = conv1x1(cfg.out_features, self.dtype, "_project_conv")(y)
+    y = batch_norm(self.dtype, "_bn2")(y, train)
+    if cfg.stride == 1 and cfg.in_features == cfg.out_features:
+      y = DropConnect(self.drop_connect)(y, train) + x
+    return y
+
+
+class Blocks(nn.Module):
+  """The `_blocks` ModuleList: children named '0', '1', ..."""
+  configs: Tuple[BlockConfig, ...]
+  drop_connect_rate: float = DROP_CONNECT_RATE
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: TrainArg):
+    n = len(self.configs)
+    for i, cfg in enumerate(self.configs):
+      rate = self.drop_connect_rate * i / n
+      x = MBConvBlock(cfg, rate, self.dtype, name=str(i))(x, train)
+    return x
+
+
+class EfficientNetLite(nn.Module):
+  """EfficientNet-Lite; see the module docstring for names and padding.
+
+  Attributes:
+    num_classes: classifier outputs.
+    width: channel multiplier.
+    depth: repeat multiplier.
+    image_size: configured input size, which fixes every conv's padding.
+    dropout: dropout rate before `_fc`.
+    drop_connect_rate: stochastic-depth rate of the last block.
+    dtype: computation dtype (parameters stay float32).
+  """
+  num_classes: int
+  width: float = 1.0
+  depth: float = 1.0
+  image_size: int = 224
+  dropout: float = 0.2
+  drop_connect_rate: float = DROP_CONNECT_RATE
+  dtype: Any = jnp.float32
+
+  def trunk(self, x, train: TrainArg):
+    pad = tf_same_padding(self.image_size, 3, 2)
+    x = nn.Conv(STEM_FEATURES, (3, 3), (2, 2), padding=(pad, pad), use_bias=False,
+                dtype=self.dtype, kernel_init=_KAIMING_FAN_OUT, name="_conv_stem")(x)
+    x = relu6(batch_norm(self.dtype, "_bn0")(x, train))
+    configs = block_configs(self.width, self.depth, self.image_size)
+    x = Blocks(configs, self.drop_connect_rate, self.dtype, name="_blocks")(x, train)
+    x = conv1x1(HEAD_FEATURES, self.dtype, "_conv_head")(x)
+    x = relu6(batch_norm(self.dtype, "_bn1")(x, train))
+    return jnp.mean(x, axis=(1, 2))
+
+  @nn.compact
+  def __call__(self, x, train: TrainArg = False, part: str = "all"):
+    """Logits (`part='all'`), pooled trunk features ('trunk'), or head(x) ('head')."""
+    if part not in ("all", "trunk", "head"):
+      raise ValueError(f"part must be 'all', 'trunk' or 'head', got {part!r}")
+    if part != "head":
+      x = self.trunk(x.astype(self.dtype), train)
+      if part == "trunk":
+        return x
+    x = Dropout(self.dropout)(x.astype(self.dtype), train)
+    x = nn.Dense(self.num_classes, dtype=self.dtype, name="_fc")(x)
+    return x.astype(jnp.float32)
+
+
+def build(name: str, num_classes: int, dtype: Any = jnp.float32, **overrides) -> EfficientNetLite:
+  """The registered variant `name` ('efficientnet_lite0'...) with optional overrides."""
+  variant = VARIANTS[name]._asdict()
+  variant.update(overrides)
+  return EfficientNetLite(num_classes, dtype=dtype, **variant)
+
+
+def efficientnet_lite0(num_classes: int, dtype: Any = jnp.float32) -> EfficientNetLite:
+  return build("efficientnet_lite0", num_classes, dtype)
+
+
+def efficientnet_lite1(num_classes: int, dtype: Any = jnp.float32) -> EfficientNetLite:
+  return build("efficientnet_lite1", num_classes, dtype)
+
+
+def efficientnet_lite2(num_classes: int, dtype: Any = jnp.float32) -> EfficientNetLite:
+  return build("efficientnet_lite2", num_classes, dtype)
+
+
+def block_names(name: str) -> tuple:
+  """`ModelSpec.blocks` of variant `name`: stem, each `_blocks/N`, head conv."""
+  v = VARIANTS[name]
+  n = len(block_configs(v.width, v.depth, v.image_size))
+  return (STEM_BLOCK,) + tuple(f"_blocks/{i}" for i in range(n)) + (HEAD_BLOCK,)
