@@ -429,3 +429,17 @@ def test_template_variables_initialises_only_the_head(tmp_path):
   with pytest.raises(ValueError, match="params/conv1/kernel is missing from the checkpoint.*"
                                        "template is abstract"):
     load.load_pretrained(template, tmp_path / "partial.pth", spec)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "mobilenet_v2",
+                                  "mobilenet_v3_small", "mobilenet_v3_large", "densenet121"])
+def test_torchvision_state_dicts_fill_registered_models(name):
+  """Every registered torchvision name loads strictly into the Flax model of that name."""
+  import torchvision
+  state_dict = {k: v.numpy() for k, v in
+                getattr(torchvision.models, name)(weights=None).state_dict().items()}
+  spec = models.get_spec(name)
+  template = load.template_variables(spec.build(1000, jnp.float32), spec.input_size)
+  checkpoint, reasons = load.convert_state_dict(state_dict, template)
+  _, report = load.merge(template, checkpoint, spec.head, strict=True, reasons=reasons)
+  assert len(report.loaded) == report.total and not report.reinitialized

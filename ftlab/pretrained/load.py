@@ -109,7 +109,7 @@ def read_converted(directory) -> Tuple[dict, dict]:
   return variables, meta
 
 
-def _convert(state_dict: Mapping[str, np.ndarray], template: Mapping):
+def convert_state_dict(state_dict: Mapping[str, np.ndarray], template: Mapping):
   """torch_to_flax, falling back to key by key so unconvertible keys become unexpected."""
   try:
     return _flat(layout.torch_to_flax(state_dict, template)), {}
@@ -136,7 +136,7 @@ def checkpoint_variables(source, template: Mapping) -> Tuple[dict, dict, str]:
   if path.is_dir():
     variables, _ = read_converted(path)
     return _flat(variables), {}, description
-  flat, reasons = _convert(pth.load_state_dict(path), template)
+  flat, reasons = convert_state_dict(pth.load_state_dict(path), template)
   return flat, reasons, description
 
 
