@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image
 
 from ftlab import report as report_lib
-from ftlab import sweep
 
 PLOTS_DIR = "plots"
 PREDICTIONS_FILE = "predictions.csv"
@@ -276,6 +275,9 @@ def predictions_run(report: report_lib.Report, name: str | None = None) -> pathl
 def write_all(report: report_lib.Report, run_name: str | None = None) -> list[pathlib.Path]:
   """Writes every figure into `<workdir>/plots/`; returns the files written."""
   outdir = report.collection.workdir / PLOTS_DIR
+  if not report.rows:
+    print(f"{report.collection.workdir}: no runs to plot", file=sys.stderr)
+    return []
   paths = []
   for stem, make in (("curves", curves_figure), ("bars", bars_figure),
                      ("accuracy_vs_time", frontier_figure)):

@@ -633,7 +633,9 @@ def to_markdown(report: Report) -> str:
           f"columns `{','.join(spec.cols)}`. Runs: {counts['finished']} finished, "
           f"{counts['failed']} failed, {counts['missing']} missing.", ""]
   body = [table_to_markdown(t) for t in tables(report)]
-  problems = ["## Problems", "", *(f"- {p}" for p in report.problems), ""] if report.problems else []
+  problems = []
+  if report.problems:
+    problems = ["## Problems", "", *(f"- {p}" for p in report.problems), ""]
   return "\n".join(head + body + problems)
 
 

@@ -338,12 +338,18 @@ def placement(slot: int, num_slots: int, cpus: Sequence[int],
               gpus: Sequence[str] = ()) -> Placement:
   """Splits CPUs and GPUs evenly between `num_slots` concurrent runs.
 
-  Slot `slot` gets a contiguous block of len(cpus) // num_slots CPUs (at
-  least one; blocks wrap around when there are more slots than CPUs) and
-  caps every thread pool at that many threads: XLA's CPU backend
-  (`XLA_FLAGS`), OpenMP/MKL/OpenBLAS, and TensorFlow (tf.data). GPUs are
-  dealt round-robin (`CUDA_VISIBLE_DEVICES`); with fewer GPUs than slots,
-  slots share them and each gets an equal memory fraction.
+  CPUs: slot `slot` gets a contiguous block of len(cpus) // num_slots CPUs
+  (at least one; blocks wrap around when there are more slots than CPUs).
+  The process is pinned to that block (`Placement.cpus`, applied with
+  sched_setaffinity), which is what confines XLA's CPU thread pool: it is
+  sized from the affinity mask. The thread pools that read environment
+  variables are capped at the block size too: OpenMP/MKL/OpenBLAS and
+  TensorFlow (tf.data). A one-CPU slot also gets the usual single-thread
+  XLA recipe, `--xla_cpu_multi_thread_eigen=false
+  intra_op_parallelism_threads=1`, appended to any inherited XLA_FLAGS.
+
+  GPUs are dealt round-robin (`CUDA_VISIBLE_DEVICES`); with fewer GPUs than
+  slots, slots share them and each gets an equal memory fraction.
 
   Args:
     slot: index of the run's slot, 0 <= slot < num_slots.
@@ -357,14 +363,13 @@ def placement(slot: int, num_slots: int, cpus: Sequence[int],
   per = max(1, len(cpus) // num_slots)
   start = (slot * per) % max(1, len(cpus))
   mine = tuple(cpus[(start + i) % len(cpus)] for i in range(per)) if cpus else ()
-  env = {
-      "XLA_FLAGS": f"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={per}",
-      "OMP_NUM_THREADS": str(per),
-      "MKL_NUM_THREADS": str(per),
-      "OPENBLAS_NUM_THREADS": str(per),
-      "TF_NUM_INTRAOP_THREADS": str(per),
-      "TF_NUM_INTEROP_THREADS": "1",
-  }
+  env = {name: str(per) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                     "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")}
+  env["TF_NUM_INTEROP_THREADS"] = "1"
+  if per == 1:
+    inherited = os.environ.get("XLA_FLAGS", "")
+    env["XLA_FLAGS"] = (f"{inherited} --xla_cpu_multi_thread_eigen=false "
+                        "intra_op_parallelism_threads=1").strip()
   if gpus:
     if len(gpus) >= num_slots:
       env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[slot::num_slots])
@@ -452,10 +457,15 @@ class SweepIndex:
     return handle
 
   def read(self) -> dict:
+    """The index, or {} if absent or unreadable (it is rebuilt from the run dirs)."""
     try:
-      return _read_json(self.path)
+      data = _read_json(self.path)
     except FileNotFoundError:
       return {}
+    except (OSError, ValueError) as e:
+      print(f"{self.path}: unreadable ({e}); rebuilding it from the run dirs", file=sys.stderr)
+      return {}
+    return data if isinstance(data, dict) else {}
 
   def modify(self, fn) -> dict:
     """Applies `fn(index_dict) -> index_dict` atomically and returns it."""
@@ -508,7 +518,7 @@ def init_index(index: SweepIndex, sweep: Sweep, names: list[str],
     busy = [e["name"] for e in old_runs.values() if _pid_alive_here(e)]
     if busy:
       raise SweepError(f"{index.path}: runs still running from an earlier sweep "
-                         f"(pids {[old_runs[n]['pid'] for n in busy]}): {busy}")
+                       f"(pids {[old_runs[n]['pid'] for n in busy]}): {busy}")
     runs = []
     for i, (name, overrides) in enumerate(zip(names, sweep.grid)):
       run_dir = workdir / name
@@ -605,7 +615,9 @@ def _launch(run: Run, place: Placement) -> _Active:
   log.write(f"=== {_now()} launch: {shlex.join(run.command)}\n".encode())
   log.flush()
   cpus = place.cpus
-  preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus and hasattr(os, "sched_setaffinity") else None
+  preexec = None
+  if cpus and hasattr(os, "sched_setaffinity"):
+    preexec = lambda: os.sched_setaffinity(0, cpus)  # pylint: disable=unnecessary-lambda-assignment
   proc = subprocess.Popen(run.command, stdout=log, stderr=subprocess.STDOUT,
                           stdin=subprocess.DEVNULL, env={**os.environ, **place.env},
                           preexec_fn=preexec, start_new_session=True)
@@ -752,7 +764,8 @@ def define_flags() -> None:
                             "strategy=full_ft allowed); repeat for more; same key = or.")
   flags.DEFINE_bool("dry_run", False, "Print the commands of runs that would be launched.")
   flags.DEFINE_string("slurm", None, "Write a SLURM array script to this file instead of running.")
-  flags.DEFINE_multi_string("sbatch", [], "Extra `#SBATCH` option lines for --slurm, e.g. --time=4:00:00.")
+  flags.DEFINE_multi_string("sbatch", [], "Extra `#SBATCH` option lines for --slurm, "
+                            "e.g. --sbatch=--time=4:00:00.")
   flags.DEFINE_integer("task", None, "Run only grid entry N (used by SLURM array tasks).")
   flags.DEFINE_string("runner", None, "Command that trains one run (default: "
                       "`python -m ftlab.main`); tests inject a fake one.")
@@ -798,8 +811,8 @@ def _main() -> int:
   done = len(runs) - len(todo)
   if FLAGS.slurm:
     script = slurm_script(sweep.config_spec, FLAGS.workdir, [r.index for r in todo],
-                          runner if FLAGS.runner else None, FLAGS.parallel if FLAGS.parallel > 1 else 0,
-                          FLAGS.sbatch)
+                          runner if FLAGS.runner else None,
+                          FLAGS.parallel if FLAGS.parallel > 1 else 0, FLAGS.sbatch)
     pathlib.Path(FLAGS.slurm).write_text(script)
     print(f"wrote {FLAGS.slurm}: {len(todo)} array tasks; submit with `sbatch {FLAGS.slurm}`")
     return 0
@@ -809,7 +822,8 @@ def _main() -> int:
     print(f"dry run: {len(todo)} to launch, {done} already finished")
     return 0
   index = SweepIndex(workdir)
-  init_index(index, sweep, [r.name for r in all_runs], workdir, keep_existing=FLAGS.task is not None)
+  init_index(index, sweep, [r.name for r in all_runs], workdir,
+             keep_existing=FLAGS.task is not None)
   if done:
     print(f"skipping {done} finished run(s)")
   cpus = available_cpus()[:FLAGS.cpus] if FLAGS.cpus else available_cpus()
