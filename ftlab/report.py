@@ -4,7 +4,7 @@ Usage:
 
   python -m ftlab.report --workdir=runs/X [--metric=test.top1] [--rows=model]
       [--cols=strategy] [--formats=md,csv,tex,json] [--baseline=full_ft]
-      [--only=seed=0] [--noplots]
+      [--only=seed=0] [--strategy_order=a,b] [--reference=mindcv] [--noplots]
 
 Collects every results.json and failed.json below the workdir, plus the grid
 of `<workdir>/sweep.json` (entries with neither file are `missing`), pivots
@@ -38,6 +38,25 @@ COST_FIELDS = ("num_trainable_params", "optimizer_state_bytes", "train_time_s",
                "train_images_per_s", "peak_rss_mb")
 _FRACTION_RE = re.compile(r"(top\d+|precision|recall|f1|acc|accuracy)$")
 _LOWER_IS_BETTER_RE = re.compile(r"(loss|time|bytes|rss|error)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+  """Published numbers to show beside ours: strategy -> test top-1 (%)."""
+  title: str
+  values: dict
+  note: str
+
+
+REFERENCES = {
+    "mindcv": Reference(
+        "MindCV fine-tuning guide: MobileNetV3-small on FGVC-Aircraft, test top-1 (%)",
+        {"linear_probe": 48.66, "freeze_shallow": 76.83, "full_ft": 88.35,
+         "full_ft_head_lr": 88.89, "full_ft_deep_lr": 88.68},
+        "Single published runs (freeze all features, freeze shallow, full fine-tune, "
+        "classifier LR x1.2, deeper-layer LR); their schedule and head LR multiplier may "
+        "differ from this sweep's config."),
+}
 
 
 # ---------------------------------------------------------------------------
@@ -228,12 +247,14 @@ class Spec:
     cols: keys whose values label the columns.
     baseline: column label the paired deltas compare against.
     alpha: significance threshold of the paired test.
+    reference: a key of REFERENCES to tabulate beside ours, or ''.
   """
   metric: str = "test.top1"
   rows: tuple = ("model",)
   cols: tuple = ("strategy",)
   baseline: str = "full_ft"
   alpha: float = stats.ALPHA
+  reference: str = ""
 
   @property
   def is_fraction(self) -> bool:
@@ -618,9 +639,25 @@ def _counts(report: Report) -> dict:
   return counts
 
 
+def reference_table(report: Report, ref: Reference) -> Table:
+  """Published numbers in our column order, above our means."""
+  cols = report.cols + [c for c in ref.values if c not in report.cols]
+  rows = [["reference"] + [_fixed(ref.values.get(c), 2) for c in cols]]
+  for row in report.rows:
+    cells = [report.cells.get((row, c)) for c in cols]
+    rows.append([row] + ["-" if c is None else (f"{c.summary.mean:.2f}" if c.summary
+                                                 else c.status) for c in cells])
+  return Table(ref.title, [",".join(report.spec.rows)] + cols, rows,
+               notes=[ref.note, f"Our rows: mean {report.spec.metric} over seeds."])
+
+
 def tables(report: Report) -> list[Table]:
-  return [value_table(report, "std"), value_table(report, "ci"), delta_table(report),
-          cost_table(report)]
+  """Every table of the report, in order."""
+  out = [value_table(report, "std"), value_table(report, "ci"), delta_table(report),
+         cost_table(report)]
+  if report.spec.reference:
+    out.append(reference_table(report, REFERENCES[report.spec.reference]))
+  return out
 
 
 def to_markdown(report: Report) -> str:
@@ -731,6 +768,9 @@ def define_flags() -> None:
   flags.DEFINE_list("strategy_order", [], "Order of strategies (default: sweep.json's, "
                     "i.e. the config's STRATEGY_ORDER, then first appearance).")
   flags.DEFINE_bool("plots", True, "Also write plots into <workdir>/plots.")
+  flags.DEFINE_enum("reference", "", [""] + list(REFERENCES),
+                    "Also tabulate published numbers, e.g. mindcv (MobileNetV3-small on "
+                    "FGVC-Aircraft).")
   flags.DEFINE_string("predictions_run", None, "Run (dir name) for the predictions grid; "
                       "default: the best finished run that has predictions.csv.")
 
@@ -748,7 +788,7 @@ def main(argv: Sequence[str]) -> int:
   if unknown:
     raise app.UsageError(f"--formats: unknown {sorted(unknown)}; choose from {FORMATS}")
   spec = Spec(FLAGS.metric, _split_keys(FLAGS.rows), _split_keys(FLAGS.cols),
-              FLAGS.baseline, FLAGS.alpha)
+              FLAGS.baseline, FLAGS.alpha, FLAGS.reference)
   try:
     report = build(collect(FLAGS.workdir), spec, FLAGS.only, FLAGS.strategy_order)
   except (FileNotFoundError, ValueError) as e:

@@ -249,3 +249,12 @@ def test_plot_helpers():
   rows = [{"true": "a", "predicted": "a" if i % 3 else "b"} for i in range(12)]
   picked = plots.pick_samples(rows, 4)
   assert sum(r["true"] != r["predicted"] for r in picked) == 2 and len(picked) == 4
+
+
+def test_reference_table_follows_our_column_order(workdir):
+  md = report.to_markdown(_build(workdir, reference="mindcv"))
+  section = md[md.index("## MindCV"):]
+  assert ("| model | linear_probe | freeze_shallow | full_ft | full_ft_head_lr "
+          "| full_ft_deep_lr |") in section
+  assert "| reference | 48.66 | 76.83 | 88.35 | 88.89 | 88.68 |" in section
+  assert "| mnv3_small | 48.66 | missing | 89.00 | - | - |" in section
