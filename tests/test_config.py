@@ -1,0 +1,77 @@
+"""Config files, config arguments and command-line overrides."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from configs import aircraft, default, demo, imagefolder
+from ftlab import config_args
+from tests.conftest import make_image_folder
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _parse(argv):
+  """Parses like ftlab.main does (config_flags reads the overrides from sys.argv)."""
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
+  saved = sys.argv
+  sys.argv = ["prog"] + argv
+  try:
+    fv(sys.argv)
+  finally:
+    sys.argv = saved
+  return fv.config
+
+
+def test_every_config_only_overrides_declared_keys():
+  declared = set(_flat(default.get_config().to_dict()))
+  for module in (demo, imagefolder, aircraft):
+    assert set(_flat(module.get_config().to_dict())) == declared, module.__name__
+
+
+def _flat(d, prefix=""):
+  for k, v in d.items():
+    if isinstance(v, dict):
+      yield from _flat(v, f"{prefix}{k}.")
+    else:
+      yield prefix + k
+
+
+def test_command_line_overrides_and_config_arguments():
+  config = _parse([f"--config={REPO}/configs/aircraft.py:model=resnet18,strategy=linear_probe",
+                   "--config.optimizer.lr=0.123", "--config.data.root=/data/x"])
+  assert config.model.name == "resnet18" and config.model.pretrained == "resnet18"
+  assert config.strategy.name == "linear_probe"
+  assert config.optimizer.lr == 0.123 and config.data.root == "/data/x"
+
+
+def test_unknown_override_key_is_rejected():
+  with pytest.raises(Exception, match=r"lrr.*Did you mean \W*lr"):
+    _parse([f"--config={REPO}/configs/demo.py", "--config.optimizer.lrr=0.1"])
+
+
+def test_config_argument_errors_name_the_key():
+  with pytest.raises(ValueError, match="unknown config argument 'modle'"):
+    config_args.parse("modle=x", model="a")
+  with pytest.raises(ValueError, match=r"config argument n='x' is not a int"):
+    config_args.parse("n=x", n=1)
+
+
+def test_overrides_reach_the_run(tmp_path):
+  root = make_image_folder(str(tmp_path / "data"), counts={"train": 12, "test": 3})
+  workdir = tmp_path / "run"
+  cmd = [sys.executable, "-m", "ftlab.main", f"--config={REPO}/configs/imagefolder.py:model=tiny_cnn",
+         f"--workdir={workdir}", f"--config.data.root={root}", "--config.data.test_split=test",
+         "--config.data.image_size=16", "--config.train.batch_size=8", "--config.train.num_epochs=1",
+         "--config.optimizer.lr=0.0123", "--config.data.num_workers=1"]
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = json.load(open(workdir / "results.json"))
+  assert results["config"]["optimizer"]["lr"] == 0.0123
+  assert results["config"]["data"]["image_size"] == 16
+  assert results["model"] == "tiny_cnn" and results["num_steps"] == 4  # 33 train images after minival

@@ -1,0 +1,96 @@
+"""Strategy rules: matching, coverage, errors, presets."""
+import re
+
+import jax
+import ml_collections
+import pytest
+
+from configs import default
+from ftlab import strategy, train
+from ftlab.models import MODELS, get_spec
+
+
+def _shapes(name, size=32):
+  spec = get_spec(name)
+  model = spec.build(10, jax.numpy.float32)
+  tree = jax.eval_shape(lambda: train.init_variables(model, size, jax.random.key(0)))
+  return spec, {k: v.shape for k, v in train.flatten(tree["params"]).items()}
+
+
+def _plan(name, preset, **fields):
+  cfg = default.get_config().strategy
+  cfg.name = preset
+  for k, v in fields.items():
+    cfg[k] = v
+  spec, shapes = _shapes(name)
+  return strategy.build_plan(spec, cfg, shapes), shapes
+
+
+def _trainable(plan, shapes):
+  return {p for p in shapes if plan.trainable(p)}
+
+
+def test_first_match_wins_and_every_parameter_is_covered():
+  _, shapes = _shapes("tiny_cnn")
+  plan = strategy.compile_rules([("fc/.*", 10.0), ("fc/bias", "freeze"), (".*", 1.0)][:1] + [(".*", 1.0)], shapes)
+  assert plan.group_of("fc/bias").action.lr_mult == 10.0
+  with pytest.raises(strategy.StrategyError, match="matched by no rule"):
+    strategy.compile_rules([("fc/.*", 1.0)], shapes)
+
+
+def test_rule_matching_nothing_lists_nearest_paths():
+  _, shapes = _shapes("tiny_cnn")
+  with pytest.raises(strategy.StrategyError, match=r"rule 'fc/kernal' matches no parameter.*fc/kernel"):
+    strategy.compile_rules([("fc/kernal", 2.0), (".*", 1.0)], shapes)
+
+
+def test_bad_action_is_rejected():
+  _, shapes = _shapes("tiny_cnn")
+  with pytest.raises(strategy.StrategyError, match="'frozen' is not 'freeze'"):
+    strategy.compile_rules([(".*", "frozen")], shapes)
+
+
+def test_presets_on_resnet18():
+  plan, shapes = _plan("resnet18", "linear_probe")
+  assert _trainable(plan, shapes) == {"fc/kernel", "fc/bias"}
+  assert "layer4/1/bn2" in plan.frozen_bn() and "bn1" in plan.frozen_bn()
+  plan, shapes = _plan("resnet18", "freeze_shallow", freeze_blocks=3)  # stem, layer1, layer2
+  frozen = set(shapes) - _trainable(plan, shapes)
+  assert frozen == {p for p in shapes if re.match(r"(conv1|bn1|layer1|layer2)/", p)}
+  plan, shapes = _plan("resnet18", "full_ft")
+  assert _trainable(plan, shapes) == set(shapes) and not plan.frozen_bn()
+  plan, _ = _plan("resnet18", "full_ft_head_lr", head_lr_mult=10.0)
+  assert plan.group_of("fc/kernel").action.lr_mult == 10.0
+  assert plan.group_of("layer4/1/conv2/kernel").action.lr_mult == 1.0
+  plan, _ = _plan("resnet18", "full_ft_deep_lr", deep_lr_mults=(1.05, 1.1, 1.15))
+  assert plan.group_of("layer2/0/conv1/kernel").action.lr_mult == 1.05
+  assert plan.group_of("layer4/0/conv1/kernel").action.lr_mult == 1.15
+  assert plan.group_of("layer1/0/conv1/kernel").action.lr_mult == 1.0
+  assert not strategy.get_preset("scratch").pretrained
+
+
+def test_freeze_shallow_seven_is_the_mindcv_cut_on_mobilenet_v3_small():
+  plan, shapes = _plan("mobilenet_v3_small", "freeze_shallow", freeze_blocks=7)
+  frozen_blocks = {p.split("/")[1] for p in shapes if not plan.trainable(p) and p.startswith("features/")}
+  assert frozen_blocks == {str(i) for i in range(7)}
+  assert all(plan.trainable(p) for p in shapes if p.startswith("classifier/"))
+
+
+def test_freeze_blocks_out_of_range_names_the_key():
+  with pytest.raises(strategy.StrategyError, match="config.strategy.freeze_blocks=99"):
+    _plan("resnet18", "freeze_shallow", freeze_blocks=99)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_blocks_and_head_cover_every_parameter_exactly_once(name):
+  spec, shapes = _shapes(name, size=64)
+  regexes = [re.compile(strategy.under(b)) for b in spec.blocks + (spec.head,)]
+  for path in shapes:
+    hits = [r.pattern for r in regexes if r.fullmatch(path)]
+    assert len(hits) == 1, (path, hits)
+
+
+def test_plan_table_lists_groups():
+  plan, _ = _plan("tiny_cnn", "linear_probe")
+  table = plan.table()
+  assert "frozen" in table and "(?:fc)/.*" in table
