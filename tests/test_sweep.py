@@ -242,9 +242,14 @@ def test_refuses_to_start_while_an_orphaned_run_still_runs(setup):
   proc = subprocess.Popen(_sweep_cmd(setup, "resume"), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   _wait_for(slow / "ckpt")
+  index = setup / "runs" / "sweep.json"
+  deadline = time.monotonic() + 30
+  while json.loads(index.read_text())["runs"][1].get("pid") is None:
+    assert time.monotonic() < deadline, "the sweep never recorded the run's pid"
+    time.sleep(0.05)
   proc.kill()
   proc.wait()
-  entry = json.loads((setup / "runs" / "sweep.json").read_text())["runs"][1]
+  entry = json.loads(index.read_text())["runs"][1]
   try:
     out = _run_sweep(setup, "resume")
     assert out.returncode == sweep.ERROR_EXIT
