@@ -8,15 +8,18 @@ Usage:
 
   python -m ftlab.sweep --config=configs/X.py[:arg] --workdir=runs/X \
       [--parallel=N] [--only=strategy=full_ft] [--dry_run] [--slurm=FILE]
+      [--config.data.root=/data/x ...]
 
 Every run gets a readable name derived from its overrides (e.g.
 `model=resnet18,strategy=full_ft,seed=0`) and its own workdir
-`<workdir>/<name>`, where its stdout/stderr go to `log.txt`. Runs whose
-`results.json` says `finished` are skipped, so re-running a sweep resumes
-it; a failing run leaves `failed.json` and the others go on. The exit
-status is the number of failed runs (capped at 100), or 128+signal when the
-sweep itself was interrupted. `<workdir>/sweep.json` indexes the grid and
-every run's status and is rewritten whenever a status changes.
+`<workdir>/<name>`, where its stdout/stderr go to `log.txt`. `--config.k=v`
+flags given to the sweep are passed to every run and kept out of the names.
+Runs whose `results.json` says `finished` are skipped, so re-running a
+sweep resumes it; a failing run leaves `failed.json` and the others go on.
+The exit status is the number of failed runs (capped at 100), 128+signal
+when the sweep itself was interrupted, or 101 when it could not start.
+`<workdir>/sweep.json` indexes the grid and every run's status and is
+rewritten whenever a status changes.
 """
 import dataclasses
 import datetime
@@ -124,11 +127,14 @@ class Sweep:
     arg: the text after ':' in `--config`, or None.
     grid: one overrides dict per run, in the config's order.
     strategy_order: strategies in the order reports should show them.
+    fixed: overrides given on the sweep's command line, applied to every run
+      (key -> value text); not part of run names.
   """
   config_path: str
   arg: str | None
   grid: tuple
   strategy_order: tuple
+  fixed: dict = dataclasses.field(default_factory=dict)
 
   @property
   def config_spec(self) -> str:
@@ -184,11 +190,25 @@ def _strategy_order(module: Any, grid: tuple) -> tuple:
   return tuple(order)
 
 
-def load_sweep(config_spec: str) -> Sweep:
+def parse_fixed(items: Iterable[str], grid: Sequence[dict]) -> dict[str, str]:
+  """Parses `key=value` overrides for every run; they may not vary in the grid."""
+  fixed = {}
+  for item in items:
+    key, sep, value = item.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
+      raise SweepError(f"override {item!r} is not of the form dotted.key=value")
+    if any(key in overrides for overrides in grid):
+      raise SweepError(f"override {key!r} is also a sweep axis; filter with --only instead")
+    fixed[key] = value
+  return fixed
+
+
+def load_sweep(config_spec: str, fixed: Iterable[str] = ()) -> Sweep:
   """Imports a config file and expands its sweep.
 
   Args:
     config_spec: `path.py` or `path.py:arg`.
+    fixed: `key=value` overrides for every run.
 
   Returns:
     The expanded `Sweep`.
@@ -198,11 +218,12 @@ def load_sweep(config_spec: str) -> Sweep:
   if not hasattr(module, "get_sweep"):
     raise SweepError(f"{path}: no get_sweep(); not a sweep config")
   grid = _validate_grid(module.get_sweep() if arg is None else module.get_sweep(arg), path)
+  fixed = parse_fixed(fixed, grid)
   if hasattr(module, "get_config"):
     config = module.get_config() if arg is None else module.get_config(arg)
-    _check_keys_exist(config, grid, path)
+    _check_keys_exist(config, grid + (fixed,), path)
   unique_names(grid)
-  return Sweep(path, arg, grid, _strategy_order(module, grid))
+  return Sweep(path, arg, grid, _strategy_order(module, grid), fixed)
 
 
 # ---------------------------------------------------------------------------
@@ -316,10 +337,11 @@ def matches(overrides: dict, filters: dict[str, set]) -> bool:
 
 
 def build_command(runner: Sequence[str], config_spec: str, run_dir: str,
-                  overrides: dict) -> list[str]:
-  """The argv that trains one run."""
+                  overrides: dict, fixed: dict | None = None) -> list[str]:
+  """The argv that trains one run: grid overrides, then the sweep-wide ones."""
+  merged = {**overrides, **(fixed or {})}
   return [*runner, f"--config={config_spec}", f"--workdir={run_dir}",
-          *(f"--config.{k}={format_value(v)}" for k, v in overrides.items())]
+          *(f"--config.{k}={format_value(v)}" for k, v in merged.items())]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -528,7 +550,8 @@ def init_index(index: SweepIndex, sweep: Sweep, names: list[str],
         entry["exit_code"] = _failed_exit_code(run_dir)
       runs.append(entry)
     return {"config": sweep.config_path, "arg": sweep.arg,
-            "config_spec": sweep.config_spec, "strategy_order": list(sweep.strategy_order),
+            "config_spec": sweep.config_spec, "fixed_overrides": sweep.fixed,
+            "strategy_order": list(sweep.strategy_order),
             "grid": list(sweep.grid), "runs": runs, "created": old.get("created", _now()),
             "updated": _now()}
   workdir.mkdir(parents=True, exist_ok=True)
@@ -603,7 +626,8 @@ def plan(sweep: Sweep, workdir: pathlib.Path, runner: Sequence[str]) -> list[Run
   """One `Run` per grid entry."""
   names = unique_names(sweep.grid)
   return [Run(i, name, overrides, workdir / name,
-              build_command(runner, sweep.config_spec, str(workdir / name), overrides))
+              build_command(runner, sweep.config_spec, str(workdir / name), overrides,
+                            sweep.fixed))
           for i, (name, overrides) in enumerate(zip(names, sweep.grid))]
 
 
@@ -721,7 +745,7 @@ def _report_end(a: _Active, status: str, counts: dict) -> None:
 
 def slurm_script(config_spec: str, workdir: str, indices: Sequence[int],
                  runner: Sequence[str] | None, max_parallel: int = 0,
-                 sbatch_options: Sequence[str] = ()) -> str:
+                 sbatch_options: Sequence[str] = (), fixed: dict | None = None) -> str:
   """A SLURM array script: array index i runs grid entry i via `--task=i`.
 
   Each task goes through `ftlab.sweep --task`, so it keeps the bookkeeping
@@ -733,6 +757,7 @@ def slurm_script(config_spec: str, workdir: str, indices: Sequence[int],
          f"--workdir={workdir}"]
   if runner is not None:
     cmd.append(f"--runner={shlex.join(runner)}")
+  cmd += [f"--override={k}={v}" for k, v in (fixed or {}).items()]
   lines = ["#!/bin/bash",
            f"# Written by ftlab.sweep for {config_spec}: one grid entry per array index.",
            f"#SBATCH --job-name={_sanitise(os.path.basename(workdir_abs))}",
@@ -773,6 +798,15 @@ def define_flags() -> None:
                       "CUDA_VISIBLE_DEVICES or nvidia-smi).")
   flags.DEFINE_integer("cpus", None, "How many CPUs to split between parallel runs "
                        "(default: all this process may use).")
+  flags.DEFINE_multi_string("override", [], "key=value passed to every run as "
+                            "--config.key=value; `--config.key=value` is accepted too.")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl parsing, with `--config.key=value` taken as `--override=key=value`."""
+  prefix = "--config."
+  argv = [f"--override={a[len(prefix):]}" if a.startswith(prefix) else a for a in argv]
+  return FLAGS(argv)
 
 
 def _select(runs: list[Run], sweep: Sweep) -> list[Run]:
@@ -803,7 +837,7 @@ def main(argv: Sequence[str]) -> int:
 
 def _main() -> int:
   runner = shlex.split(FLAGS.runner) if FLAGS.runner else list(DEFAULT_RUNNER)
-  sweep = load_sweep(FLAGS.config)
+  sweep = load_sweep(FLAGS.config, FLAGS.override)
   workdir = pathlib.Path(FLAGS.workdir)
   all_runs = plan(sweep, workdir, runner)
   runs = _select(all_runs, sweep)
@@ -812,7 +846,8 @@ def _main() -> int:
   if FLAGS.slurm:
     script = slurm_script(sweep.config_spec, FLAGS.workdir, [r.index for r in todo],
                           runner if FLAGS.runner else None,
-                          FLAGS.parallel if FLAGS.parallel > 1 else 0, FLAGS.sbatch)
+                          FLAGS.parallel if FLAGS.parallel > 1 else 0, FLAGS.sbatch,
+                          sweep.fixed)
     pathlib.Path(FLAGS.slurm).write_text(script)
     print(f"wrote {FLAGS.slurm}: {len(todo)} array tasks; submit with `sbatch {FLAGS.slurm}`")
     return 0
@@ -841,4 +876,4 @@ def _main() -> int:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -260,15 +260,31 @@ def test_refuses_to_start_while_an_orphaned_run_still_runs(setup):
 
 def test_slurm_script_runs_one_task(setup):
   script = setup / "sweep.sbatch"
-  out = _run_sweep(setup, "fail", f"--slurm={script}", "--sbatch=--time=1:00:00")
+  out = _run_sweep(setup, "fail", f"--slurm={script}", "--sbatch=--time=1:00:00",
+                   "--config.optimizer.lr=0.5")
   assert out.returncode == 0, out.stderr
   text = script.read_text()
   assert "#SBATCH --array=0,1,2\n" in text and "#SBATCH --time=1:00:00\n" in text
+  assert "--override=optimizer.lr=0.5" in text
   env = {**os.environ, "SLURM_ARRAY_TASK_ID": "2"}
   task = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env,
                         timeout=60)
   assert task.returncode == 0, task.stderr
   assert task.stdout.strip().splitlines()[-1] == "1 finished, 0 failed"
   assert _invocations(setup) == ["strategy=linear,fake=ok"]
+  assert _results(setup / "runs" / "strategy=linear,fake=ok")["overrides"]["optimizer.lr"] == "0.5"
   index = json.loads((setup / "runs" / "sweep.json").read_text())
   assert [r["status"] for r in index["runs"]] == ["pending", "pending", "finished"]
+
+
+def test_sweep_wide_overrides_reach_every_run_but_not_the_names(setup):
+  out = _run_sweep(setup, "fail", "--config.optimizer.lr=0.5", "--only=fake=ok")
+  assert out.returncode == 0, out.stderr
+  res = _results(setup / "runs" / "strategy=linear,fake=ok")
+  assert res["overrides"]["optimizer.lr"] == "0.5"
+  index = json.loads((setup / "runs" / "sweep.json").read_text())
+  assert index["fixed_overrides"] == {"optimizer.lr": "0.5"}
+  clash = _run_sweep(setup, "fail", "--config.fake=ok", "--dry_run")
+  assert clash.returncode == sweep.ERROR_EXIT and "also a sweep axis" in clash.stderr
+  unknown = _run_sweep(setup, "fail", "--config.optimizer.lrr=1", "--dry_run")
+  assert "sweep key 'optimizer.lrr' is not a field" in unknown.stderr
