@@ -10,7 +10,14 @@ variables) at that module path:
 * a module with a `scale` is a BatchNorm: weight/bias -> params scale/bias,
   running_mean/running_var -> batch_stats mean/var; num_batches_tracked is
   dropped.
+
+Checkpoint keys pass through `canonical_key` first. Its one rule is for
+torchvision's DenseNet checkpoints, which predate the model's current names:
+they store `denselayer1.norm.1.weight` where the model (and its Flax mirror)
+has `denselayer1.norm1.weight` (torchvision renames them when loading, in
+`densenet._load_state_dict`); no other architecture needs a rename.
 """
+import re
 from typing import Mapping
 
 import numpy as np
@@ -29,6 +36,15 @@ def linear_kernel(w: np.ndarray) -> np.ndarray:
 
 class ConversionError(ValueError):
   pass
+
+
+_LEGACY_DENSE_LAYER = re.compile(r"(\.denselayer\d+\.(?:norm|conv))\.([12])\.")
+
+
+def canonical_key(key: str) -> str:
+  """Maps a legacy DenseNet key (`...denselayer3.conv.2.weight`) to the current
+  name (`...denselayer3.conv2.weight`); every other key is returned unchanged."""
+  return _LEGACY_DENSE_LAYER.sub(r"\1\2.", key)
 
 
 def _leaf_target(module_path, leaf, value, template_params):
@@ -83,7 +99,7 @@ def torch_to_flax(state_dict: Mapping[str, np.ndarray], template: Mapping) -> di
   index = _module_index(template["params"])
   flat = {}
   for key, value in state_dict.items():
-    parts = tuple(key.split("."))
+    parts = tuple(canonical_key(key).split("."))
     target = _leaf_target(parts[:-1], parts[-1], np.asarray(value), index)
     if target is None:
       continue
