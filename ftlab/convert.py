@@ -43,6 +43,7 @@ def _write_atomic(path: pathlib.Path, data: bytes) -> None:
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; the result is a shareable file
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)

