@@ -43,6 +43,13 @@ def get_config(arg=None):
   config.strategy.freeze_blocks = 7    # freeze_shallow: number of leading trunk blocks frozen
   config.strategy.head_lr_mult = 10.0  # full_ft_head_lr: classifier LR multiplier
   config.strategy.deep_lr_mults = (1.05, 1.1, 1.15)  # full_ft_deep_lr: last blocks' LR multipliers
+  config.strategy.layer_decay = 0.75  # layer_decay: LR multiplier per block from the head down
+  config.strategy.bitfit_bn_scale = True  # bitfit: BatchNorm scales train too (biases always do)
+  config.strategy.lp_fraction = 0.5    # lp_ft: share of the steps spent linear-probing
+  config.strategy.unfreeze_every_epochs = 1.0  # gradual_unfreeze: one more block per this many epochs
+  config.strategy.l2sp_alpha = 0.01    # l2sp: pull towards the pretrained weights
+  config.strategy.l2sp_beta = 0.01     # l2sp: decay of the new head
+  config.strategy.cache_features = True  # linear probe with augment=False: train the head on cached features
   config.strategy.rules = ()           # custom: ((regex, action), ...), see ftlab/strategy.py
 
   config.optimizer = ml_collections.ConfigDict()

@@ -10,7 +10,7 @@ good checkpoint.
 import dataclasses
 import json
 import os
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import jax
 import ml_collections
@@ -45,21 +45,25 @@ class Checkpoints:
     self._save(self.best, step, state, meta)
 
   @staticmethod
-  def _restore(manager, target) -> Optional[tuple]:
+  def _restore(manager, target_fn: Callable[[int], Any]) -> Optional[tuple]:
     step = manager.latest_step()
     if step is None:
       return None
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target_fn(step))
     out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                         meta=ocp.args.JsonRestore()))
     return out["state"], dict(out["meta"])
 
-  def restore_latest(self, target) -> Optional[tuple]:
-    """(state, meta) of the latest checkpoint shaped like `target`, or None."""
-    return self._restore(self.latest, target)
+  def restore_latest(self, target_fn: Callable[[int], Any]) -> Optional[tuple]:
+    """(state, meta) of the latest checkpoint, or None.
 
-  def restore_best(self, target) -> Optional[tuple]:
-    return self._restore(self.best, target)
+    `target_fn(step)` returns a state laid out as the checkpoint of `step`
+    is (phased strategies change the layout), used as the restore target.
+    """
+    return self._restore(self.latest, target_fn)
+
+  def restore_best(self, target_fn: Callable[[int], Any]) -> Optional[tuple]:
+    return self._restore(self.best, target_fn)
 
   def wait(self) -> None:
     self.latest.wait_until_finished()
@@ -96,13 +100,17 @@ class Run:
 
 def load_best(workdir: str) -> Run:
   """Loads `workdir`'s best checkpoint (for evaluate/predict)."""
-  from ftlab import train  # pylint: disable=import-outside-toplevel  # train imports this module
+  from ftlab import state as state_lib  # pylint: disable=import-outside-toplevel  # state -> optim; keep this module light
   config = read_config(workdir)
   classes = read_classes(workdir)
-  setup = train.build_setup(config, len(classes), total_steps=1, warmup_steps=0)
-  template = train.initial_state(setup, config, jax.random.key(0), load_weights=False)
-  restored = Checkpoints(workdir).restore_best(template)
+  with open(os.path.join(workdir, "schedule.json"), encoding="utf-8") as f:
+    schedule = json.load(f)
+  setup = state_lib.build_setup(config, len(classes), schedule["total_steps"],
+                                schedule["warmup_steps"], schedule["steps_per_epoch"])
+  restored = Checkpoints(workdir).restore_best(
+      lambda step: state_lib.initial_state(setup, config, jax.random.key(0), load_weights=False,
+                                           phase=setup.structure_index(step)))
   if restored is None:
     raise FileNotFoundError(f"no best checkpoint under {workdir}/checkpoints/best")
   state, _ = restored
-  return Run(config, setup.spec, setup.model, train.variables_of(state), classes, int(state.step))
+  return Run(config, setup.spec, setup.model, state_lib.variables_of(state), classes, int(state.step))

@@ -13,7 +13,7 @@ import os
 import jax
 from absl import app, flags
 
-from ftlab import checkpoint, train, writers
+from ftlab import checkpoint, steps, train, writers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A finished or partial ftlab run directory.")
@@ -26,9 +26,7 @@ def evaluate_run(workdir: str, split: str) -> dict:
   run = train.prepare(config, workdir, for_training=False)
   if split not in run.loaders:
     raise ValueError(f"{workdir} has no {split!r} split (config.data.{split}_split is empty)")
-  template = train.initial_state(run.setup, config, jax.random.key(0), load_weights=False)
-  eval_fn = jax.jit(train.make_eval_step(run.setup))
-  out = train.evaluate_best(run, run.devices.replicate(template), eval_fn, split, workdir)
+  out = train.evaluate_best(run, jax.jit(steps.make_eval_step(run.setup)), split)
   train.write_json_atomic(os.path.join(workdir, f"eval_{split}.json"), out)
   run.ckpts.close()
   return out

@@ -28,6 +28,8 @@ import difflib
 import re
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
+import jax.numpy as jnp
+
 from ftlab.models import ModelSpec
 
 BN_LEAVES = ("scale", "bias")
@@ -177,27 +179,108 @@ def _full_ft_deep_lr(spec: ModelSpec, cfg) -> list:
   return [(under(b), m) for b, m in zip(deep, mults)] + [(".*", 1.0)]
 
 
+def _layer_decay(spec: ModelSpec, cfg) -> list:
+  """Geometric layer-wise LR decay: block i from the head down gets decay**i."""
+  rate = float(cfg.layer_decay)
+  if not 0.0 < rate <= 1.0:
+    raise StrategyError(f"config.strategy.layer_decay={rate} must be in (0, 1]")
+  n = len(spec.blocks)
+  return [(under(spec.head), 1.0)] + [(under(b), rate ** (n - i)) for i, b in enumerate(spec.blocks)]
+
+
+def _bitfit(spec: ModelSpec, cfg) -> list:
+  """Only biases (and BatchNorm shifts/scales if `bitfit_bn_scale`) plus the head train."""
+  scale = {"lr_mult": 1.0} if cfg.bitfit_bn_scale else {"freeze": True, "bn": "update"}
+  return [(under(spec.head), 1.0), (".*/bias", 1.0), (".*/scale", scale), (".*", "freeze")]
+
+
+def _l2sp(spec: ModelSpec, cfg) -> list:
+  """Full fine-tuning; weight decay replaced by the L2-SP penalty (see `penalty`)."""
+  del cfg
+  return [(under(spec.head), {"wd_mult": 0.0}), (".*", {"wd_mult": 0.0})]
+
+
 def _custom(spec: ModelSpec, cfg) -> list:
   del spec
   return [tuple(r) for r in cfg.rules]
 
 
+def _single(rules_fn):
+  return lambda spec, cfg, total_steps, steps_per_epoch: [(0, rules_fn(spec, cfg))]
+
+
+def _lp_ft(spec: ModelSpec, cfg, total_steps: int, steps_per_epoch: int) -> list:
+  """Linear probe for `lp_fraction` of the steps, then full fine-tuning from that head."""
+  del steps_per_epoch
+  switch = int(round(cfg.lp_fraction * total_steps))
+  if not 0 < switch < total_steps:
+    raise StrategyError(f"config.strategy.lp_fraction={cfg.lp_fraction} leaves an empty phase "
+                        f"over {total_steps} steps")
+  return [(0, _linear_probe(spec, cfg)), (switch, _full_ft(spec, cfg))]
+
+
+def _gradual_unfreeze(spec: ModelSpec, cfg, total_steps: int, steps_per_epoch: int) -> list:
+  """ULMFiT: the head first, then one more trunk block from the top every `unfreeze_every_epochs`."""
+  every = int(round(cfg.unfreeze_every_epochs * steps_per_epoch))
+  if every <= 0:
+    raise StrategyError(f"config.strategy.unfreeze_every_epochs={cfg.unfreeze_every_epochs} "
+                        f"gives {every} steps per phase")
+  phases = []
+  for k in range(len(spec.blocks) + 1):
+    if k * every >= total_steps:
+      break
+    frozen = spec.blocks[:len(spec.blocks) - k]
+    rules = [(under("|".join(frozen)), "freeze"), (".*", 1.0)] if frozen else [(".*", 1.0)]
+    phases.append((k * every, rules))
+  return phases
+
+
 @dataclasses.dataclass(frozen=True)
 class Preset:
-  rules: Callable[[ModelSpec, Any], list]
-  pretrained: bool = True  # False: start from random init whatever model.pretrained says
+  """A named strategy: its phases (start step, rules) and how it starts and regularises.
+
+  Attributes:
+    phases: (spec, strategy config, total steps, steps per epoch) ->
+      [(first step, rules), ...].
+    pretrained: False starts from random init whatever `model.pretrained` says.
+    l2sp: add the L2-SP penalty towards the starting weights (`penalty`).
+    source: where the recipe comes from.
+  """
+  phases: Callable[[ModelSpec, Any, int, int], list]
+  pretrained: bool = True
+  l2sp: bool = False
   source: str = ""
 
 
 PRESETS = {
-    "linear_probe": Preset(_linear_probe, source="MindCV guide 'freeze all features'; seeds 000/003"),
-    "freeze_shallow": Preset(_freeze_shallow, source="MindCV guide: features.0-6 frozen"),
-    "full_ft": Preset(_full_ft, source="all seeds: full fine-tuning"),
-    "full_ft_head_lr": Preset(_full_ft_head_lr, source="Gluon lr_mult=10 (seed 001); MindCV x1.2"),
-    "full_ft_deep_lr": Preset(_full_ft_deep_lr, source="MindCV guide: features.13/14/15 x1.05/1.1/1.15"),
-    "scratch": Preset(_full_ft, pretrained=False, source="seed 003: train from scratch"),
-    "custom": Preset(_custom, source="config.strategy.rules"),
+    "linear_probe": Preset(_single(_linear_probe),
+                           source="MindCV guide 'freeze all features'; seeds 000/003/004"),
+    "freeze_shallow": Preset(_single(_freeze_shallow), source="MindCV guide: features.0-6 frozen"),
+    "full_ft": Preset(_single(_full_ft), source="every seed: fine-tune all layers"),
+    "full_ft_head_lr": Preset(_single(_full_ft_head_lr),
+                              source="Gluon lr_mult=10 (seed 001); MindCV classifier x1.2 (seed 002)"),
+    "full_ft_deep_lr": Preset(_single(_full_ft_deep_lr),
+                              source="MindCV guide: features.13/14/15 x1.05/1.1/1.15"),
+    "layer_decay": Preset(_single(_layer_decay), source="BEiT/MAE layer-wise LR decay"),
+    "scratch": Preset(_single(_full_ft), pretrained=False, source="seed 003: train from scratch"),
+    "lp_ft": Preset(_lp_ft, source="Kumar et al. 2022, LP-FT"),
+    "bitfit": Preset(_single(_bitfit), source="Ben Zaken et al. 2022, BitFit"),
+    "l2sp": Preset(_single(_l2sp), l2sp=True, source="Li et al. 2018, L2-SP"),
+    "gradual_unfreeze": Preset(_gradual_unfreeze, source="Howard & Ruder 2018, ULMFiT"),
+    "custom": Preset(_single(_custom), source="config.strategy.rules"),
 }
+
+
+def l2sp_penalty(trainable, anchor, head: str, alpha: float, beta: float):
+  """L2-SP: alpha/2 ||w - w0||^2 over the anchored (pretrained) weights + beta/2 ||w||^2 on the rest.
+
+  `anchor` holds the starting values of the non-head parameters; the head
+  (new, randomly initialised) is decayed towards zero as in the paper.
+  """
+  head_re = re.compile(under(head))
+  near = sum(jnp.sum(jnp.square(v - anchor[k])) for k, v in trainable.items() if k in anchor)
+  rest = sum(jnp.sum(jnp.square(v)) for k, v in trainable.items() if head_re.fullmatch(k))
+  return 0.5 * alpha * near + 0.5 * beta * rest
 
 
 def get_preset(name: str) -> Preset:
@@ -206,5 +289,13 @@ def get_preset(name: str) -> Preset:
   return PRESETS[name]
 
 
+def build_phases(spec: ModelSpec, strategy_cfg, shapes: Dict[str, Tuple[int, ...]],
+                 total_steps: int, steps_per_epoch: int) -> List[Tuple[int, Plan]]:
+  """[(first step, Plan), ...] for the configured preset; one entry for most presets."""
+  phases = get_preset(strategy_cfg.name).phases(spec, strategy_cfg, total_steps, steps_per_epoch)
+  return [(start, compile_rules(rules, shapes)) for start, rules in phases]
+
+
 def build_plan(spec: ModelSpec, strategy_cfg, shapes: Dict[str, Tuple[int, ...]]) -> Plan:
-  return compile_rules(get_preset(strategy_cfg.name).rules(spec, strategy_cfg), shapes)
+  """The plan of the first phase (enough for single-phase presets)."""
+  return build_phases(spec, strategy_cfg, shapes, total_steps=2, steps_per_epoch=1)[0][1]

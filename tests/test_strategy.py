@@ -6,15 +6,14 @@ import ml_collections
 import pytest
 
 from configs import default
-from ftlab import strategy, train
+from ftlab import state as state_lib, strategy
 from ftlab.models import MODELS, get_spec
 
 
 def _shapes(name, size=32):
   spec = get_spec(name)
   model = spec.build(10, jax.numpy.float32)
-  tree = jax.eval_shape(lambda: train.init_variables(model, size, jax.random.key(0)))
-  return spec, {k: v.shape for k, v in train.flatten(tree["params"]).items()}
+  return spec, state_lib.param_shapes(model, size)
 
 
 def _plan(name, preset, **fields):

@@ -6,22 +6,20 @@ import jax
 import numpy as np
 import pytest
 
-from ftlab import checkpoint, train
+from ftlab import checkpoint, state as state_lib, steps, train
 from tests.conftest import tiny_config
 
 
 def _latest_state(config, workdir):
   run = train.prepare(config, workdir, for_training=False)
-  template = train.initial_state(run.setup, config, jax.random.key(0), load_weights=False)
-  state, meta = run.ckpts.restore_latest(run.devices.replicate(template))
+  state, meta = run.ckpts.restore_latest(run.template)
   run.ckpts.close()
   return state, meta
 
 
 def _initial(config, workdir):
   run = train.prepare(config, workdir, for_training=False)
-  key = jax.random.fold_in(jax.random.key(config.seed), 0)
-  return train.initial_state(run.setup, config, key)
+  return run.template(0, load_weights=True)
 
 
 def test_short_run_learns_separable_data(image_folder, tmp_path):
@@ -54,9 +52,9 @@ def test_linear_probe_leaves_backbone_bit_identical(image_folder, tmp_path):
 
 def _one_step(config, root, workdir):
   run = train.prepare(config, workdir, for_training=False)
-  state = train.initial_state(run.setup, config, jax.random.key(0))
+  state = state_lib.initial_state(run.setup, config, jax.random.key(0))
   batch = next(run.loaders["train"].epoch(0))
-  step = jax.jit(train.make_train_step(run.setup, 0.0))
+  step = jax.jit(steps.make_train_step(run.setup))
   new_state, _ = step(state, batch, jax.random.key(1))
   return state, new_state
 
@@ -93,7 +91,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(image_folder, tmp_path):
   b, _ = _latest_state(config, resumed_dir)
   assert int(a.step) == int(b.step) == full["num_steps"]
   jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
-                         jax.device_get(train.variables_of(a)), jax.device_get(train.variables_of(b)))
+                         jax.device_get(state_lib.variables_of(a)), jax.device_get(state_lib.variables_of(b)))
   assert [h["minival_top1"] for h in full["history"]] == pytest.approx(
       [h["minival_top1"] for h in resumed["history"]])
 

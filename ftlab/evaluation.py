@@ -1,0 +1,48 @@
+"""Evaluation over a loader, summary metrics, and the CSVs a run writes."""
+import csv
+import json
+from typing import Any, Dict
+
+import jax
+import numpy as np
+
+from ftlab import metrics
+from ftlab.parallel import Devices
+
+
+def evaluate(eval_fn, state, loader, devices: Devices) -> Dict[str, Any]:
+  """Runs `loader` once; every image counts once (padding is masked out)."""
+  outs = {k: [] for k in ("loss", "top1", "top5", "pred", "confidence", "label", "mask")}
+  for batch in loader.epoch(0):
+    out = jax.device_get(eval_fn(state, devices.shard_batch(batch)))
+    for k, v in out.items():
+      outs[k].append(np.asarray(v))
+    outs["label"].append(batch["label"])
+    outs["mask"].append(batch["mask"])
+  cat = {k: np.concatenate(v) for k, v in outs.items()}
+  keep = cat["mask"] > 0
+  return {k: v[keep] for k, v in cat.items() if k != "mask"}
+
+
+def summarize(outputs: Dict[str, np.ndarray], num_classes: int) -> Dict[str, float]:
+  cm = metrics.confusion_matrix(outputs["label"], outputs["pred"], num_classes)
+  return {"loss": float(outputs["loss"].mean()), "top1": float(outputs["top1"].mean()),
+          "top5": float(outputs["top5"].mean()), "count": int(len(outputs["label"])),
+          **metrics.macro_prf(cm)}
+
+
+def write_predictions(path: str, paths, outputs: dict, classes) -> None:
+  """CSV of image, true, predicted (class names) and confidence, in split order."""
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    out = csv.writer(f)
+    out.writerow(["image", "true", "predicted", "confidence"])
+    for image, true, pred, conf in zip(paths, outputs["label"], outputs["pred"], outputs["confidence"]):
+      out.writerow([image, classes[true], classes[pred], f"{conf:.6f}"])
+
+
+def write_confusion(path: str, outputs: dict, classes) -> None:
+  cm = metrics.confusion_matrix(outputs["label"], outputs["pred"], len(classes))
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("true\\predicted," + ",".join(json.dumps(c) for c in classes) + "\n")
+    for name, row in zip(classes, cm):
+      f.write(json.dumps(name) + "," + ",".join(str(int(v)) for v in row) + "\n")

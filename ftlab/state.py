@@ -1,0 +1,141 @@
+"""The train state and everything that shapes it: model, strategy phases, optimizer.
+
+Parameters are held as two flat dicts keyed by '/'-joined path: `trainable`
+(differentiated, with optimizer state) and `frozen` (constants of the step).
+A strategy with several phases (lp_ft, gradual_unfreeze) moves parameters
+between the two at phase boundaries (`regroup`), which is the only time the
+step is recompiled.
+"""
+import dataclasses
+from typing import Any, Dict, List
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+
+from ftlab import optim, strategy
+from ftlab.models import ModelSpec, get_spec
+from ftlab.models.layers import Mode
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  trainable: Dict[str, jax.Array]
+  frozen: Dict[str, jax.Array]
+  batch_stats: Any
+  opt_state: Any
+  anchor: Dict[str, jax.Array]  # L2-SP: the starting weights (empty otherwise)
+
+
+@dataclasses.dataclass
+class Phase:
+  start: int
+  plan: strategy.Plan
+  tx: optax.GradientTransformation
+
+  @property
+  def mode(self) -> Mode:
+    return Mode(True, self.plan.frozen_bn())
+
+
+@dataclasses.dataclass
+class Setup:
+  """Model, strategy phases and loss settings of a run, derived from its config."""
+  spec: ModelSpec
+  model: Any
+  image_size: int
+  num_classes: int
+  phases: List[Phase]
+  preset: strategy.Preset
+  label_smoothing: float
+  l2sp: tuple  # (alpha, beta) or ()
+
+  def phase_index(self, step: int) -> int:
+    """The phase that runs step `step` (0-based)."""
+    return max(i for i, p in enumerate(self.phases) if p.start <= step)
+
+  def structure_index(self, step: int) -> int:
+    """The phase whose layout a state that has completed `step` steps has."""
+    return self.phase_index(max(step - 1, 0))
+
+
+def flatten(tree) -> Dict[str, Any]:
+  return {"/".join(k): v for k, v in traverse_util.flatten_dict(tree).items()}
+
+
+def unflatten(flat: Dict[str, Any]):
+  return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+
+
+def params_of(state: TrainState) -> dict:
+  return unflatten({**state.frozen, **state.trainable})
+
+
+def variables_of(state: TrainState) -> dict:
+  return {"params": params_of(state), "batch_stats": state.batch_stats}
+
+
+def init_variables(model, image_size: int, rng) -> dict:
+  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  variables = jax.jit(lambda r: model.init(r, x, train=False))(rng)
+  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def param_shapes(model, image_size: int) -> Dict[str, tuple]:
+  tree = jax.eval_shape(lambda: init_variables(model, image_size, jax.random.key(0)))
+  return {k: v.shape for k, v in flatten(tree["params"]).items()}
+
+
+def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
+                steps_per_epoch: int) -> Setup:
+  """Model, strategy phases and optimizers for `config`."""
+  if config.model.dtype not in DTYPES:
+    raise ValueError(f"config.model.dtype={config.model.dtype!r}; use one of {list(DTYPES)}")
+  spec = get_spec(config.model.name)
+  model = spec.build(num_classes, DTYPES[config.model.dtype])
+  image_size = config.data.image_size or spec.input_size
+  shapes = param_shapes(model, image_size)
+  phases = [Phase(start, plan, optim.make_optimizer(config.optimizer, plan, total_steps, warmup_steps))
+            for start, plan in strategy.build_phases(spec, config.strategy, shapes, total_steps,
+                                                     steps_per_epoch)]
+  preset = strategy.get_preset(config.strategy.name)
+  l2sp = (config.strategy.l2sp_alpha, config.strategy.l2sp_beta) if preset.l2sp else ()
+  return Setup(spec, model, image_size, num_classes, phases, preset,
+               config.train.label_smoothing, l2sp)
+
+
+def regroup(state: TrainState, phase: Phase) -> TrainState:
+  """Re-splits the parameters for `phase`, with fresh optimizer state for its trainable set."""
+  params = {**state.frozen, **state.trainable}
+  trainable = {k: v for k, v in params.items() if phase.plan.trainable(k)}
+  frozen = {k: v for k, v in params.items() if not phase.plan.trainable(k)}
+  return state.replace(trainable=trainable, frozen=frozen, opt_state=phase.tx.init(trainable))
+
+
+def _load_pretrained(setup: Setup, config, variables: dict) -> dict:
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  from ftlab.pretrained import load as load_lib  # pylint: disable=import-outside-toplevel
+  variables, report = load_lib.load_pretrained(
+      variables, config.model.pretrained, setup.spec, strict=config.model.strict)
+  logging.info("pretrained weights %s:\n%s", config.model.pretrained, report.summary())
+  return variables
+
+
+def initial_state(setup: Setup, config, rng, load_weights: bool = True, phase: int = 0) -> TrainState:
+  """Random init (plus pretrained weights when configured), laid out for `phase`."""
+  variables = init_variables(setup.model, setup.image_size, rng)
+  if load_weights and config.model.pretrained and setup.preset.pretrained:
+    variables = _load_pretrained(setup, config, variables)
+  params = flatten(variables["params"])
+  anchor = {}
+  if setup.l2sp:
+    head = strategy.re.compile(strategy.under(setup.spec.head))
+    anchor = {k: v for k, v in params.items() if not head.fullmatch(k)}
+  state = TrainState(step=jnp.zeros((), jnp.int32), trainable=params, frozen={},
+                     batch_stats=variables["batch_stats"], opt_state=None, anchor=anchor)
+  return regroup(state, setup.phases[phase])
