@@ -32,10 +32,12 @@ IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tif
 RESIZE_RATIO = 256 / 224  # the usual ImageNet evaluation: resize 256, center crop 224
 
 
-def preprocess_eval(image: Image.Image, image_size: int, mean, std) -> np.ndarray:
+def preprocess_eval(image: Image.Image, image_size: int, mean, std,
+                    resize_ratio: float = RESIZE_RATIO) -> np.ndarray:
   """ImageNet-style evaluation preprocessing of one PIL image.
 
-  Resizes the shorter side to `round(image_size * 256 / 224)` (bilinear),
+  Resizes the shorter side to `round(image_size * resize_ratio)` (bilinear;
+  the ratio defaults to 256 / 224),
   center-crops `image_size` x `image_size` and normalises with `mean`/`std`
   (given for [0, 1] pixel values), as torchvision's Resize, CenterCrop,
   ToTensor and Normalize do.
@@ -44,7 +46,7 @@ def preprocess_eval(image: Image.Image, image_size: int, mean, std) -> np.ndarra
     float32 array of shape (image_size, image_size, 3), NHWC-ready.
   """
   image = image.convert("RGB")
-  short = round(image_size * RESIZE_RATIO)
+  short = round(image_size * resize_ratio)
   w, h = image.size
   size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
   image = image.resize(size, Image.Resampling.BILINEAR)
@@ -77,13 +79,20 @@ def expand_images(paths: Sequence) -> List[pathlib.Path]:
 
 @dataclasses.dataclass
 class Predictor:
-  """A model with its variables, input spec and class names."""
+  """A model with its variables, class names and evaluation preprocessing.
+
+  `image_size` defaults to `spec.input_size`; a fine-tuned run may have
+  trained at another size and resize ratio.
+  """
   model: Any
   variables: Any
   spec: models.ModelSpec
   class_names: List[str]
+  image_size: int = 0
+  resize_ratio: float = RESIZE_RATIO
 
   def __post_init__(self):
+    self.image_size = self.image_size or self.spec.input_size
     self._logits: Callable = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
 
   def probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -92,7 +101,8 @@ class Predictor:
 
   def preprocess(self, path) -> np.ndarray:
     with Image.open(path) as image:
-      return preprocess_eval(image, self.spec.input_size, self.spec.mean, self.spec.std)
+      return preprocess_eval(image, self.image_size, self.spec.mean, self.spec.std,
+                             self.resize_ratio)
 
 
 def _arch_for(source: str, path: pathlib.Path, arch) -> str:
@@ -127,7 +137,10 @@ def from_workdir(workdir: str) -> Predictor:
   """A Predictor for a fine-tuned run's best checkpoint."""
   from ftlab import checkpoint  # pylint: disable=import-outside-toplevel  # pulls in training code
   run = checkpoint.load_best(workdir)
-  return Predictor(run.model, run.variables, run.spec, list(run.class_names))
+  data = run.config.get("data", {})
+  return Predictor(run.model, run.variables, run.spec, list(run.class_names),
+                   image_size=data.get("image_size") or run.spec.input_size,
+                   resize_ratio=data.get("eval_resize_ratio") or RESIZE_RATIO)
 
 
 def predict(predictor: Predictor, files: Sequence, top_k: int = 5, batch_size: int = 16):
@@ -164,29 +177,37 @@ def define_flags():
   flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
 
 
-def _predictor() -> Predictor:
-  if bool(FLAGS.pretrained) == bool(FLAGS.workdir):
-    raise app.UsageError("pass exactly one of --pretrained and --workdir")
-  if FLAGS.workdir:
-    return from_workdir(FLAGS.workdir)
-  return from_pretrained(FLAGS.pretrained, FLAGS.arch)
+def run(images: Sequence, *, pretrained: str = None, arch: str = None, workdir: str = None,
+        out: str = None, top_k: int = 5, batch_size: int = 16, stream=None):
+  """What the CLI does: predicts `images` (files or folders), prints, optionally writes CSV.
+
+  Exactly one of `pretrained` and `workdir` must be given. Returns the
+  results of `predict` as a list.
+  """
+  if bool(pretrained) == bool(workdir):
+    raise ValueError("pass exactly one of --pretrained and --workdir")
+  files = expand_images(images)
+  predictor = from_workdir(workdir) if workdir else from_pretrained(pretrained, arch)
+  results = list(predict(predictor, files, top_k, batch_size))
+  stream = stream or sys.stdout
+  for file, top in results:
+    print(file, file=stream)
+    for rank, index, name, prob in top:
+      print(f"  {rank}. {name} ({index})  {prob:.4f}", file=stream)
+  if out:
+    write_csv(results, out)
+  return results
 
 
 def main(argv):
   if len(argv) < 2:
     raise app.UsageError("give at least one image or folder")
   try:
-    files = expand_images(argv[1:])
-    predictor = _predictor()
-    results = list(predict(predictor, files, FLAGS.top_k, FLAGS.batch_size))
-  except (OSError, ValueError) as e:
+    run(argv[1:], pretrained=FLAGS.pretrained, arch=FLAGS.arch, workdir=FLAGS.workdir,
+        out=FLAGS.out, top_k=FLAGS.top_k, batch_size=FLAGS.batch_size)
+  except (OSError, ValueError) as e:  # missing images or weights, unknown names, bad files
     raise SystemExit(f"predict: {e}") from e
-  for file, top in results:
-    print(file)
-    for rank, index, name, prob in top:
-      print(f"  {rank}. {name} ({index})  {prob:.4f}")
   if FLAGS.out:
-    write_csv(results, FLAGS.out)
     print(f"wrote {FLAGS.out}", file=sys.stderr)
 
 

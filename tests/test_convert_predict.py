@@ -186,3 +186,33 @@ def test_predict_cli_on_a_cat_png(tmp_path):
   assert len(rows) == 5 and rows[0]["image"] == str(tmp_path / "cat.png")
   assert rows[0]["class"] in predict.imagenet_classes()[281:286]
   assert 0 < float(rows[0]["probability"]) <= 1
+
+
+# --- a fine-tuned run ---------------------------------------------------------
+
+def test_predict_with_a_training_run(tmp_path, monkeypatch, capsys):
+  """--workdir goes through checkpoint.load_best (stubbed: training is tested elsewhere)."""
+  import ml_collections
+  from ftlab import checkpoint
+  from test_pretrained import tiny_template
+  model, variables = tiny_template(3)
+  config = ml_collections.ConfigDict({"data": {"image_size": 16, "eval_resize_ratio": 1.0}})
+
+  def fake_load_best(workdir):
+    assert workdir == str(tmp_path / "run")
+    return checkpoint.Run(config, models.get_spec("tiny_cnn"), model, variables,
+                          ["cat", "dog", "wolf"], 7)
+
+  monkeypatch.setattr(checkpoint, "load_best", fake_load_best)
+  seen = []
+  monkeypatch.setattr(predict, "preprocess_eval",
+                      lambda image, *args: seen.append(args) or np.zeros((16, 16, 3), np.float32))
+  Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "x.png")
+  results = predict.run([tmp_path / "x.png"], workdir=str(tmp_path / "run"), top_k=2,
+                        out=tmp_path / "p.csv")
+  assert seen == [(16, (0.5,) * 3, (0.5,) * 3, 1.0)]
+  assert [name for _, _, name, _ in results[0][1]][0] in ("cat", "dog", "wolf")
+  assert re.match(r"  1\. (cat|dog|wolf) \(\d\)  [01]\.\d{4}$", capsys.readouterr().out.splitlines()[1])
+  assert len(list(csv.DictReader(open(tmp_path / "p.csv", encoding="utf-8")))) == 2
+  with pytest.raises(ValueError, match="exactly one of --pretrained and --workdir"):
+    predict.run([tmp_path / "x.png"], workdir="a", pretrained="b")

@@ -343,8 +343,13 @@ def tiny_template(num_classes):
   model = models.get_spec("tiny_cnn").build(num_classes, jnp.float32)
   shapes = jax.eval_shape(model.init, jax.random.key(1), jnp.zeros((1, 32, 32, 3)))
   rng = np.random.default_rng(1)
-  return model, jax.tree_util.tree_map(
-      lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype), shapes)
+
+  def fill(path, s):
+    positive = path[-1].key == "var"  # BatchNorm variances
+    return jnp.asarray(rng.uniform(0.5, 2, s.shape) if positive else rng.normal(size=s.shape),
+                       s.dtype)
+
+  return model, jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def test_load_tiny_matches_torch_forward(tmp_path):
