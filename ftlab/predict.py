@@ -128,7 +128,12 @@ def from_pretrained(source: str, arch: str = None) -> Predictor:
     num_classes = int(load.read_converted(path)[1].get("num_classes", num_classes))
   model = spec.build(num_classes, jnp.float32)
   template = load.template_variables(model, spec.input_size)
-  variables, _ = load.load_pretrained(template, path, spec, strict=True)
+  variables, report = load.load_pretrained(template, path, spec, strict=True)
+  if report.reinitialized:
+    name = report.reinitialized[0]
+    raise ValueError(f"--pretrained={source}: {name} has shape {report.shapes[name][0]}, not "
+                     f"{report.shapes[name][1]} for {num_classes} classes; predict needs "
+                     "ImageNet weights or a directory converted for the classes")
   names = imagenet_classes() if num_classes == 1000 else [f"class_{i}" for i in range(num_classes)]
   return Predictor(model, variables, spec, names)
 

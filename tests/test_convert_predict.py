@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -111,6 +110,14 @@ def test_convert_and_predict_cli_tiny(tmp_path, tiny_pth):
   assert all(r["class"].startswith("class_") for r in rows)
   done = _run("ftlab.predict", "--pretrained=no_such_weights", tmp_path / "gray.png")
   assert done.returncode != 0 and "no_such_weights" in done.stderr
+
+
+def test_predict_pretrained_file_needs_arch_and_imagenet_head(tmp_path, tiny_pth):
+  Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "x.png")
+  with pytest.raises(ValueError, match="cannot tell the model; pass --arch"):
+    predict.run([tmp_path / "x.png"], pretrained=str(tiny_pth))
+  with pytest.raises(ValueError, match=r"params/fc/bias has shape \(10,\), not \(1000,\)"):
+    predict.run([tmp_path / "x.png"], pretrained=str(tiny_pth), arch="tiny_cnn")
 
 
 # --- real EfficientNet-Lite0 weights ------------------------------------------

@@ -1,5 +1,4 @@
 """Tests for ftlab.pretrained: the torch-free reader, downloads, registry, loading."""
-import collections
 import hashlib
 import io
 import os
