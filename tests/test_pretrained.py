@@ -469,3 +469,26 @@ def test_load_real_lite0_for_a_new_task():
   assert len(report.loaded) == report.total - 2 and not (report.missing or report.unexpected)
   assert variables["params"]["_fc"]["kernel"].shape == (1280, 100)
   assert report.summary().startswith("loaded 245 of 247 arrays from efficientnet_lite0 (")
+
+
+# --- layout -------------------------------------------------------------------
+
+def test_layout_conventions():
+  from ftlab.pretrained import layout
+  template = {"params": {"conv": {"kernel": 0}, "dw": {"kernel": 0}, "fc": {"kernel": 0, "bias": 0},
+                         "bn": {"scale": 0, "bias": 0}}}
+  rng = np.random.default_rng(0)
+  conv, dw, fc = rng.normal(size=(8, 3, 3, 5)), rng.normal(size=(6, 1, 5, 5)), rng.normal(size=(4, 7))
+  out = layout.torch_to_flax({
+      "conv.weight": conv, "dw.weight": dw, "fc.weight": fc, "fc.bias": np.arange(4.0),
+      "bn.weight": np.ones(2), "bn.bias": np.zeros(2), "bn.running_mean": np.full(2, 3.0),
+      "bn.running_var": np.full(2, 4.0), "bn.num_batches_tracked": np.array(5)}, template)
+  np.testing.assert_array_equal(out["params"]["conv"]["kernel"], conv.transpose(2, 3, 1, 0))
+  assert out["params"]["dw"]["kernel"].shape == (5, 5, 1, 6)
+  np.testing.assert_array_equal(out["params"]["dw"]["kernel"][..., 0, 2], dw[2, 0])
+  np.testing.assert_array_equal(out["params"]["fc"]["kernel"], fc.T)
+  assert out["batch_stats"]["bn"] == {"mean": pytest.approx(np.full(2, 3.0)),
+                                      "var": pytest.approx(np.full(2, 4.0))}
+  assert set(out["params"]["bn"]) == {"scale", "bias"}
+  with pytest.raises(layout.ConversionError, match="'head.weight' has no module 'head'"):
+    layout.torch_to_flax({"head.weight": fc}, template)
