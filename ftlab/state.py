@@ -135,7 +135,8 @@ def initial_state(setup: Setup, config, rng, load_weights: bool = True, phase: i
   anchor = {}
   if setup.l2sp:
     head = strategy.re.compile(strategy.under(setup.spec.head))
-    anchor = {k: v for k, v in params.items() if not head.fullmatch(k)}
+    # Copies: the step donates its state, and one buffer must not be donated twice.
+    anchor = {k: jnp.copy(v) for k, v in params.items() if not head.fullmatch(k)}
   state = TrainState(step=jnp.zeros((), jnp.int32), trainable=params, frozen={},
                      batch_stats=variables["batch_stats"], opt_state=None, anchor=anchor)
   return regroup(state, setup.phases[phase])
