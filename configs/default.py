@@ -19,6 +19,7 @@ def get_config(arg=None):
   config.model.pretrained = ""         # registered weights name or file/dir path; "" = random init
   config.model.strict = False          # fail on any missing/unexpected pretrained key
   config.model.dtype = "float32"       # compute dtype: float32 | bfloat16 (params stay float32)
+  config.model.bn_momentum = 0.0       # > 0: BatchNorm running-stat momentum for every layer (PyTorch convention); 0 = the architecture's own
 
   config.data = ml_collections.ConfigDict()
   config.data.kind = "imagefolder"     # imagefolder | aircraft | digits

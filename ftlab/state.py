@@ -37,10 +37,11 @@ class Phase:
   start: int
   plan: strategy.Plan
   tx: optax.GradientTransformation
+  bn_momentum: float = 0.0
 
   @property
   def mode(self) -> Mode:
-    return Mode(True, self.plan.frozen_bn())
+    return Mode(True, self.plan.frozen_bn(), self.bn_momentum)
 
 
 @dataclasses.dataclass
@@ -100,7 +101,8 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
   model = spec.build(num_classes, DTYPES[config.model.dtype])
   image_size = config.data.image_size or spec.input_size
   shapes = param_shapes(model, image_size)
-  phases = [Phase(start, plan, optim.make_optimizer(config.optimizer, plan, total_steps, warmup_steps))
+  phases = [Phase(start, plan, optim.make_optimizer(config.optimizer, plan, total_steps, warmup_steps),
+                  config.model.bn_momentum)
             for start, plan in strategy.build_phases(spec, config.strategy, shapes, total_steps,
                                                      steps_per_epoch)]
   preset = strategy.get_preset(config.strategy.name)

@@ -20,9 +20,14 @@ class Mode:
     train: whether the network is being trained (dropout on, BN batch stats).
     frozen_bn: '/'-joined module paths of BatchNorm layers kept in inference
       mode even when `train` is True.
+    bn_momentum: when > 0, the running-statistics momentum of every BatchNorm
+      (PyTorch convention: weight of the new batch), in place of the
+      architecture's own; TF-trained weights use 0.01, which leaves the
+      running statistics of a short fine-tuning run far from the new data.
   """
   train: bool
   frozen_bn: frozenset = frozenset()
+  bn_momentum: float = 0.0  # > 0: overrides every BatchNorm's momentum (timm's --bn-momentum)
 
 
 TrainArg = Union[bool, Mode]
@@ -69,8 +74,9 @@ class BatchNorm(nn.Module):
       if not self.is_initializing():
         n = x.size // features
         unbiased = var * (n / max(n - 1, 1))
-        ra_mean.value = (1 - self.momentum) * ra_mean.value + self.momentum * mean
-        ra_var.value = (1 - self.momentum) * ra_var.value + self.momentum * unbiased
+        m = train.bn_momentum if isinstance(train, Mode) and train.bn_momentum else self.momentum
+        ra_mean.value = (1 - m) * ra_mean.value + m * mean
+        ra_var.value = (1 - m) * ra_var.value + m * unbiased
     else:
       mean, var = ra_mean.value, ra_var.value
     mul = scale * jax_rsqrt(var + self.epsilon)
