@@ -76,7 +76,8 @@ def main():
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args()
   print(f"batch {args.batch}, image {args.size}, best of {args.repeats} (ms); "
-        f"kernel-grad chunk budget {depthwise.DW_CHUNK_BYTES} bytes")
+        f"kernel-grad chunks of <= {depthwise.DW_MAX_CHUNK} images, "
+        f"<= {depthwise.DW_CHUNK_BYTES >> 20} MiB")
   print(f"{'layer (HxW C k s)':>22} | {'grouped fwd':>11} {'fwd+bwd':>9} | "
         f"{'shifted fwd':>11} {'fwd+bwd':>9} | {'speedup fwd':>11} {'fwd+bwd':>8}")
   totals = {"grouped": [0.0, 0.0], "shifted": [0.0, 0.0]}

@@ -89,9 +89,10 @@ def test_batches_not_multiple_of_chunk(batch, monkeypatch):
 
 
 def test_chunk_size_from_byte_budget():
-  assert depthwise.dw_chunk_size(100, 32, budget=1000) == 10
-  assert depthwise.dw_chunk_size(10**6, 32, budget=1000) == 1
-  assert depthwise.dw_chunk_size(1, 32, budget=1000) == 32
+  assert depthwise.dw_chunk_size(100, 32, budget=1000, max_chunk=64) == 10
+  assert depthwise.dw_chunk_size(10**6, 32, budget=1000, max_chunk=64) == 1
+  assert depthwise.dw_chunk_size(1, 32, budget=1000, max_chunk=64) == 32
+  assert depthwise.dw_chunk_size(1, 32, budget=1000, max_chunk=4) == 4
 
 
 def test_module_param_layout_and_bias():

@@ -25,9 +25,12 @@ from jax import lax
 Pads = Tuple[Tuple[int, int], Tuple[int, int]]
 PaddingArg = Union[str, int, Sequence]
 
-# Bytes of (padded input + output gradient) per batch chunk of the kernel
-# gradient; about half of this CPU's per-core L2 cache.
-DW_CHUNK_BYTES = 1 << 20
+# Kernel-gradient batch chunks: at most DW_CHUNK_BYTES of (padded input +
+# output gradient) and at most DW_MAX_CHUNK images. Measured on the 2-core
+# Xeon (2 MiB L2 per core) over Lite0 layer shapes at batch 32: 2-4 images per
+# chunk were 1.5-3x faster than one pass over the batch or one image a step.
+DW_CHUNK_BYTES = 4 << 20
+DW_MAX_CHUNK = 4
 
 
 def tf_same_padding(size: int, k: int, stride: int) -> tuple:
@@ -135,9 +138,12 @@ def _kernel_grad_sum(xp, g, k: int, stride: int):
   return jnp.stack(rows).reshape(k, k, 1, -1)
 
 
-def dw_chunk_size(image_bytes: int, batch: int, budget: int = DW_CHUNK_BYTES) -> int:
+def dw_chunk_size(image_bytes: int, batch: int, budget: int = None,
+                  max_chunk: int = None) -> int:
   """Images per kernel-gradient chunk for a per-image footprint in bytes."""
-  return max(1, min(batch, budget // max(image_bytes, 1)))
+  budget = DW_CHUNK_BYTES if budget is None else budget
+  max_chunk = DW_MAX_CHUNK if max_chunk is None else max_chunk
+  return max(1, min(batch, max_chunk, budget // max(image_bytes, 1)))
 
 
 def _kernel_grad(x, g, k: int, stride: int, pads: Pads):
