@@ -5,23 +5,28 @@ from typing import Any, Dict
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from ftlab import metrics
 from ftlab.parallel import Devices
 
 
+def fetch(tree):
+  """Device arrays -> numpy on this host; sharded across processes, gathered from all."""
+  if jax.process_count() > 1:
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.device_get(tree)
+
+
 def evaluate(eval_fn, state, loader, devices: Devices) -> Dict[str, Any]:
   """Runs `loader` once; every image counts once (padding is masked out)."""
-  outs = {k: [] for k in ("loss", "top1", "top5", "pred", "confidence", "label", "mask")}
+  outs = {}
   for batch in loader.epoch(0):
-    out = jax.device_get(eval_fn(state, devices.shard_batch(batch)))
-    for k, v in out.items():
-      outs[k].append(np.asarray(v))
-    outs["label"].append(batch["label"])
-    outs["mask"].append(batch["mask"])
+    for k, v in fetch(eval_fn(state, devices.shard_batch(batch))).items():
+      outs.setdefault(k, []).append(np.asarray(v))
   cat = {k: np.concatenate(v) for k, v in outs.items()}
-  keep = cat["mask"] > 0
-  return {k: v[keep] for k, v in cat.items() if k != "mask"}
+  keep = cat.pop("mask") > 0
+  return {k: v[keep] for k, v in cat.items()}
 
 
 def summarize(outputs: Dict[str, np.ndarray], num_classes: int) -> Dict[str, float]:

@@ -9,12 +9,15 @@ This file is intentionally kept short: the run lives in `ftlab/train.py`.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ftlab import train, writers
+from ftlab import parallel, train, writers
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (optionally `path:arg`).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -22,6 +25,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   writers.quiet_library_logs()
+  parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   logging.info("config:\n%s", FLAGS.config)
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

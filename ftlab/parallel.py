@@ -4,6 +4,8 @@ BatchNorm statistics are computed over the global batch (a cross-device
 mean): the compiled program reduces over the sharded batch axis.
 """
 import dataclasses
+import os
+from typing import Optional
 
 import jax
 import numpy as np
@@ -34,3 +36,24 @@ class Devices:
     """Assembles the global batch from this process's slice of it."""
     sharding = NamedSharding(self.mesh, P("data"))
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def initialize(coordinator_address: Optional[str], num_processes: Optional[int],
+               process_id: Optional[int]) -> None:
+  """Joins a multi-process (multi-host) run; a no-op for a single process.
+
+  Each argument falls back to the environment (JAX_COORDINATOR_ADDRESS,
+  JAX_NUM_PROCESSES, JAX_PROCESS_ID). CPU processes talk through gloo.
+  """
+  coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "1"))
+  if process_id is None and "JAX_PROCESS_ID" in os.environ:
+    process_id = int(os.environ["JAX_PROCESS_ID"])
+  if num_processes <= 1:
+    return
+  if not coordinator_address or process_id is None:
+    raise ValueError("a multi-process run needs --coordinator_address and --process_id "
+                     f"(got {coordinator_address!r}, {process_id!r})")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)

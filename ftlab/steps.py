@@ -76,6 +76,8 @@ def make_eval_step(setup: Setup, on_features: bool = False):
         "top5": metrics.topk_correct(logits, batch["label"], 5),
         "pred": jnp.argmax(logits, -1),
         "confidence": jnp.max(jax.nn.softmax(logits), -1),
+        "label": batch["label"],
+        "mask": batch["mask"],
     }
 
   return eval_step
