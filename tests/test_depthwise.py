@@ -61,6 +61,16 @@ def test_explicit_asymmetric_padding():
     assert_close(a, b, 1e-5)
 
 
+@pytest.mark.parametrize("form", ["_input_grad_scatter", "_input_grad_gather"])
+def test_both_input_gradient_forms_agree(form):
+  x, kernel = inputs(2, 7, 8, 3, 3)
+  pads = resolve_padding("SAME", 7, 8, 3, 2)
+  g = jax.random.normal(jax.random.PRNGKey(3), (2, 4, 4, 3))
+  _, vjp = jax.vjp(lambda a: grouped_conv(a, kernel, 2, "SAME"), x)
+  got = getattr(depthwise, form)(g, kernel, 2, pads, (7, 8))
+  assert_close(got, vjp(g)[0], 1e-5)
+
+
 def test_same_padding_puts_extra_pixel_at_end():
   assert depthwise.tf_same_padding(8, 3, 2) == (0, 1)
   assert depthwise.tf_same_padding(8, 5, 2) == (1, 2)

@@ -6,9 +6,10 @@ Here the convolution is written as k*k shifted multiply-adds over the padded
 input, which XLA fuses into a single elementwise loop. A `jax.custom_vjp`
 supplies the backward pass:
 
-* the input gradient is the transposed shifted multiply-add: the output
-  gradient, dilated by the stride and padded, correlated with the flipped
-  kernel;
+* the input gradient is the transposed shifted multiply-add: each tap's
+  `g * w[i, j]` dilated by the stride and padded into place (3x3), or
+  equivalently the dilated, padded `g` correlated with the flipped kernel
+  (larger kernels, where that is faster);
 * the kernel gradient is k*k reductions of `g * shifted(x)`, computed over
   chunks of the batch small enough to stay in cache (one pass over the whole
   batch per tap is memory bound).
@@ -81,12 +82,11 @@ def _tap(xp, i: int, j: int, stride: int, out_hw: Tuple[int, int]):
 
 
 def _shifted_sum(xp, kernel, stride: int, out_hw: Tuple[int, int]):
-  """sum_ij tap(xp, i, j) * kernel[i, j, 0] in float32."""
-  k = kernel.shape[0]
+  """sum_ij tap(xp, i, j) * kernel[i, j, 0] in float32 (any kernel height/width)."""
   w = kernel.astype(jnp.float32)
   acc = None
-  for i in range(k):
-    for j in range(k):
+  for i in range(kernel.shape[0]):
+    for j in range(kernel.shape[1]):
       term = _tap(xp, i, j, stride, out_hw).astype(jnp.float32) * w[i, j, 0]
       acc = term if acc is None else acc + term
   return acc
@@ -106,7 +106,27 @@ def _forward(x, kernel, stride: int, pads: Pads):
   return _shifted_sum(xp, kernel, stride, out_hw).astype(x.dtype)
 
 
-def _input_grad(g, kernel, stride: int, pads: Pads, in_hw: Tuple[int, int]):
+def _input_grad_scatter(g, kernel, stride: int, pads: Pads, in_hw: Tuple[int, int]):
+  """Transpose of `_forward` w.r.t. x, tap by tap: g * w[i, j] dilated into place.
+
+  Output pixel o reads input row o*s + i - pad_lo, so tap i's product lands
+  there: pad by i - pad_lo in front (negative crops), s - 1 between rows.
+  """
+  w = kernel.astype(jnp.float32)
+  g32 = g.astype(jnp.float32)
+  acc = None
+  for i in range(kernel.shape[0]):
+    for j in range(kernel.shape[1]):
+      config = []
+      for tap, (lo, _), size, out in zip((i, j), pads, in_hw, g.shape[1:3]):
+        front = tap - lo
+        config.append((front, size - front - (stride * (out - 1) + 1)))
+      term = _pad_hw(g32 * w[i, j, 0], tuple(config), interior=stride - 1)
+      acc = term if acc is None else acc + term
+  return acc.astype(g.dtype)
+
+
+def _input_grad_gather(g, kernel, stride: int, pads: Pads, in_hw: Tuple[int, int]):
   """Transpose of `_forward` w.r.t. x: correlate the dilated g with the flipped kernel.
 
   Output pixel o reads padded input rows o*s + i, so padded row r receives
@@ -124,6 +144,18 @@ def _input_grad(g, kernel, stride: int, pads: Pads, in_hw: Tuple[int, int]):
   gp = _pad_hw(g, tuple(gpads), interior=stride - 1)
   flipped = kernel[::-1, ::-1]
   return _shifted_sum(gp, flipped, 1, in_hw).astype(g.dtype)
+
+
+def _input_grad(g, kernel, stride: int, pads: Pads, in_hw: Tuple[int, int]):
+  """Input gradient: scatter form for 3x3 kernels, gather form for larger ones.
+
+  Measured on Lite0 shapes at batch 32: for 3x3 the scatter form (one fused
+  loop over the output) is 2-3x faster than materialising the dilated
+  gradient; for 5x5 the gather form is 2-4x faster than 25 fused pads.
+  """
+  if kernel.shape[0] * kernel.shape[1] <= 9:
+    return _input_grad_scatter(g, kernel, stride, pads, in_hw)
+  return _input_grad_gather(g, kernel, stride, pads, in_hw)
 
 
 def _kernel_grad_sum(xp, g, k: int, stride: int):
