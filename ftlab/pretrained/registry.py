@@ -126,7 +126,13 @@ def resolve(name_or_path, *, progress: bool = True) -> pathlib.Path:
   if isinstance(source, Packaged):
     return _packaged_path(name, source)
   if isinstance(source, Remote):
-    return download_lib.download(source.url, cache_dir(), sha256=source.sha256, progress=progress)
+    try:
+      return download_lib.download(source.url, cache_dir(), sha256=source.sha256, progress=progress)
+    except download_lib.DownloadError as e:
+      raise WeightsNotFoundError(
+          f"weights {name!r} could not be fetched: {e}. Download {source.url} on a "
+          f"machine with internet and copy it to {cache_dir()}/, or set "
+          f"config.model.pretrained to the file's path") from e
   path = pathlib.Path(name).expanduser()
   if path.exists():
     return path
