@@ -162,9 +162,9 @@ class Trainer:
     self.lr = optim.base_schedule(run.config.optimizer, run.schedule.total_steps,
                                   run.schedule.warmup_steps)
     self.features = self._cache_features() if feature_cache.eligible(run.setup, run.config) else None
-    on_features = self.features is not None
-    self.eval_fn = jax.jit(make_eval_step(run.setup, on_features))
     self.image_eval_fn = jax.jit(make_eval_step(run.setup))
+    self.eval_fn = (self.image_eval_fn if self.features is None
+                    else jax.jit(make_eval_step(run.setup, on_features=True)))
 
   def _cache_features(self) -> Dict[str, feature_cache.FeatureLoader]:
     t0 = time.perf_counter()

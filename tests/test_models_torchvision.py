@@ -21,6 +21,7 @@ from flax import traverse_util
 from ftlab import models
 from ftlab.models import mobilenet
 from ftlab.pretrained.layout import torch_to_flax
+from tests.torch_reference import randomise_
 
 NUM_CLASSES = 10
 # Input (H, W) per architecture: small for speed; odd and non-square sizes
@@ -36,23 +37,6 @@ SIZES = {
     "densenet121": (64, 57),
 }
 EVAL_TOL = 1e-4
-
-
-def randomise_(net: torch.nn.Module):
-  """Random BN statistics/affine and linear weights, at scales that keep activations O(1)."""
-  gen = torch.Generator().manual_seed(1)
-  with torch.no_grad():
-    for m in net.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
-        m.running_mean.normal_(0, 0.2, generator=gen)
-        m.running_var.uniform_(0.5, 2.0, generator=gen)
-        m.weight.uniform_(0.2, 0.6, generator=gen)
-        m.bias.normal_(0, 0.2, generator=gen)
-      elif isinstance(m, torch.nn.Linear):
-        m.weight.normal_(0, m.in_features**-0.5, generator=gen)
-        m.bias.normal_(0, 0.1, generator=gen)
-      elif isinstance(m, torch.nn.Conv2d) and m.bias is not None:
-        m.bias.normal_(0, 0.1, generator=gen)
 
 
 def torch_net(name: str) -> torch.nn.Module:

@@ -1,4 +1,5 @@
 """End-to-end behaviour of the training loop on a tiny model and generated data."""
+import csv
 import json
 import os
 
@@ -6,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from ftlab import checkpoint, state as state_lib, steps, train
+from ftlab import checkpoint, evaluate, state as state_lib, steps, train
 from tests.conftest import tiny_config
 
 
@@ -102,8 +103,15 @@ def test_non_finite_loss_fails_fast_with_a_clear_message(image_folder, tmp_path)
     train.train_and_evaluate(config, str(tmp_path / "run"))
 
 
-def test_load_best_returns_the_selected_checkpoint(image_folder, tmp_path):
+def test_evaluate_and_load_best_use_the_selected_checkpoint(image_folder, tmp_path):
   out = train.train_and_evaluate(tiny_config(image_folder), str(tmp_path / "run"))
+  os.remove(tmp_path / "run" / "predictions.csv")
+  again = evaluate.evaluate_run(str(tmp_path / "run"), "test")
+  assert again == out["test"]
+  assert json.load(open(tmp_path / "run" / "eval_test.json")) == out["test"]
+  rows = list(csv.DictReader(open(tmp_path / "run" / "predictions.csv")))
+  assert len(rows) == 18 and {r["true"] for r in rows} == {"cat", "dog", "wolf"}
+  assert np.mean([r["true"] == r["predicted"] for r in rows]) == pytest.approx(out["test"]["top1"])
   run = checkpoint.load_best(str(tmp_path / "run"))
   assert run.step == out["best"]["step"]
   assert run.class_names == ["cat", "dog", "wolf"]
