@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ftlab.models.layers import BatchNorm, TrainArg
+from ftlab.models.layers import BatchNorm, TrainArg, torch_conv
 
 HEAD = "classifier"
 BLOCKS = (
@@ -27,11 +27,8 @@ BLOCKS = (
 
 
 def conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
-  """Bias-free conv with PyTorch's symmetric padding (kernel - 1) // 2."""
-  p = (kernel - 1) // 2
-  return nn.Conv(features, (kernel, kernel), (stride, stride),
-                 padding=((p, p), (p, p)), use_bias=False, dtype=dtype,
-                 kernel_init=nn.initializers.he_normal(), name=name)
+  """torchvision initialises DenseNet convs with Kaiming fan-in."""
+  return torch_conv(features, kernel, stride, dtype, name, nn.initializers.he_normal())
 
 
 class DenseLayer(nn.Module):

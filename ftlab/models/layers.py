@@ -95,3 +95,14 @@ class Dropout(nn.Module):
   @nn.compact
   def __call__(self, x, train: TrainArg):
     return nn.Dropout(self.rate, deterministic=not is_training(train))(x)
+
+
+KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def torch_conv(features: int, kernel: int, stride: int, dtype: Any, name: str,
+               kernel_init=KAIMING_FAN_OUT) -> nn.Conv:
+  """Bias-free conv with PyTorch's symmetric padding (kernel - 1) // 2."""
+  p = (kernel - 1) // 2
+  return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((p, p), (p, p)),
+                 use_bias=False, dtype=dtype, kernel_init=kernel_init, name=name)

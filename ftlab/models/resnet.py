@@ -10,20 +10,12 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ftlab.models.layers import BatchNorm, TrainArg
+from ftlab.models.layers import BatchNorm, TrainArg, torch_conv
 
 BLOCKS = ("conv1|bn1", "layer1", "layer2", "layer3", "layer4")
 HEAD = "fc"
 
-_KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-
-
-def conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
-  """Bias-free conv with PyTorch's symmetric padding (kernel - 1) // 2."""
-  p = (kernel - 1) // 2
-  return nn.Conv(features, (kernel, kernel), (stride, stride),
-                 padding=((p, p), (p, p)), use_bias=False, dtype=dtype,
-                 kernel_init=_KAIMING_FAN_OUT, name=name)
+conv = torch_conv  # torchvision initialises ResNet convs with Kaiming fan-out
 
 
 class Downsample(nn.Module):
