@@ -109,12 +109,44 @@ class Run:
     return self.devices.replicate(initial_state(self.setup, self.config, key, load_weights, phase))
 
 
+# Keys that may differ when a run is resumed (they change no result).
+RESUMABLE_CHANGES = ("train.stop_after_steps", "train.log_every_steps", "train.checkpoint_every_steps",
+                     "data.num_workers", "data.prefetch", "data.root")
+
+
+def _flat_config(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat_config(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def check_same_run(config, workdir: str) -> None:
+  """Refuses to resume (and overwrite) a workdir that holds a run of another config."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    old = _flat_config(json.load(f))
+  new = _flat_config(json.loads(config.to_json_best_effort()))
+  changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+             if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES]
+  if changed:
+    raise ValueError(f"{workdir} holds a run with a different config ({'; '.join(changed)}); "
+                     f"use a new --workdir (nothing in {workdir} was changed)")
+
+
 def prepare(config, workdir: str, for_training: bool = True) -> Run:
   """Reads the data and builds the model, strategy phases, optimizers and devices.
 
   With `for_training`, also writes config.json, label_map.json and opens the
   metric writers (evaluation of a finished run writes none of these).
   """
+  if for_training:
+    check_same_run(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   data = datasets.load(config.data)
   schedule = Schedule.create(config, len(data.train))

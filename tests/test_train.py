@@ -117,3 +117,13 @@ def test_evaluate_and_load_best_use_the_selected_checkpoint(image_folder, tmp_pa
   assert run.class_names == ["cat", "dog", "wolf"]
   logits = run.model.apply(run.variables, np.zeros((2, 16, 16, 3), np.float32))
   assert logits.shape == (2, 3)
+
+
+def test_workdir_of_another_config_is_refused_and_left_intact(image_folder, tmp_path):
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(tiny_config(image_folder, **{"train.num_epochs": 1.0}), str(workdir))
+  before = {p: p.read_bytes() for p in (workdir / "config.json", workdir / "results.json")}
+  with pytest.raises(ValueError, match=r"different config \(optimizer.lr: 0.05 -> 0.5\)"):
+    train.train_and_evaluate(tiny_config(image_folder, **{"train.num_epochs": 1.0,
+                                                          "optimizer.lr": 0.5}), str(workdir))
+  assert {p: p.read_bytes() for p in before} == before
