@@ -16,6 +16,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from ftlab import state as state_lib
+
 
 def _manager(path: str) -> ocp.CheckpointManager:
   # Synchronous saves: the train step donates its input buffers, so a background
@@ -100,7 +102,6 @@ class Run:
 
 def load_best(workdir: str) -> Run:
   """Loads `workdir`'s best checkpoint (for evaluate/predict)."""
-  from ftlab import state as state_lib  # pylint: disable=import-outside-toplevel  # state -> optim; keep this module light
   config = read_config(workdir)
   classes = read_classes(workdir)
   with open(os.path.join(workdir, "schedule.json"), encoding="utf-8") as f:

@@ -7,17 +7,20 @@ between the two at phase boundaries (`regroup`), which is the only time the
 step is recompiled.
 """
 import dataclasses
+import re
 from typing import Any, Dict, List
 
 import flax
 import jax
 import jax.numpy as jnp
 import optax
+from absl import logging
 from flax import traverse_util
 
 from ftlab import optim, strategy
 from ftlab.models import ModelSpec, get_spec
 from ftlab.models.layers import Mode
+from ftlab.pretrained import load as load_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -120,8 +123,6 @@ def regroup(state: TrainState, phase: Phase) -> TrainState:
 
 
 def _load_pretrained(setup: Setup, config, variables: dict) -> dict:
-  from absl import logging  # pylint: disable=import-outside-toplevel
-  from ftlab.pretrained import load as load_lib  # pylint: disable=import-outside-toplevel
   variables, report = load_lib.load_pretrained(
       variables, config.model.pretrained, setup.spec, strict=config.model.strict)
   logging.info("pretrained weights %s:\n%s", config.model.pretrained, report.summary())
@@ -136,7 +137,7 @@ def initial_state(setup: Setup, config, rng, load_weights: bool = True, phase: i
   params = flatten(variables["params"])
   anchor = {}
   if setup.l2sp:
-    head = strategy.re.compile(strategy.under(setup.spec.head))
+    head = re.compile(strategy.under(setup.spec.head))
     # Copies: the step donates its state, and one buffer must not be donated twice.
     anchor = {k: jnp.copy(v) for k, v in params.items() if not head.fullmatch(k)}
   state = TrainState(step=jnp.zeros((), jnp.int32), trainable=params, frozen={},
