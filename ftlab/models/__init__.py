@@ -37,6 +37,14 @@ class ModelSpec:
   std: tuple = IMAGENET_STD
 
 
+def _lite(name: str, build) -> ModelSpec:
+  """EfficientNet-Lite: TF-trained weights expecting mean 0.498 / std 0.502."""
+  return ModelSpec(build=build, blocks=efficientnet_lite.block_names(name),
+                   head=efficientnet_lite.HEAD,
+                   input_size=efficientnet_lite.VARIANTS[name].image_size,
+                   mean=efficientnet_lite.MEAN, std=efficientnet_lite.STD)
+
+
 MODELS = {
     "tiny_cnn": ModelSpec(
         build=tiny.TinyCNN.build,
@@ -59,30 +67,9 @@ MODELS = {
         head=mobilenet.HEAD),
     "densenet121": ModelSpec(
         build=densenet.densenet121, blocks=densenet.BLOCKS, head=densenet.HEAD),
-    "efficientnet_lite0": ModelSpec(
-        build=efficientnet_lite.efficientnet_lite0,
-        blocks=efficientnet_lite.block_names("efficientnet_lite0"),
-        head=efficientnet_lite.HEAD,
-        input_size=efficientnet_lite.VARIANTS["efficientnet_lite0"].image_size,
-        mean=efficientnet_lite.MEAN,
-        std=efficientnet_lite.STD,
-    ),
-    "efficientnet_lite1": ModelSpec(
-        build=efficientnet_lite.efficientnet_lite1,
-        blocks=efficientnet_lite.block_names("efficientnet_lite1"),
-        head=efficientnet_lite.HEAD,
-        input_size=efficientnet_lite.VARIANTS["efficientnet_lite1"].image_size,
-        mean=efficientnet_lite.MEAN,
-        std=efficientnet_lite.STD,
-    ),
-    "efficientnet_lite2": ModelSpec(
-        build=efficientnet_lite.efficientnet_lite2,
-        blocks=efficientnet_lite.block_names("efficientnet_lite2"),
-        head=efficientnet_lite.HEAD,
-        input_size=efficientnet_lite.VARIANTS["efficientnet_lite2"].image_size,
-        mean=efficientnet_lite.MEAN,
-        std=efficientnet_lite.STD,
-    ),
+    "efficientnet_lite0": _lite("efficientnet_lite0", efficientnet_lite.efficientnet_lite0),
+    "efficientnet_lite1": _lite("efficientnet_lite1", efficientnet_lite.efficientnet_lite1),
+    "efficientnet_lite2": _lite("efficientnet_lite2", efficientnet_lite.efficientnet_lite2),
 }
 
 
