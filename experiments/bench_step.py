@@ -1,0 +1,454 @@
+"""ftlab's jitted train step against an idiomatic PyTorch loop, on the same CPU and threads.
+
+  python experiments/bench_step.py [--quick] [--json=FILE]
+      [--models=resnet18,efficientnet_lite0] [--sizes=224,96]
+      [--strategies=full_ft,linear_probe] [--torch_variants=...] [--dtype=float32]
+
+For ResNet-18 and EfficientNet-Lite0 at batch 32 (224x224 and 96x96;
+`--quick`: 96x96 only) and the strategies full_ft and linear_probe, both
+frameworks train the same architecture from the same weights (ResNet-18:
+torchvision's random init; Lite0: the packaged ImageNet weights with a new
+100-class head), each in its own subprocess (so peak RSS is its own):
+
+* ftlab: the train step of `ftlab.steps` (uint8 NHWC in, normalised inside),
+  jitted with `donate_argnums=(0,)`; compile time and the step's FLOPs (XLA
+  cost analysis of the compiled program) are reported.
+* PyTorch (`torch.set_num_threads` = cores): SGD momentum 0.9 (weight decay
+  1e-4, as ftlab's default), CrossEntropyLoss, `model.train()`; linear_probe
+  sets `requires_grad=False` on all but the head and puts the trunk in eval
+  mode. The uint8 batch is normalised inside the timed step too. Variants:
+  eager NCHW, eager channels_last, and `torch.compile` of the model in both
+  layouts (skipped with a note when compiling fails or times out). The best
+  variant is `torch_images_per_s`; all are printed.
+
+Both report the median step time after warm-up. The machine's peak FLOP/s is
+measured in the same run with a 4096x4096 float32 matmul (the best of JAX and
+PyTorch); `peak_flops_share` = ftlab's step FLOPs x steps/s / peak.
+
+The input pipeline (`ftlab.data.pipeline.Loader`, train transforms: decode +
+random-resized-crop + flip + batch) is timed on 500 JPEGs of 500x375 written
+by the script, with the config's default decode threads and with one per
+core, and compared with the images/s the ftlab train step consumes
+(target: pipeline >= 2x the step's rate).
+
+`--json=FILE` writes one row per (model, image_size, strategy) with exactly
+the keys model, image_size, strategy, ftlab_images_per_s, torch_images_per_s,
+ratio (ftlab / torch), ftlab_peak_rss_mb, torch_peak_rss_mb, peak_flops_share.
+XLA_FLAGS in the environment reaches the ftlab workers unchanged.
+"""
+import argparse
+import functools
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import benchlib
+
+MODELS = ("resnet18", "efficientnet_lite0")
+STRATEGIES = ("full_ft", "linear_probe")
+TORCH_VARIANTS = ("eager_nchw", "eager_channels_last", "compile_nchw", "compile_channels_last")
+ROW_KEYS = ("model", "image_size", "strategy", "ftlab_images_per_s", "torch_images_per_s",
+            "ratio", "ftlab_peak_rss_mb", "torch_peak_rss_mb", "peak_flops_share")
+LITE_TORCH_NAME = "efficientnet-lite0"
+TORCH_HEADS = {"resnet18": "fc", "efficientnet_lite0": "_fc"}
+PIPELINE_IMAGES = 500
+PIPELINE_WH = (500, 375)
+MATMUL_N = 4096
+TARGET_PIPELINE_RATIO = 2.0
+
+
+# --- workers (each in its own process) ---------------------------------------
+
+
+def torch_model(model: str):
+  """The PyTorch original of `model` with a NUM_CLASSES head (random init, seed 0)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(0)
+  if model == "resnet18":
+    import torchvision  # pylint: disable=import-outside-toplevel
+    return torchvision.models.resnet18(weights=None, num_classes=benchlib.NUM_CLASSES)
+  if model == "efficientnet_lite0":
+    from efficientnet_lite_pytorch import EfficientNet  # pylint: disable=import-outside-toplevel
+    return EfficientNet.from_name(LITE_TORCH_NAME, num_classes=benchlib.NUM_CLASSES)
+  raise ValueError(f"no PyTorch original for {model!r}")
+
+
+def prepare_worker(spec: dict) -> dict:
+  """Writes each model's shared weights (.npz of the torch state dict) and the JPEGs."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  out = {"weights": {}, "notes": {}}
+  for model in spec["models"]:
+    net = torch_model(model)
+    state = {k: v.numpy() for k, v in net.state_dict().items()}
+    if model == "efficientnet_lite0":
+      from ftlab.pretrained import pth, registry  # pylint: disable=import-outside-toplevel
+      packaged = pth.load_state_dict(registry.resolve(model))
+      state.update({k: np.asarray(v) for k, v in packaged.items() if not k.startswith("_fc.")})
+      out["notes"][model] = "packaged ImageNet weights, new 100-class _fc (torch init)"
+    else:
+      out["notes"][model] = "torchvision random init (seed 0)"
+    net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+    path = os.path.join(spec["dir"], f"{model}.npz")
+    np.savez(path, **state)
+    out["weights"][model] = path
+  rng = np.random.default_rng(0)
+  image_dir = os.path.join(spec["dir"], "jpeg")
+  os.makedirs(image_dir, exist_ok=True)
+  w, h = PIPELINE_WH
+  for i in range(PIPELINE_IMAGES):
+    coarse = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    smooth = np.asarray(coarse.resize((w, h), Image.BICUBIC), np.float32)
+    noisy = np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(os.path.join(image_dir, f"{i:04d}.jpg"), quality=90)
+  out["image_dir"] = image_dir
+  return out
+
+
+def load_torch_weights(setup, state, path: str):
+  """`state` with every parameter and BN statistic from the torch state dict at `path`."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from ftlab import state as state_lib  # pylint: disable=import-outside-toplevel
+  from ftlab.pretrained import layout  # pylint: disable=import-outside-toplevel
+  with np.load(path) as npz:
+    state_dict = {k: npz[k] for k in npz.files}
+  converted = layout.torch_to_flax(state_dict, state_lib.variables_of(state))
+  params = state_lib.flatten(converted["params"])
+  expected = {**state.trainable, **state.frozen}
+  if set(params) != set(expected) or any(params[k].shape != expected[k].shape for k in params):
+    raise ValueError(f"converted weights do not fit the ftlab model ({path})")
+  state = state.replace(trainable=jax.tree.map(jax.numpy.asarray, params), frozen={},
+                        batch_stats=jax.tree.map(jax.numpy.asarray, converted["batch_stats"]))
+  return state_lib.regroup(state, setup.phases[0])
+
+
+def ftlab_worker(spec: dict) -> dict:
+  """Compiles and times ftlab's train step on the shared weights."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from ftlab.steps import make_train_step  # pylint: disable=import-outside-toplevel
+  config = benchlib.ftlab_config(spec["model"], spec["image_size"], spec["strategy"], spec["dtype"])
+  setup, state = benchlib.build_state(config)
+  state = load_torch_weights(setup, state, spec["weights"])
+  batch = jax.device_put(benchlib.random_batch(spec["image_size"]))
+  rng = jax.random.key(1)
+  compiled, compile_s = benchlib.compile_step(make_train_step(setup, 0), state, batch, rng)
+  timing = benchlib.time_steps(benchlib.Stepper(compiled, state, batch, rng),
+                               spec["steps"], spec["warmup"])
+  return {"images_per_s": benchlib.BATCH / timing.median_s, "step_ms": timing.median_s * 1e3,
+          "compile_s": compile_s, "flops": benchlib.flops_of(compiled),
+          "peak_rss_mb": benchlib.peak_rss_mb(), "foreign_cores": timing.foreign_cores,
+          "own_cores": timing.own_cores, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def _torch_train_modes(net, model: str, strategy: str) -> None:
+  """train() everywhere; linear_probe: trunk frozen and in eval mode, head (+dropout) training."""
+  net.train()
+  if strategy != "linear_probe":
+    return
+  head = getattr(net, TORCH_HEADS[model])
+  for p in net.parameters():
+    p.requires_grad_(False)
+  for p in head.parameters():
+    p.requires_grad_(True)
+  net.eval()
+  head.train()
+  if hasattr(net, "_dropout"):
+    net._dropout.train()  # pylint: disable=protected-access
+
+
+def torch_worker(spec: dict) -> dict:
+  """Times an idiomatic PyTorch training step (one layout / compile variant)."""
+  import time  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.set_num_threads(benchlib.num_cores())
+  channels_last = spec["variant"].endswith("channels_last")
+  layout = torch.channels_last if channels_last else torch.contiguous_format
+  net = torch_model(spec["model"])
+  with np.load(spec["weights"]) as npz:
+    net.load_state_dict({k: torch.from_numpy(npz[k]) for k in npz.files})
+  net = net.to(memory_format=layout)
+  _torch_train_modes(net, spec["model"], spec["strategy"])
+  opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01,
+                        momentum=0.9, weight_decay=1e-4)
+  loss_fn = torch.nn.CrossEntropyLoss()
+  forward = torch.compile(net) if spec["variant"].startswith("compile") else net
+  batch = benchlib.random_batch(spec["image_size"])
+  images, labels = torch.from_numpy(batch["image"]), torch.from_numpy(batch["label"]).long()
+  mean = torch.tensor(spec["mean"]).view(1, 3, 1, 1) * 255.0
+  std = torch.tensor(spec["std"]).view(1, 3, 1, 1) * 255.0
+
+  def step():
+    x = ((images.permute(0, 3, 1, 2).float() - mean) / std).contiguous(memory_format=layout)
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(forward(x), labels)
+    loss.backward()
+    opt.step()
+
+  start = time.perf_counter()
+  step()  # compiles for torch.compile variants
+  first_s = time.perf_counter() - start
+  timing = benchlib.time_steps(step, spec["steps"], spec["warmup"])
+  return {"images_per_s": benchlib.BATCH / timing.median_s, "step_ms": timing.median_s * 1e3,
+          "first_step_s": first_s, "peak_rss_mb": benchlib.peak_rss_mb(),
+          "foreign_cores": timing.foreign_cores, "own_cores": timing.own_cores,
+          "threads": torch.get_num_threads()}
+
+
+def peak_worker(spec: dict) -> dict:
+  """GFLOP/s of a large matmul in JAX (float32, bfloat16) and PyTorch (float32)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.set_num_threads(benchlib.num_cores())
+  n = spec["n"]
+  flops = 2.0 * n ** 3
+  matmul = jax.jit(lambda x, y: x @ y)
+  calls = {}
+  for dtype in ("float32", "bfloat16"):
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    calls[f"jax_{dtype}"] = functools.partial(lambda x: matmul(x, x).block_until_ready(), a)
+  t = torch.randn(n, n)
+  calls["torch_float32"] = lambda: torch.mm(t, t)
+  out, foreign = {}, 0.0
+  for name, call in calls.items():
+    timing = benchlib.time_steps(call, steps=5, warmup=1)
+    out[f"{name}_gflops"] = flops / timing.median_s / 1e9
+    foreign = max(foreign, timing.foreign_cores)
+  out["peak_gflops"] = max(out["jax_float32_gflops"], out["torch_float32_gflops"])
+  out["foreign_cores"] = foreign
+  return out
+
+
+def pipeline_worker(spec: dict) -> dict:
+  """Images/s of the train input pipeline (decode + augment + batch) over the JPEGs."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from ftlab.data.pipeline import Augment, Loader  # pylint: disable=import-outside-toplevel
+  from ftlab.data.sources import Split  # pylint: disable=import-outside-toplevel
+  paths = sorted(os.path.join(spec["image_dir"], f) for f in os.listdir(spec["image_dir"]))
+  split = Split(paths, np.zeros(len(paths), np.int32))
+  loader = Loader(split, benchlib.BATCH, Augment(spec["image_size"], train=True), train=True,
+                  seed=0, num_workers=spec["threads"], prefetch=spec["prefetch"])
+  epochs = iter(range(10**6))
+  run = lambda: sum(len(b["label"]) for b in loader.epoch(next(epochs)))  # pylint: disable=unnecessary-lambda-assignment
+  images = run()
+  timing = benchlib.time_steps(run, steps=3, warmup=0)
+  return {"images_per_s": images / timing.median_s, "foreign_cores": timing.foreign_cores,
+          "peak_rss_mb": benchlib.peak_rss_mb()}
+
+
+WORKERS = {"prepare": prepare_worker, "ftlab": ftlab_worker, "torch": torch_worker,
+           "peak": peak_worker, "pipeline": pipeline_worker}
+
+
+# --- parent ------------------------------------------------------------------
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="96x96 rows only")
+  parser.add_argument("--json", default="", help="also write the rows to this JSON file")
+  parser.add_argument("--models", default=",".join(MODELS))
+  parser.add_argument("--sizes", default="", help="comma-separated; default 224,96 (quick: 96)")
+  parser.add_argument("--strategies", default=",".join(STRATEGIES))
+  parser.add_argument("--torch_variants", default=",".join(TORCH_VARIANTS),
+                      help="subset of " + ",".join(TORCH_VARIANTS) + "; empty: ftlab only")
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="ftlab compute dtype")
+  parser.add_argument("--steps", type=int, default=0, help="timed steps (default 10, quick 6)")
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--compile_timeout", type=float, default=900.0,
+                      help="seconds before a torch.compile variant is given up")
+  parser.add_argument("--no_pipeline", action="store_true")
+  parser.add_argument("--no_peak", action="store_true")
+  parser.add_argument("--max_wait", type=float, default=120.0,
+                      help="seconds to wait for other processes to go quiet before each worker")
+  parser.add_argument("--retries", type=int, default=2,
+                      help="re-runs of a worker whose timing other processes contended")
+  parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+  return parser.parse_args(argv)
+
+
+
+def log(msg: str) -> None:
+  print(msg, file=sys.stderr, flush=True)
+
+
+def measure(spec: dict, label: str, args: argparse.Namespace, timeout_s: float = 1800.0) -> dict:
+  """Runs one worker on a quiet machine if possible; logs the outcome."""
+  result = benchlib.measure_quietly(os.path.abspath(__file__), spec, args.max_wait, args.retries,
+                                    timeout_s)
+  log(f"  {label}: {result.get('error') or 'ok'} (loadavg {result['loadavg']:.2f}, others "
+      f"{result['quiet_cores']:.2f} cores before, "
+      f"{result.get('foreign_cores', float('nan')):.2f} during)")
+  return result
+
+
+def best_torch(variants: dict) -> tuple:
+  ok = {k: v for k, v in variants.items() if "images_per_s" in v}
+  if not ok:
+    return None, {}
+  name = max(ok, key=lambda k: ok[k]["images_per_s"])
+  return name, ok[name]
+
+
+def share(flops: float, images_per_s: float, peak_gflops: float):
+  if not flops or not images_per_s or not peak_gflops:
+    return None
+  return flops * images_per_s / benchlib.BATCH / (peak_gflops * 1e9)
+
+
+def compare_rows(grid, ftlab_results, torch_results, peak_gflops) -> list:
+  """One row per grid point, the JSON keys plus display extras."""
+  rows = []
+  for key in grid:
+    fl, (variant, tb) = ftlab_results[key], best_torch(torch_results.get(key, {}))
+    row = dict(zip(("model", "image_size", "strategy"), key))
+    ips, tips = fl.get("images_per_s"), tb.get("images_per_s")
+    row.update(ftlab_images_per_s=ips, torch_images_per_s=tips,
+               ratio=ips / tips if ips and tips else None,
+               ftlab_peak_rss_mb=fl.get("peak_rss_mb"), torch_peak_rss_mb=tb.get("peak_rss_mb"),
+               peak_flops_share=share(fl.get("flops"), ips, peak_gflops),
+               torch_flops_share=share(fl.get("flops"), tips, peak_gflops),
+               torch_variant=variant, compile_s=fl.get("compile_s"),
+               ftlab_cores=fl.get("own_cores"), torch_cores=tb.get("own_cores"),
+               gflop_per_step=(fl.get("flops") or 0) / 1e9 or None, error=fl.get("error"))
+    rows.append(row)
+  return rows
+
+
+MAIN_COLUMNS = (
+    ("model", "model", ""), ("image_size", "size", "d"), ("strategy", "strategy", ""),
+    ("ftlab_images_per_s", "ftlab_img/s", ".1f"), ("torch_images_per_s", "torch_img/s", ".1f"),
+    ("torch_variant", "torch_best", ""), ("ratio", "ratio", ".2f"),
+    ("ftlab_peak_rss_mb", "ftlab_rss_mb", ".0f"), ("torch_peak_rss_mb", "torch_rss_mb", ".0f"),
+    ("peak_flops_share", "ftlab_peak_share", ".3f"), ("torch_flops_share", "torch_peak_share", ".3f"),
+    ("gflop_per_step", "gflop/step", ".1f"), ("compile_s", "ftlab_compile_s", ".1f"),
+    ("ftlab_cores", "ftlab_cpu", ".2f"), ("torch_cores", "torch_cpu", ".2f"),
+    ("error", "error", ""))
+TORCH_COLUMNS = (
+    ("model", "model", ""), ("image_size", "size", "d"), ("strategy", "strategy", ""),
+    ("variant", "variant", ""), ("images_per_s", "img/s", ".1f"), ("step_ms", "step_ms", ".0f"),
+    ("first_step_s", "first_step_s", ".1f"), ("peak_rss_mb", "rss_mb", ".0f"),
+    ("own_cores", "own_cores", ".2f"), ("foreign_cores", "others_cores", ".2f"),
+    ("error", "note", ""))
+PIPE_COLUMNS = (
+    ("image_size", "size", "d"), ("threads", "decode_threads", "d"),
+    ("images_per_s", "pipeline_img/s", ".1f"), ("model", "model", ""), ("strategy", "strategy", ""),
+    ("step_images_per_s", "step_img/s", ".1f"), ("ratio", "pipeline/step", ".2f"),
+    ("target", "target>=2x", ""))
+
+
+def pipeline_rows(pipes: dict, ftlab_results: dict) -> list:
+  rows = []
+  for (size, threads), p in pipes.items():
+    for (model, s, strategy), fl in ftlab_results.items():
+      if s != size:
+        continue
+      step_ips, ips = fl.get("images_per_s"), p.get("images_per_s")
+      ratio = ips / step_ips if ips and step_ips else None
+      rows.append({"image_size": size, "threads": threads, "images_per_s": ips, "model": model,
+                   "strategy": strategy, "step_images_per_s": step_ips, "ratio": ratio,
+                   "target": None if ratio is None else
+                   ("met" if ratio >= TARGET_PIPELINE_RATIO else "MISSED")})
+  return rows
+
+
+def run_grid(args, grid, prep, run) -> tuple:
+  """({point: ftlab result}, {point: {variant: torch result}}) over the grid."""
+  from ftlab.models import get_spec  # pylint: disable=import-outside-toplevel
+  variants = [v for v in args.torch_variants.split(",") if v]
+  common = {"steps": args.steps or (6 if args.quick else 10), "warmup": args.warmup}
+  ftlab_results, torch_results = {}, {}
+  for model, size, strategy in grid:
+    point = {"model": model, "image_size": size, "strategy": strategy,
+             "weights": prep["weights"][model], **common}
+    ftlab_results[(model, size, strategy)] = run(
+        {"kind": "ftlab", "dtype": args.dtype, **point}, f"ftlab {model} {size} {strategy}")
+    spec = get_spec(model)
+    for variant in variants:
+      timeout = args.compile_timeout if variant.startswith("compile") else 1800.0
+      result = run({"kind": "torch", "variant": variant, "mean": spec.mean, "std": spec.std,
+                    **point}, f"torch {variant} {model} {size} {strategy}", timeout_s=timeout)
+      torch_results.setdefault((model, size, strategy), {})[variant] = result
+  return ftlab_results, torch_results
+
+
+def run_pipelines(sizes, prep, run) -> dict:
+  """{(size, decode threads): result} for the config's default threads and one per core."""
+  from configs.default import get_config  # pylint: disable=import-outside-toplevel
+  data = get_config().data
+  pipes = {}
+  for size in sizes:
+    for threads in sorted({data.num_workers, benchlib.num_cores()}):
+      pipes[(size, threads)] = run(
+          {"kind": "pipeline", "image_size": size, "threads": threads,
+           "prefetch": data.prefetch, "image_dir": prep["image_dir"]},
+          f"pipeline {size}px {threads} threads")
+  return pipes
+
+
+def report(args, prep, peak, rows, torch_results, pipes, ftlab_results) -> None:
+  """Prints the comparison, every torch variant and the pipeline table."""
+  from configs.default import get_config  # pylint: disable=import-outside-toplevel
+  data = get_config().data
+  print(f"ftlab ({args.dtype}) vs PyTorch (best of {args.torch_variants or 'none'}): batch "
+        f"{benchlib.BATCH}, {benchlib.num_cores()} cores/threads, median of "
+        f"{args.steps or (6 if args.quick else 10)} steps; ratio = ftlab/torch; "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}. Weights: "
+        + "; ".join(f"{m}: {n}" for m, n in prep["notes"].items()))
+  if peak.get("error"):
+    print(f"Peak matmul failed: {peak['error']}")
+  elif peak:
+    print("Peak matmul {0}x{0}: JAX f32 {1:.1f} GFLOP/s, JAX bf16 {2:.1f} GFLOP/s, torch f32 "
+          "{3:.1f} GFLOP/s -> peak {4:.1f} GFLOP/s".format(
+              MATMUL_N, peak.get("jax_float32_gflops", 0), peak.get("jax_bfloat16_gflops", 0),
+              peak.get("torch_float32_gflops", 0), peak.get("peak_gflops", 0)))
+  print(benchlib.format_table(rows, MAIN_COLUMNS))
+  if torch_results:
+    print("\nEvery PyTorch variant:")
+    flat = [{"model": k[0], "image_size": k[1], "strategy": k[2], "variant": v, **r}
+            for k, vs in torch_results.items() for v, r in vs.items()]
+    print(benchlib.format_table(flat, TORCH_COLUMNS))
+  if pipes:
+    print(f"\nInput pipeline (Loader, train transforms, {PIPELINE_IMAGES} JPEGs of "
+          f"{PIPELINE_WH[0]}x{PIPELINE_WH[1]}, prefetch {data.prefetch}; config default "
+          f"{data.num_workers} decode threads) vs the images/s the ftlab step consumes:")
+    print(benchlib.format_table(pipeline_rows(pipes, ftlab_results), PIPE_COLUMNS))
+
+
+def main(argv=None) -> None:
+  args = parse_args(argv)
+  if args.worker:
+    spec = json.loads(args.worker)
+    benchlib.emit(WORKERS[spec["kind"]](spec))
+    return
+  sizes = [int(s) for s in (args.sizes or ("96" if args.quick else "224,96")).split(",")]
+  models = args.models.split(",")
+  grid = [(m, s, st) for m in models for s in sizes for st in args.strategies.split(",")]
+  log(f"{benchlib.num_cores()} cores, batch {benchlib.BATCH}; "
+      f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  run = functools.partial(measure, args=args)
+  workdir = tempfile.mkdtemp(prefix="bench_step_")
+  try:
+    prep = run({"kind": "prepare", "models": models, "dir": workdir}, "prepare weights + JPEGs")
+    if "error" in prep:
+      raise SystemExit(f"prepare failed: {prep['error']}")
+    peak = {} if args.no_peak else run({"kind": "peak", "n": MATMUL_N}, "peak matmul")
+    ftlab_results, torch_results = run_grid(args, grid, prep, run)
+    pipes = {} if args.no_pipeline else run_pipelines(sizes, prep, run)
+  finally:
+    shutil.rmtree(workdir, ignore_errors=True)
+  rows = compare_rows(grid, ftlab_results, torch_results, peak.get("peak_gflops"))
+  report(args, prep, peak, rows, torch_results, pipes, ftlab_results)
+  if args.json:
+    benchlib.write_json(args.json, [{k: r.get(k) for k in ROW_KEYS} for r in rows])
+    print(f"\nwrote {len(rows)} rows to {args.json}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,275 @@
+"""Shared pieces of the benchmark scripts (`bench_strategies.py`, `bench_step.py`).
+
+* Every measurement runs in a fresh subprocess (`run_worker`), so its peak
+  RSS (`ru_maxrss`) belongs to that measurement alone; the worker prints one
+  `RESULT {json}` line that the parent parses.
+* Step times are medians over several steps. The machine is shared: the CPU
+  time other processes took while we timed (`ForeignLoad`, read from
+  /proc/stat) is measured, a contended round of steps is re-timed, and the
+  parent waits for a quiet machine before starting each worker.
+* ftlab states are built the way `ftlab.train` builds them: a config from
+  `configs.default`, `state.build_setup` and `state.initial_state` (random
+  init), steps jitted with `donate_argnums=(0,)` and compiled ahead of time.
+"""
+import dataclasses
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+BATCH = 32
+NUM_CLASSES = 100  # a fine-tuning target's head (e.g. FGVC-Aircraft's 100 variants)
+RESULT_PREFIX = "RESULT "
+QUIET_CORES = 0.3  # other processes' average CPU use (cores) we accept while timing
+ROUND_WAIT_S = 30.0  # idle wait for quiet between contended rounds of steps
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def num_cores() -> int:
+  """CPU cores this process may run on."""
+  return len(os.sched_getaffinity(0))
+
+
+def loadavg() -> float:
+  """The 1-minute load average."""
+  with open("/proc/loadavg", encoding="ascii") as f:
+    return float(f.read().split()[0])
+
+
+def peak_rss_mb() -> float:
+  """This process's peak resident set size in MiB."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _busy_seconds() -> float:
+  """CPU seconds spent busy (all cores, all processes) since boot."""
+  with open("/proc/stat", encoding="ascii") as f:
+    fields = [int(v) for v in f.readline().split()[1:9]]
+  idle = fields[3] + fields[4]  # idle + iowait
+  return (sum(fields) - idle) / CLK_TCK
+
+
+def _own_seconds() -> float:
+  t = os.times()
+  return t.user + t.system
+
+
+class ForeignLoad:
+  """Average number of cores kept busy by *other* processes over an interval."""
+
+  def __init__(self):
+    self.restart()
+
+  def restart(self) -> None:
+    self._wall, self._busy, self._own = time.perf_counter(), _busy_seconds(), _own_seconds()
+
+  def cores(self) -> float:
+    wall = max(time.perf_counter() - self._wall, 1e-9)
+    foreign = (_busy_seconds() - self._busy) - (_own_seconds() - self._own)
+    return max(foreign, 0.0) / wall
+
+  def own_cores(self) -> float:
+    """Average number of cores this process kept busy over the interval."""
+    return (_own_seconds() - self._own) / max(time.perf_counter() - self._wall, 1e-9)
+
+
+def wait_for_quiet(max_wait_s: float = 120.0, sample_s: float = 2.0,
+                   threshold: float = QUIET_CORES) -> float:
+  """Waits (while idle) until other processes use < `threshold` cores; returns the last sample."""
+  deadline = time.perf_counter() + max_wait_s
+  while True:
+    probe = ForeignLoad()
+    time.sleep(sample_s)
+    cores = probe.cores()
+    if cores < threshold or time.perf_counter() > deadline:
+      return cores
+
+
+@dataclasses.dataclass
+class Timing:
+  """Per-step wall times of the least contended timed round."""
+  times_s: List[float]
+  foreign_cores: float
+  rounds: int
+  own_cores: float = 0.0  # this process's average CPU use while timed
+
+  @property
+  def median_s(self) -> float:
+    return statistics.median(self.times_s)
+
+
+def time_steps(step: Callable[[], None], steps: int, warmup: int, rounds: int = 3,
+               threshold: float = QUIET_CORES) -> Timing:
+  """Times `step()` (which must block until its work is done) `steps` times.
+
+  After `warmup` untimed calls, a round of `steps` timed calls is repeated
+  (at most `rounds` times, after waiting up to ROUND_WAIT_S for a quiet
+  machine) while other processes used >= `threshold` cores during it; the
+  least contended round is returned.
+  """
+  for _ in range(warmup):
+    step()
+  best = None
+  for r in range(1, rounds + 1):
+    if r > 1:
+      wait_for_quiet(ROUND_WAIT_S, threshold=threshold)
+    load = ForeignLoad()
+    times = []
+    for _ in range(steps):
+      start = time.perf_counter()
+      step()
+      times.append(time.perf_counter() - start)
+    timing = Timing(times, load.cores(), r, load.own_cores())
+    if best is None or timing.foreign_cores < best.foreign_cores:
+      best = timing
+    if timing.foreign_cores < threshold:
+      break
+  best.rounds = r
+  return best
+
+
+# --- ftlab states and steps -------------------------------------------------
+
+
+def half_blocks(model: str) -> int:
+  """freeze_shallow's block count used here: half the model's trunk blocks (rounded down)."""
+  from ftlab.models import get_spec  # pylint: disable=import-outside-toplevel
+  return len(get_spec(model).blocks) // 2
+
+
+def ftlab_config(model: str, image_size: int, strategy: str, dtype: str = "float32",
+                 freeze_blocks: int = 0):
+  """configs.default with the benchmark's overrides (`freeze_blocks=0`: half the blocks)."""
+  from configs.default import get_config  # pylint: disable=import-outside-toplevel
+  config = get_config()
+  config.model.name = model
+  config.model.dtype = dtype
+  config.data.image_size = image_size
+  config.strategy.name = strategy
+  config.strategy.freeze_blocks = freeze_blocks or half_blocks(model)
+  config.train.batch_size = BATCH
+  return config
+
+
+def build_state(config, total_steps: int = 1000):
+  """(setup, state) as the training loop builds them, from random init."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from ftlab import state as state_lib  # pylint: disable=import-outside-toplevel
+  setup = state_lib.build_setup(config, NUM_CLASSES, total_steps, 0, 100)
+  state = state_lib.initial_state(setup, config, jax.random.key(config.seed), load_weights=False)
+  return setup, state
+
+
+def random_batch(image_size: int, seed: int = 0, batch: int = BATCH) -> Dict:
+  """Random uint8 NHWC images and int32 labels (numpy)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  return {"image": rng.integers(0, 256, (batch, image_size, image_size, 3), dtype=np.uint8),
+          "label": rng.integers(0, NUM_CLASSES, batch, dtype=np.int32)}
+
+
+def compile_step(fn, *args, donate: Tuple[int, ...] = (0,)):
+  """(compiled executable, seconds to lower and compile) of `jax.jit(fn)` on `args`."""
+  import jax  # pylint: disable=import-outside-toplevel
+  start = time.perf_counter()
+  compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+  return compiled, time.perf_counter() - start
+
+
+def flops_of(compiled) -> float:
+  """FLOPs of one call, from XLA's cost analysis of the compiled program (0 if unknown)."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  return float((analysis or {}).get("flops", 0.0))
+
+
+class Stepper:
+  """Calls a compiled step that donates its state (argument 0), keeping the newest state."""
+
+  def __init__(self, compiled, state, *args):
+    self.compiled, self.state, self.args = compiled, state, args
+
+  def __call__(self) -> None:
+    import jax  # pylint: disable=import-outside-toplevel
+    self.state, out = self.compiled(self.state, *self.args)
+    jax.block_until_ready((self.state, out))
+
+
+def trainable_params(state) -> int:
+  return int(sum(v.size for v in state.trainable.values()))
+
+
+# --- workers ----------------------------------------------------------------
+
+
+def emit(result: Dict) -> None:
+  """Prints a worker's result line for `run_worker`."""
+  print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def run_worker(script: str, spec: Dict, timeout_s: float = 1800.0,
+               env: Optional[Dict[str, str]] = None) -> Dict:
+  """Runs `script --worker=<spec>` in a fresh Python; returns its result (or {'error': ...})."""
+  cmd = [sys.executable, script, "--worker=" + json.dumps(spec)]
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                          env={**os.environ, **(env or {})}, check=False)
+  except subprocess.TimeoutExpired:
+    return {"error": f"timed out after {timeout_s:.0f} s"}
+  for line in reversed(proc.stdout.splitlines()):
+    if line.startswith(RESULT_PREFIX):
+      return json.loads(line[len(RESULT_PREFIX):])
+  tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+  return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
+
+
+def measure_quietly(script: str, spec: Dict, max_wait_s: float, retries: int,
+                    timeout_s: float = 1800.0) -> Dict:
+  """`run_worker` after waiting for a quiet machine, re-run while the timing was contended.
+
+  Returns the least contended result, with `loadavg` and `quiet_cores` (other
+  processes' CPU use just before it started) added.
+  """
+  best = None
+  for _ in range(retries + 1):
+    quiet = wait_for_quiet(max_wait_s)
+    load = loadavg()
+    result = run_worker(script, spec, timeout_s)
+    result.update(loadavg=load, quiet_cores=quiet)
+    if "error" in result:
+      return result
+    if best is None or result.get("foreign_cores", 0.0) < best.get("foreign_cores", 0.0):
+      best = result
+    if best.get("foreign_cores", 0.0) < QUIET_CORES:
+      break
+  return best
+
+
+# --- output -----------------------------------------------------------------
+
+
+def format_table(rows: Sequence[Dict], columns: Sequence[Tuple[str, str, str]]) -> str:
+  """A fixed-width table; `columns` are (key, header, format spec); missing values print '-'."""
+  def cell(row, key, fmt):
+    value = row.get(key)
+    if value is None or (isinstance(value, float) and value != value):
+      return "-"
+    return format(value, fmt) if fmt else str(value)
+
+  body = [[cell(r, k, f) for k, _, f in columns] for r in rows]
+  heads = [h for _, h, _ in columns]
+  widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(heads)]
+  lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths))]
+  lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths)) for b in body]
+  return "\n".join(lines)
+
+
+def write_json(path: str, rows: List[Dict]) -> None:
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(rows, f, indent=1)
+    f.write("\n")
