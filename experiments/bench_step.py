@@ -19,7 +19,9 @@ torchvision's random init; Lite0: the packaged ImageNet weights with a new
   mode. The uint8 batch is normalised inside the timed step too. Variants:
   eager NCHW, eager channels_last, and `torch.compile` of the model in both
   layouts (skipped with a note when compiling fails or times out). The best
-  variant is `torch_images_per_s`; all are printed.
+  variant is `torch_images_per_s`; all are printed, with the first step's
+  seconds (for torch.compile: compilation, shorter when Inductor's on-disk
+  cache in /tmp is warm).
 
 Both report the median step time after warm-up. The machine's peak FLOP/s is
 measured in the same run with a 4096x4096 float32 matmul (the best of JAX and
@@ -34,7 +36,11 @@ core, and compared with the images/s the ftlab train step consumes
 `--json=FILE` writes one row per (model, image_size, strategy) with exactly
 the keys model, image_size, strategy, ftlab_images_per_s, torch_images_per_s,
 ratio (ftlab / torch), ftlab_peak_rss_mb, torch_peak_rss_mb, peak_flops_share.
-XLA_FLAGS in the environment reaches the ftlab workers unchanged.
+XLA_FLAGS in the environment reaches the ftlab workers unchanged. The
+`*_cpu` / `own_cores` columns give the CPU cores a worker kept busy while
+timed (PyTorch's OpenMP threads spin, so theirs read ~2.0), `others_cores`
+those taken by other processes (a contended worker is re-run, see
+`benchlib`).
 """
 import argparse
 import functools

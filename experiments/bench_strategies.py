@@ -31,6 +31,9 @@ image_epoch_s, cached_epoch_s, extraction_s (trunk pass over the epoch's
 images), first_epoch_speedup (image epoch / (extraction + cached epoch)),
 feature_dim and peak_rss_mb.
 
+`own_cores` / `others_cores`: CPU cores kept busy by the worker / by other
+processes while it was timed (a contended worker is re-run, see `benchlib`).
+
 Targets on 2 CPU cores: linear_probe step <= 0.40x full_ft; freeze_shallow
 measurably below full_ft (median below 0.95x full_ft's and below its fastest
 step); cached linear probe epochs after the first >= 20x faster.
