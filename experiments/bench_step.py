@@ -36,7 +36,9 @@ core, and compared with the images/s the ftlab train step consumes
 `--json=FILE` writes one row per (model, image_size, strategy) with exactly
 the keys model, image_size, strategy, ftlab_images_per_s, torch_images_per_s,
 ratio (ftlab / torch), ftlab_peak_rss_mb, torch_peak_rss_mb, peak_flops_share.
-XLA_FLAGS in the environment reaches the ftlab workers unchanged. The
+The ftlab workers apply `ftlab.runtime.configure_xla()` as ftlab's entry
+points do (`--xla_defaults`: XLA's own defaults instead); XLA_FLAGS set in
+the environment take precedence over it. The
 `*_cpu` / `own_cores` columns give the CPU cores a worker kept busy while
 timed (PyTorch's OpenMP threads spin, so theirs read ~2.0), `others_cores`
 those taken by other processes (a contended worker is re-run, see
@@ -265,6 +267,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="subset of " + ",".join(TORCH_VARIANTS) + "; empty: ftlab only")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="ftlab compute dtype")
+  parser.add_argument("--xla_defaults", action="store_true",
+                      help="time ftlab with XLA's default CPU flags instead of ftlab.runtime's")
   parser.add_argument("--steps", type=int, default=0, help="timed steps (default 10, quick 6)")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--compile_timeout", type=float, default=900.0,
@@ -374,7 +378,7 @@ def run_grid(args, grid, prep, run) -> tuple:
     point = {"model": model, "image_size": size, "strategy": strategy,
              "weights": prep["weights"][model], **common}
     ftlab_results[(model, size, strategy)] = run(
-        {"kind": "ftlab", "dtype": args.dtype, **point}, f"ftlab {model} {size} {strategy}")
+        {"kind": "ftlab", "dtype": args.dtype, "xla_defaults": args.xla_defaults, **point}, f"ftlab {model} {size} {strategy}")
     spec = get_spec(model)
     for variant in variants:
       timeout = args.compile_timeout if variant.startswith("compile") else 1800.0
@@ -398,6 +402,11 @@ def run_pipelines(sizes, prep, run) -> dict:
   return pipes
 
 
+def ftlab_flags(ftlab_results: dict) -> str:
+  flags = {r.get("xla_flags", "") for r in ftlab_results.values() if "xla_flags" in r}
+  return " | ".join(sorted(flags)) if flags else "(no ftlab rows)"
+
+
 def report(args, prep, peak, rows, torch_results, pipes, ftlab_results) -> None:
   """Prints the comparison, every torch variant and the pipeline table."""
   from configs.default import get_config  # pylint: disable=import-outside-toplevel
@@ -405,7 +414,7 @@ def report(args, prep, peak, rows, torch_results, pipes, ftlab_results) -> None:
   print(f"ftlab ({args.dtype}) vs PyTorch (best of {args.torch_variants or 'none'}): batch "
         f"{benchlib.BATCH}, {benchlib.num_cores()} cores/threads, median of "
         f"{args.steps or (6 if args.quick else 10)} steps; ratio = ftlab/torch; "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}. Weights: "
+        f"ftlab's XLA_FLAGS={ftlab_flags(ftlab_results)!r}. Weights: "
         + "; ".join(f"{m}: {n}" for m, n in prep["notes"].items()))
   if peak.get("error"):
     print(f"Peak matmul failed: {peak['error']}")
@@ -430,8 +439,7 @@ def report(args, prep, peak, rows, torch_results, pipes, ftlab_results) -> None:
 def main(argv=None) -> None:
   args = parse_args(argv)
   if args.worker:
-    spec = json.loads(args.worker)
-    benchlib.emit(WORKERS[spec["kind"]](spec))
+    benchlib.serve_worker(WORKERS, args.worker)
     return
   sizes = [int(s) for s in (args.sizes or ("96" if args.quick else "224,96")).split(",")]
   models = args.models.split(",")

@@ -242,8 +242,7 @@ CACHE_COLUMNS = (
 def main(argv=None) -> None:
   args = parse_args(argv)
   if args.worker:
-    spec = json.loads(args.worker)
-    benchlib.emit(WORKERS[spec["kind"]](spec))
+    benchlib.serve_worker(WORKERS, args.worker)
     return
   sizes = [int(s) for s in (args.sizes or ("96" if args.quick else "224,96")).split(",")]
   models, strategies = args.models.split(","), args.strategies.split(",")

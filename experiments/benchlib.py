@@ -207,6 +207,19 @@ def trainable_params(state) -> int:
 # --- workers ----------------------------------------------------------------
 
 
+def serve_worker(workers: Dict, spec_json: str) -> None:
+  """The `--worker=<spec>` side of `run_worker`: ftlab's XLA settings, then the worker.
+
+  `spec['xla_defaults']` keeps XLA's own defaults (to measure what
+  `ftlab.runtime` changes); the settings reach only this worker process.
+  """
+  spec = json.loads(spec_json)
+  if not spec.get("xla_defaults", False):
+    from ftlab import runtime  # pylint: disable=import-outside-toplevel
+    runtime.configure_xla()
+  emit(workers[spec["kind"]](spec))
+
+
 def emit(result: Dict) -> None:
   """Prints a worker's result line for `run_worker`."""
   print(RESULT_PREFIX + json.dumps(result), flush=True)

@@ -13,7 +13,7 @@ import os
 import jax
 from absl import app, flags
 
-from ftlab import checkpoint, steps, train, writers
+from ftlab import checkpoint, runtime, steps, train, writers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A finished or partial ftlab run directory.")
@@ -34,6 +34,7 @@ def evaluate_run(workdir: str, split: str) -> dict:
 
 def main(argv):
   del argv
+  runtime.configure_xla()
   writers.quiet_library_logs()
   print(json.dumps(evaluate_run(FLAGS.workdir, FLAGS.split), indent=1))
 

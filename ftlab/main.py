@@ -9,7 +9,7 @@ This file is intentionally kept short: the run lives in `ftlab/train.py`.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ftlab import parallel, train, writers
+from ftlab import parallel, runtime, train, writers
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (optionally `path:arg`).",
@@ -24,6 +24,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  runtime.configure_xla()
   writers.quiet_library_logs()
   parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   logging.info("config:\n%s", FLAGS.config)

@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from ftlab import models
+from ftlab import models, runtime
 from ftlab.pretrained import load, registry
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
@@ -207,6 +207,7 @@ def run(images: Sequence, *, pretrained: str = None, arch: str = None, workdir: 
 def main(argv):
   if len(argv) < 2:
     raise app.UsageError("give at least one image or folder")
+  runtime.configure_xla()
   try:
     run(argv[1:], pretrained=FLAGS.pretrained, arch=FLAGS.arch, workdir=FLAGS.workdir,
         out=FLAGS.out, top_k=FLAGS.top_k, batch_size=FLAGS.batch_size)

@@ -6,6 +6,9 @@ import pytest
 from PIL import Image
 
 from configs import default
+from ftlab import runtime
+
+runtime.configure_xla()  # what every ftlab entry point runs: the tests check those numerics
 
 COLORS = ((200, 40, 40), (40, 200, 40), (40, 40, 200))
 

@@ -1,0 +1,71 @@
+"""ftlab.runtime: the XLA CPU flags every entry point applies before JAX starts."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ftlab import runtime
+
+FLAG = "xla_cpu_experimental_ynn_fusion_type"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Compiles a 3x3 conv's kernel gradient and prints the ops XLA:CPU chose. Run
+# after importing an entry point, so a module that starts JAX's backend at
+# import time (which would make the flags too late) fails the test.
+PROBE = """
+import importlib, sys
+importlib.import_module(sys.argv[2])  # the entry point's whole import graph
+from ftlab import runtime
+if sys.argv[1] == "ftlab":
+  runtime.configure_xla()
+import jax, jax.numpy as jnp
+from jax import lax
+conv = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+x, w = jnp.ones((8, 24, 24, 64)), jnp.ones((3, 3, 64, 64))
+grad = jax.jit(jax.grad(lambda w: conv(x, w).sum()))
+text = grad.lower(w).compile().as_text()
+print("ynn_conv" if "__ynn_fusion" in text else "eigen_conv")
+"""
+
+
+def probe(mode: str, entry_point: str = "ftlab.main") -> str:
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  out = subprocess.run([sys.executable, "-c", PROBE, mode, entry_point], cwd=REPO, env=env, text=True,
+                       capture_output=True, timeout=300, check=True)
+  return out.stdout.strip()
+
+
+def test_with_flags_appends_missing_flags_and_keeps_the_users():
+  assert runtime.with_flags("") == f"--{FLAG}=individual_dot,reduce"
+  users = f"--xla_force_host_platform_device_count=8 --{FLAG}=dot"
+  assert runtime.with_flags(users) == users
+  once = runtime.with_flags("--xla_force_host_platform_device_count=8")
+  assert once.split() == ["--xla_force_host_platform_device_count=8",
+                          f"--{FLAG}=individual_dot,reduce"]
+  assert runtime.with_flags(once) == once
+
+
+def test_configure_xla_sets_the_environment_for_the_tested_jaxlib():
+  environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  out = runtime.configure_xla(environ, jaxlib_version=runtime.TESTED_JAXLIB[0])
+  assert environ["XLA_FLAGS"] == out and f"--{FLAG}=individual_dot,reduce" in out
+
+
+def test_configure_xla_keeps_defaults_for_an_untested_jaxlib():
+  environ = {}
+  assert runtime.configure_xla(environ, jaxlib_version="0.0.1") == ""
+  assert environ == {}
+
+
+def test_xla_default_hands_the_convolution_to_ynnpack():
+  assert probe("default") == "ynn_conv"
+
+
+@pytest.mark.parametrize("entry_point", ["ftlab.main", "ftlab.evaluate", "ftlab.predict"])
+def test_entry_points_apply_the_flags_before_the_backend_starts(entry_point):
+  # ftlab's flags keep the convolution on XLA's Eigen kernel (the faster one,
+  # see ftlab/runtime.py): it only works if importing the entry point did not
+  # start the backend.
+  assert probe("ftlab", entry_point) == "eigen_conv"
