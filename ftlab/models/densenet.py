@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ftlab.models.layers import BatchNorm, TrainArg, torch_conv
+from ftlab.models.pooling import max_pool
 
 HEAD = "classifier"
 BLOCKS = (
@@ -83,7 +84,7 @@ class DenseFeatures(nn.Module):
   def __call__(self, x, train: TrainArg):
     x = conv(self.num_init_features, 7, 2, self.dtype, name="conv0")(x)
     x = nn.relu(BatchNorm(dtype=self.dtype, name="norm0")(x, train))
-    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
     for i, num_layers in enumerate(self.block_config):
       x = DenseBlock(num_layers, self.growth, self.bn_size, self.dtype,
                      name=f"denseblock{i + 1}")(x, train)

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ftlab.models.layers import BatchNorm, TrainArg, torch_conv
+from ftlab.models.pooling import max_pool
 
 BLOCKS = ("conv1|bn1", "layer1", "layer2", "layer3", "layer4")
 HEAD = "fc"
@@ -115,7 +116,7 @@ class ResNet(nn.Module):
   def _trunk(self, x, train: TrainArg):
     x = conv(64, 7, 2, self.dtype, name="conv1")(x.astype(self.dtype))
     x = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
-    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
     for i, num_blocks in enumerate(self.layers):
       x = ResLayer(self.block, 64 * 2**i, num_blocks, 1 if i == 0 else 2,
                    self.dtype, name=f"layer{i + 1}")(x, train)
