@@ -72,4 +72,8 @@ def get_config(arg=None):
   config.train.eval_every_epochs = 1.0
   config.train.checkpoint_every_steps = 100
   config.train.stop_after_steps = 0    # >0: stop (checkpointed) after this many steps, for tests and preemption drills
+  # JAX's persistent compilation cache ('' = off): later runs of the same step
+  # (other seeds of a sweep, resumes) load it instead of compiling, which on
+  # CPU also skips the compiler's ~1 GB memory peak (ftlab/runtime.py).
+  config.train.compilation_cache_dir = "~/.cache/ftlab/xla"
   return config

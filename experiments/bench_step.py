@@ -138,6 +138,8 @@ def ftlab_worker(spec: dict) -> dict:
   """Compiles and times ftlab's train step on the shared weights."""
   import jax  # pylint: disable=import-outside-toplevel
   from ftlab.steps import make_train_step  # pylint: disable=import-outside-toplevel
+  from ftlab import runtime  # pylint: disable=import-outside-toplevel
+  runtime.use_compilation_cache(spec.get("compilation_cache", ""))
   config = benchlib.ftlab_config(spec["model"], spec["image_size"], spec["strategy"], spec["dtype"])
   setup, state = benchlib.build_state(config)
   state = load_torch_weights(setup, state, spec["weights"])
@@ -269,6 +271,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="ftlab compute dtype")
   parser.add_argument("--xla_defaults", action="store_true",
                       help="time ftlab with XLA's default CPU flags instead of ftlab.runtime's")
+  parser.add_argument("--compilation_cache", default="",
+                      help="JAX compilation cache dir for the ftlab workers (default off: every "
+                      "row compiles cold; a second run with the same dir measures warm runs)")
   parser.add_argument("--steps", type=int, default=0, help="timed steps (default 10, quick 6)")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--compile_timeout", type=float, default=900.0,
@@ -378,7 +383,8 @@ def run_grid(args, grid, prep, run) -> tuple:
     point = {"model": model, "image_size": size, "strategy": strategy,
              "weights": prep["weights"][model], **common}
     ftlab_results[(model, size, strategy)] = run(
-        {"kind": "ftlab", "dtype": args.dtype, "xla_defaults": args.xla_defaults, **point}, f"ftlab {model} {size} {strategy}")
+        {"kind": "ftlab", "dtype": args.dtype, "xla_defaults": args.xla_defaults,
+         "compilation_cache": args.compilation_cache, **point}, f"ftlab {model} {size} {strategy}")
     spec = get_spec(model)
     for variant in variants:
       timeout = args.compile_timeout if variant.startswith("compile") else 1800.0

@@ -176,8 +176,11 @@ def compile_step(fn, *args, donate: Tuple[int, ...] = (0,)):
   """(compiled executable, seconds to lower and compile) of `jax.jit(fn)` on `args`."""
   import jax  # pylint: disable=import-outside-toplevel
   start = time.perf_counter()
+  from ftlab import runtime  # pylint: disable=import-outside-toplevel
   compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
-  return compiled, time.perf_counter() - start
+  seconds = time.perf_counter() - start
+  runtime.release_free_memory()  # as ftlab's Trainer does after each compilation
+  return compiled, seconds
 
 
 def flops_of(compiled) -> float:

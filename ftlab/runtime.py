@@ -1,4 +1,7 @@
-"""XLA settings ftlab's entry points apply to the process before JAX starts.
+"""Process-level settings: XLA flags, the compilation cache, the C heap.
+
+XLA flags
+---------
 
 XLA reads `XLA_FLAGS` once, when its first backend initialises, so
 `configure_xla()` must run before the first JAX computation: every entry point
@@ -22,7 +25,26 @@ The flag names exist only in the jaxlib versions listed in `TESTED_JAXLIB`
 (an unknown flag makes XLA abort), so other versions keep XLA's defaults. A
 flag already present in `XLA_FLAGS` is left as the user set it. GPU and TPU
 backends ignore `xla_cpu_*` flags.
+
+The compilation cache
+---------------------
+`use_compilation_cache(dir)` turns on JAX's persistent compilation cache
+(`config.train.compilation_cache_dir`): a later run of the same program (the
+other seeds of a sweep, a resumed run) loads the executable instead of
+compiling it. Lite0 full_ft at 96x96: compile 16.8 s -> 3.6 s and peak RSS
+2.17 GB -> 1.19 GB. JAX keys entries by the program, the XLA flags and the
+jax/jaxlib versions; only compilations over a second are stored.
+
+The C heap
+----------
+Compiling a train step takes about 1 GB of C heap (EfficientNet-Lite0 full_ft:
+RSS 0.66 GB before, 1.66 GB after), which glibc keeps in its arenas after XLA
+frees it; the step's buffers then come on top (peak 2.1 GB). `release_free_memory()`
+after each compilation hands it back to the OS (steady state 1.06 GB).
 """
+import ctypes
+import ctypes.util
+import functools
 import logging
 import os
 from typing import Mapping, MutableMapping, Optional
@@ -55,3 +77,37 @@ def configure_xla(environ: Optional[MutableMapping[str, str]] = None,
     return current
   environ["XLA_FLAGS"] = with_flags(current)
   return environ["XLA_FLAGS"]
+
+
+@functools.lru_cache(maxsize=None)
+def _malloc_trim():
+  """glibc's malloc_trim, or None on other C libraries."""
+  name = ctypes.util.find_library("c")
+  try:
+    return getattr(ctypes.CDLL(name), "malloc_trim") if name else None
+  except (OSError, AttributeError):
+    return None
+
+
+def release_free_memory() -> bool:
+  """Returns the C heap's free pages to the OS (glibc); False where unsupported."""
+  trim = _malloc_trim()
+  if trim is None:
+    return False
+  trim(0)
+  return True
+
+
+def use_compilation_cache(path: str, min_compile_s: float = 1.0) -> Optional[str]:
+  """Stores and reuses compiled programs under `path` ('' = off); returns the directory."""
+  if not path:
+    return None
+  import jax  # pylint: disable=import-outside-toplevel
+  path = os.path.abspath(os.path.expanduser(path))
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"train.compilation_cache_dir={path!r} cannot be created: {e}") from e
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_s)
+  return path

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from clu import periodic_actions
 
-from ftlab import checkpoint, evaluation, feature_cache, optim, probe, writers
+from ftlab import checkpoint, evaluation, feature_cache, optim, probe, runtime, writers
 from ftlab.data import datasets
 from ftlab.data.pipeline import Augment, Loader
 from ftlab.parallel import Devices
@@ -111,7 +111,7 @@ class Run:
 
 # Keys that may differ when a run is resumed (they change no result).
 RESUMABLE_CHANGES = ("train.stop_after_steps", "train.log_every_steps", "train.checkpoint_every_steps",
-                     "data.num_workers", "data.prefetch", "data.root")
+                     "train.compilation_cache_dir", "data.num_workers", "data.prefetch", "data.root")
 
 
 def _flat_config(d: dict, prefix: str = "") -> dict:
@@ -224,6 +224,7 @@ class Trainer:
       fn = jax.jit(make_train_step(self.run.setup, self.phase, self.features is not None),
                    donate_argnums=(0,))
       self.compiled[self.phase] = fn.lower(self.state, batch, self.rng).compile()
+      runtime.release_free_memory()  # the compiler's freed heap, before the step allocates
       self.meta["compile_time_s"] += time.perf_counter() - t0
       logging.info("train step (phase %d) compiled in %.1fs", self.phase, time.perf_counter() - t0)
     return self.compiled[self.phase]
@@ -400,6 +401,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   Returns the results dict, or None when `config.train.stop_after_steps`
   ended the run early (its checkpoint lets the same command resume).
   """
+  runtime.use_compilation_cache(config.train.compilation_cache_dir)
   run = prepare(config, workdir)
   state, meta = restore_or_init(run)
   log_start(run, state)

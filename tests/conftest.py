@@ -49,6 +49,7 @@ def tiny_config(root: str, **overrides):
   config.optimizer.lr = 0.05
   config.optimizer.weight_decay = 0.0
   config.train.batch_size = 8
+  config.train.compilation_cache_dir = ""  # tests/test_runtime.py covers the cache
   config.train.eval_batch_size = 8
   config.train.num_epochs = 2.0
   config.train.log_every_steps = 4

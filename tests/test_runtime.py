@@ -1,4 +1,6 @@
 """ftlab.runtime: the XLA CPU flags every entry point applies before JAX starts."""
+import ctypes
+import ctypes.util
 import os
 import subprocess
 import sys
@@ -69,3 +71,55 @@ def test_entry_points_apply_the_flags_before_the_backend_starts(entry_point):
   # see ftlab/runtime.py): it only works if importing the entry point did not
   # start the backend.
   assert probe("ftlab", entry_point) == "eigen_conv"
+
+
+def test_release_free_memory_returns_freed_heap_to_the_os():
+  libc = ctypes.CDLL(ctypes.util.find_library("c"))
+  libc.malloc.restype = ctypes.c_void_p
+  libc.free.argtypes = [ctypes.c_void_p]
+
+  def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+  # Freed blocks between live ones stay in glibc's heap (as the compiler's do).
+  blocks = [libc.malloc(16384) for _ in range(20_000)]
+  for block in blocks:
+    ctypes.memset(block, 1, 16384)
+  for block in blocks[::2]:
+    libc.free(block)
+  before = rss_mb()
+  assert runtime.release_free_memory()
+  after = rss_mb()
+  for block in blocks[1::2]:
+    libc.free(block)
+  assert after < before - 100, (before, after)
+
+
+CACHE_PROBE = """
+import sys
+import jax, jax.numpy as jnp
+from ftlab import runtime
+events = []
+jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+runtime.use_compilation_cache(sys.argv[1], min_compile_s=0.0)
+jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((64, 64))).block_until_ready()
+print(sum("cache_hits" in e for e in events), sum("cache_misses" in e for e in events))
+"""
+
+
+def test_compilation_cache_stores_and_reloads_the_program(tmp_path):
+  cache = str(tmp_path / "xla")
+  runs = [subprocess.run([sys.executable, "-c", CACHE_PROBE, cache], cwd=REPO, text=True,
+                         capture_output=True, timeout=300, check=True).stdout.split()
+          for _ in range(2)]
+  assert runs[0][0] == "0" and int(runs[0][1]) >= 1  # compiled and stored
+  assert int(runs[1][0]) >= 1  # loaded from the cache
+  assert os.listdir(cache)
+
+
+def test_compilation_cache_off_and_bad_directory(tmp_path):
+  assert runtime.use_compilation_cache("") is None
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  with pytest.raises(ValueError, match="compilation_cache_dir"):
+    runtime.use_compilation_cache(str(blocker / "xla"))
