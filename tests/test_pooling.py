@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ftlab.models.pooling import max_pool
+from ftlab.models.pooling import global_avg_pool, max_pool
 
 CASES = [((3, 3), (2, 2), ((1, 1), (1, 1))), ((2, 2), (2, 2), ((0, 0), (0, 0))),
          ((3, 3), (1, 1), ((1, 1), (1, 1)))]
@@ -40,3 +40,13 @@ def test_bfloat16_stays_bfloat16():
   x = jnp.ones((1, 4, 4, 2), jnp.bfloat16)
   y, vjp = jax.vjp(lambda x: max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))), x)
   assert y.dtype == jnp.bfloat16 and vjp(y)[0].dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_global_avg_pool_is_the_spatial_mean(dtype):
+  x = jax.random.normal(jax.random.key(2), (3, 5, 7, 4)).astype(dtype)
+  y = global_avg_pool(x)
+  assert y.shape == (3, 4) and y.dtype == dtype
+  np.testing.assert_allclose(np.asarray(y, np.float32),
+                             np.asarray(jnp.mean(x.astype(jnp.float32), axis=(1, 2))),
+                             rtol=1e-2 if dtype == jnp.bfloat16 else 1e-6, atol=1e-6)

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ftlab.models.layers import BatchNorm, TrainArg, torch_conv
-from ftlab.models.pooling import max_pool
+from ftlab.models.pooling import global_avg_pool, max_pool
 
 HEAD = "classifier"
 BLOCKS = (
@@ -119,7 +119,7 @@ class DenseNet(nn.Module):
     if part != "head":
       x = DenseFeatures(self.block_config, self.growth, self.num_init_features,
                         self.bn_size, self.dtype, name="features")(x.astype(self.dtype), train)
-      x = jnp.mean(nn.relu(x), axis=(1, 2))
+      x = global_avg_pool(nn.relu(x))
       if part == "trunk":
         return x
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(x.astype(self.dtype))

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from ftlab.models.depthwise import DepthwiseConv, tf_same_padding
 from ftlab.models.layers import BatchNorm, Dropout, TrainArg, is_training
+from ftlab.models.pooling import global_avg_pool
 
 HEAD = "_fc"
 STEM_BLOCK = "_conv_stem|_bn0"
@@ -213,7 +214,7 @@ class EfficientNetLite(nn.Module):
     x = Blocks(configs, self.drop_connect_rate, self.dtype, name="_blocks")(x, train)
     x = conv1x1(HEAD_FEATURES, self.dtype, "_conv_head")(x)
     x = relu6(batch_norm(self.dtype, "_bn1")(x, train))
-    return jnp.mean(x, axis=(1, 2))
+    return global_avg_pool(x)
 
   @nn.compact
   def __call__(self, x, train: TrainArg = False, part: str = "all"):

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from ftlab.models.depthwise import DepthwiseConv
 from ftlab.models.layers import BatchNorm, Dropout, TrainArg
+from ftlab.models.pooling import global_avg_pool
 
 HEAD = "classifier"
 V3_BATCH_NORM = functools.partial(BatchNorm, epsilon=1e-3, momentum=0.01)
@@ -83,8 +84,9 @@ class ConvBNAct(nn.Module):
 
 
 def avg_pool_all(x, keepdims: bool = False):
-  """Adaptive average pooling to 1x1 over the spatial axes of NHWC `x`."""
-  return jnp.mean(x, axis=(1, 2), keepdims=keepdims)
+  """Adaptive average pooling to 1x1 over the spatial axes of NHWC `x` (see pooling.py)."""
+  pooled = global_avg_pool(x)
+  return pooled[:, None, None, :] if keepdims else pooled
 
 
 def check_part(part: str):

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ftlab.models.layers import BatchNorm, TrainArg, torch_conv
-from ftlab.models.pooling import max_pool
+from ftlab.models.pooling import global_avg_pool, max_pool
 
 BLOCKS = ("conv1|bn1", "layer1", "layer2", "layer3", "layer4")
 HEAD = "fc"
@@ -120,7 +120,7 @@ class ResNet(nn.Module):
     for i, num_blocks in enumerate(self.layers):
       x = ResLayer(self.block, 64 * 2**i, num_blocks, 1 if i == 0 else 2,
                    self.dtype, name=f"layer{i + 1}")(x, train)
-    return jnp.mean(x, axis=(1, 2))
+    return global_avg_pool(x)
 
 
 def resnet18(num_classes: int, dtype: Any = jnp.float32) -> ResNet:
