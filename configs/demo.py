@@ -13,7 +13,7 @@ statistics on ImageNet after a two-epoch run, so `model.bn_momentum=0.1`.
 
 Config arguments: `configs/demo.py:model=tiny_cnn,strategy=linear_probe,pretrained=`.
 Result (2 CPU cores, 2026-11-23, with ftlab.runtime's XLA flags): full_ft seed 0
-test top-1 95.54% in 1 min 03 s wall time (cold compilation cache); the
+test top-1 95.54% in about 1 min wall time (cold compilation cache); the
 sweep's table (6 strategies x 2 seeds) is in README.md.
 """
 from configs import default
