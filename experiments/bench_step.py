@@ -46,10 +46,8 @@ those taken by other processes (a contended worker is re-run, see
 """
 import argparse
 import functools
-import json
 import os
 import shutil
-import sys
 import tempfile
 
 import benchlib
@@ -212,7 +210,6 @@ def torch_worker(spec: dict) -> dict:
 def peak_worker(spec: dict) -> dict:
   """GFLOP/s of a large matmul in JAX (float32, bfloat16) and PyTorch (float32)."""
   import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   torch.set_num_threads(benchlib.num_cores())
   n = spec["n"]
@@ -280,27 +277,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="seconds before a torch.compile variant is given up")
   parser.add_argument("--no_pipeline", action="store_true")
   parser.add_argument("--no_peak", action="store_true")
-  parser.add_argument("--max_wait", type=float, default=120.0,
-                      help="seconds to wait for other processes to go quiet before each worker")
-  parser.add_argument("--retries", type=int, default=2,
-                      help="re-runs of a worker whose timing other processes contended")
-  parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+  benchlib.add_worker_flags(parser)
   return parser.parse_args(argv)
 
 
 
-def log(msg: str) -> None:
-  print(msg, file=sys.stderr, flush=True)
-
-
 def measure(spec: dict, label: str, args: argparse.Namespace, timeout_s: float = 1800.0) -> dict:
   """Runs one worker on a quiet machine if possible; logs the outcome."""
-  result = benchlib.measure_quietly(os.path.abspath(__file__), spec, args.max_wait, args.retries,
-                                    timeout_s)
-  log(f"  {label}: {result.get('error') or 'ok'} (loadavg {result['loadavg']:.2f}, others "
-      f"{result['quiet_cores']:.2f} cores before, "
-      f"{result.get('foreign_cores', float('nan')):.2f} during)")
-  return result
+  return benchlib.measure_logged(__file__, spec, label, args, timeout_s)
 
 
 def best_torch(variants: dict) -> tuple:
@@ -450,8 +434,8 @@ def main(argv=None) -> None:
   sizes = [int(s) for s in (args.sizes or ("96" if args.quick else "224,96")).split(",")]
   models = args.models.split(",")
   grid = [(m, s, st) for m in models for s in sizes for st in args.strategies.split(",")]
-  log(f"{benchlib.num_cores()} cores, batch {benchlib.BATCH}; "
-      f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  benchlib.log(f"{benchlib.num_cores()} cores, batch {benchlib.BATCH}; "
+               f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   run = functools.partial(measure, args=args)
   workdir = tempfile.mkdtemp(prefix="bench_step_")
   try:

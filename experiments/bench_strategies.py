@@ -39,9 +39,6 @@ measurably below full_ft (median below 0.95x full_ft's and below its fastest
 step); cached linear probe epochs after the first >= 20x faster.
 """
 import argparse
-import json
-import os
-import sys
 
 import benchlib
 
@@ -163,28 +160,17 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--epoch_batches", type=int, default=20)
   parser.add_argument("--no_cache", action="store_true", help="skip the feature-cache rows")
-  parser.add_argument("--max_wait", type=float, default=120.0,
-                      help="seconds to wait for other processes to go quiet before each worker")
-  parser.add_argument("--retries", type=int, default=2,
-                      help="re-runs of a worker whose timing other processes contended")
-  parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+  benchlib.add_worker_flags(parser)
   return parser.parse_args(argv)
 
 
 
-def log(msg: str) -> None:
-  print(msg, file=sys.stderr, flush=True)
-
-
 def measure(spec: dict, args: argparse.Namespace) -> dict:
   """Runs one worker on a quiet machine if possible; logs the outcome."""
-  result = benchlib.measure_quietly(os.path.abspath(__file__), spec, args.max_wait, args.retries)
+  label = f"{spec['kind']:5s} {spec['model']} {spec['image_size']} {spec.get('strategy', '')}"
+  result = benchlib.measure_logged(__file__, spec, label, args)
   result.setdefault("model", spec["model"])
   result.setdefault("image_size", spec["image_size"])
-  log(f"  {spec['kind']:5s} {spec['model']} {spec['image_size']} {spec.get('strategy', '')}: "
-      f"{result.get('error') or 'ok'} (loadavg {result['loadavg']:.2f}, others "
-      f"{result['quiet_cores']:.2f} cores before, "
-      f"{result.get('foreign_cores', float('nan')):.2f} during)")
   return result
 
 
@@ -248,8 +234,8 @@ def main(argv=None) -> None:
   models, strategies = args.models.split(","), args.strategies.split(",")
   steps = args.steps or (6 if args.quick else 10)
   common = {"dtype": args.dtype}
-  log(f"{benchlib.num_cores()} cores, batch {benchlib.BATCH}, {benchlib.NUM_CLASSES} classes, "
-      f"dtype {args.dtype}, median of {steps} steps after {args.warmup} warm-up")
+  benchlib.log(f"{benchlib.num_cores()} cores, batch {benchlib.BATCH}, "
+               f"{benchlib.NUM_CLASSES} classes, dtype {args.dtype}, median of {steps} steps after {args.warmup} warm-up")
   rows = [measure({"kind": "step", "model": m, "image_size": s, "strategy": st,
                    "freeze_blocks": args.freeze_blocks, "steps": steps, "warmup": args.warmup,
                    **common}, args)

@@ -11,6 +11,7 @@
   `configs.default`, `state.build_setup` and `state.initial_state` (random
   init), steps jitted with `donate_argnums=(0,)` and compiled ahead of time.
 """
+import argparse
 import dataclasses
 import json
 import os
@@ -264,6 +265,29 @@ def measure_quietly(script: str, spec: Dict, max_wait_s: float, retries: int,
     if best.get("foreign_cores", 0.0) < QUIET_CORES:
       break
   return best
+
+
+def add_worker_flags(parser: argparse.ArgumentParser) -> None:
+  """The flags every benchmark script shares: quiet-machine waiting and `--worker`."""
+  parser.add_argument("--max_wait", type=float, default=120.0,
+                      help="seconds to wait for other processes to go quiet before each worker")
+  parser.add_argument("--retries", type=int, default=2,
+                      help="re-runs of a worker whose timing other processes contended")
+  parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+
+
+def log(msg: str) -> None:
+  print(msg, file=sys.stderr, flush=True)
+
+
+def measure_logged(script: str, spec: Dict, label: str, args: argparse.Namespace,
+                   timeout_s: float = 1800.0) -> Dict:
+  """`measure_quietly` with the script's `add_worker_flags` values; logs the outcome."""
+  result = measure_quietly(os.path.abspath(script), spec, args.max_wait, args.retries, timeout_s)
+  log(f"  {label}: {result.get('error') or 'ok'} (loadavg {result['loadavg']:.2f}, others "
+      f"{result['quiet_cores']:.2f} cores before, "
+      f"{result.get('foreign_cores', float('nan')):.2f} during)")
+  return result
 
 
 # --- output -----------------------------------------------------------------
