@@ -2,7 +2,6 @@
 
 XLA flags
 ---------
-
 XLA reads `XLA_FLAGS` once, when its first backend initialises, so
 `configure_xla()` must run before the first JAX computation: every entry point
 (`ftlab.main`, `ftlab.evaluate`, `ftlab.predict`, the benchmarks, the tests'

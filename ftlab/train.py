@@ -224,9 +224,10 @@ class Trainer:
       fn = jax.jit(make_train_step(self.run.setup, self.phase, self.features is not None),
                    donate_argnums=(0,))
       self.compiled[self.phase] = fn.lower(self.state, batch, self.rng).compile()
+      seconds = time.perf_counter() - t0
+      self.meta["compile_time_s"] += seconds
+      logging.info("train step (phase %d) compiled in %.1fs", self.phase, seconds)
       runtime.release_free_memory()  # the compiler's freed heap, before the step allocates
-      self.meta["compile_time_s"] += time.perf_counter() - t0
-      logging.info("train step (phase %d) compiled in %.1fs", self.phase, time.perf_counter() - t0)
     return self.compiled[self.phase]
 
   def _enter_phase(self, step: int) -> None:
