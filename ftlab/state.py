@@ -114,6 +114,29 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
                config.train.label_smoothing, l2sp)
 
 
+STALE_BN_SHARE = 0.05  # warn when running statistics end the run holding more of their start
+
+
+def stale_bn_warning(setup: Setup, bn_momentum: float, total_steps: int) -> str:
+  """A warning ('' if none) when BatchNorm running statistics barely move in this run.
+
+  After n steps that update them with momentum m (PyTorch convention), the
+  running statistics still hold (1 - m)^n of their starting (pretrained)
+  values, and evaluation normalises with them: TF-trained weights (m = 0.01)
+  fine-tuned for a few hundred steps evaluate with ImageNet's statistics.
+  """
+  momentum = bn_momentum or setup.spec.bn_momentum
+  ends = [p.start for p in setup.phases[1:]] + [total_steps]
+  steps = sum(end - p.start for p, end in zip(setup.phases, ends) if p.plan.updated_bn())
+  kept = (1.0 - momentum) ** steps
+  if steps == 0 or kept <= STALE_BN_SHARE:
+    return ""
+  source = "config.model.bn_momentum" if bn_momentum else "the architecture's own"
+  return (f"BatchNorm running statistics will still hold {kept:.0%} of their starting values "
+          f"after {steps} updating steps at momentum {momentum:g} ({source}); evaluation "
+          f"normalises with them. Raise config.model.bn_momentum (e.g. 0.1) or train longer.")
+
+
 def regroup(state: TrainState, phase: Phase) -> TrainState:
   """Re-splits the parameters for `phase`, with fresh optimizer state for its trainable set."""
   params = {**state.frozen, **state.trainable}

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from ftlab.models import ModelSpec
 
-BN_LEAVES = ("scale", "bias")
+BN_SCALE = "scale"  # only BatchNorm layers (models/layers.py) have a `scale` parameter
 
 
 class StrategyError(ValueError):
@@ -97,10 +97,17 @@ class Plan:
 
   def frozen_bn(self) -> frozenset:
     """Module paths of BatchNorm layers to keep in inference mode."""
+    return self._bn_modules(frozen=True)
+
+  def updated_bn(self) -> frozenset:
+    """Module paths of BatchNorm layers that normalise with batch statistics and update them."""
+    return self._bn_modules(frozen=False)
+
+  def _bn_modules(self, frozen: bool) -> frozenset:
     modules = set()
     for g in self.groups:
-      if g.action.bn_frozen:
-        modules.update(p.rsplit("/", 1)[0] for p in g.paths if p.rsplit("/", 1)[-1] in BN_LEAVES)
+      if g.action.bn_frozen == frozen:
+        modules.update(p.rsplit("/", 1)[0] for p in g.paths if p.rsplit("/", 1)[-1] == BN_SCALE)
     return frozenset(modules)
 
   def table(self) -> str:

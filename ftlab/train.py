@@ -25,7 +25,8 @@ from ftlab import checkpoint, evaluation, feature_cache, optim, probe, runtime, 
 from ftlab.data import datasets
 from ftlab.data.pipeline import Augment, Loader
 from ftlab.parallel import Devices
-from ftlab.state import Setup, TrainState, build_setup, initial_state, regroup
+from ftlab.state import (Setup, TrainState, build_setup, initial_state, regroup,
+                         stale_bn_warning)
 from ftlab.steps import make_eval_step, make_train_step, make_trunk_step
 
 
@@ -394,6 +395,9 @@ def log_start(run: Run, state: TrainState) -> None:
                  phase.start, phase.plan.table())
   logging.info("%d steps (%d per epoch), eval every %d", run.schedule.total_steps,
                run.schedule.steps_per_epoch, run.schedule.eval_every)
+  warning = stale_bn_warning(run.setup, run.config.model.bn_momentum, run.schedule.total_steps)
+  if warning:
+    logging.warning(warning)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):

@@ -2,7 +2,6 @@
 import re
 
 import jax
-import ml_collections
 import pytest
 
 from configs import default
@@ -93,3 +92,26 @@ def test_plan_table_lists_groups():
   plan, _ = _plan("tiny_cnn", "linear_probe")
   table = plan.table()
   assert "frozen" in table and "(?:fc)/.*" in table
+
+
+def _setup(name, preset, total_steps, bn_momentum=0.0):
+  config = default.get_config()
+  config.model.name = name
+  config.model.bn_momentum = bn_momentum
+  config.data.image_size = 32
+  config.strategy.name = preset
+  return state_lib.build_setup(config, 10, total_steps, 0, 10)
+
+
+def test_stale_batchnorm_statistics_are_warned_about():
+  # TF-trained Lite0 (momentum 0.01): after 80 steps 0.99**80 = 45% of ImageNet's statistics remain.
+  warning = state_lib.stale_bn_warning(_setup("efficientnet_lite0", "full_ft", 80), 0.0, 80)
+  assert "45%" in warning and "momentum 0.01" in warning and "config.model.bn_momentum" in warning
+  assert state_lib.stale_bn_warning(_setup("efficientnet_lite0", "full_ft", 80, 0.1), 0.1, 80) == ""
+  assert state_lib.stale_bn_warning(_setup("efficientnet_lite0", "full_ft", 2000), 0.0, 2000) == ""
+  assert state_lib.stale_bn_warning(_setup("resnet18", "full_ft", 80), 0.0, 80) == ""
+  # No BatchNorm layer updates its statistics in a linear probe: nothing to warn about.
+  assert state_lib.stale_bn_warning(_setup("efficientnet_lite0", "linear_probe", 80), 0.0, 80) == ""
+  # lp_ft updates them only in its second half.
+  warning = state_lib.stale_bn_warning(_setup("efficientnet_lite0", "lp_ft", 400), 0.0, 400)
+  assert "after 200 updating steps" in warning

@@ -15,6 +15,8 @@ Contract for every architecture module (see `tiny.py` for the smallest one):
   that fully matches a '/'-joined *module* path prefix (e.g. 'layer1',
   'conv1|bn1'); `spec.head` likewise names the classifier. Together they must
   cover every parameter: strategies such as freeze_shallow(n) cut on them.
+* `spec.bn_momentum` is the architecture's own BatchNorm momentum (PyTorch
+  convention), which `config.model.bn_momentum` may override.
 """
 import dataclasses
 from typing import Any, Callable
@@ -22,6 +24,7 @@ from typing import Any, Callable
 import flax.linen as nn
 
 from ftlab.models import densenet, efficientnet_lite, mobilenet, resnet, tiny
+from ftlab.models.layers import BatchNorm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,6 +38,7 @@ class ModelSpec:
   input_size: int = 224
   mean: tuple = IMAGENET_MEAN
   std: tuple = IMAGENET_STD
+  bn_momentum: float = BatchNorm.momentum
 
 
 def _lite(name: str, build) -> ModelSpec:
@@ -42,7 +46,8 @@ def _lite(name: str, build) -> ModelSpec:
   return ModelSpec(build=build, blocks=efficientnet_lite.block_names(name),
                    head=efficientnet_lite.HEAD,
                    input_size=efficientnet_lite.VARIANTS[name].image_size,
-                   mean=efficientnet_lite.MEAN, std=efficientnet_lite.STD)
+                   mean=efficientnet_lite.MEAN, std=efficientnet_lite.STD,
+                   bn_momentum=efficientnet_lite.BN_MOMENTUM)
 
 
 MODELS = {
@@ -61,10 +66,10 @@ MODELS = {
         build=mobilenet.mobilenet_v2, blocks=mobilenet.V2_BLOCKS, head=mobilenet.HEAD),
     "mobilenet_v3_small": ModelSpec(
         build=mobilenet.mobilenet_v3_small, blocks=mobilenet.V3_SMALL_BLOCKS,
-        head=mobilenet.HEAD),
+        head=mobilenet.HEAD, bn_momentum=mobilenet.V3_BN_MOMENTUM),
     "mobilenet_v3_large": ModelSpec(
         build=mobilenet.mobilenet_v3_large, blocks=mobilenet.V3_LARGE_BLOCKS,
-        head=mobilenet.HEAD),
+        head=mobilenet.HEAD, bn_momentum=mobilenet.V3_BN_MOMENTUM),
     "densenet121": ModelSpec(
         build=densenet.densenet121, blocks=densenet.BLOCKS, head=densenet.HEAD),
     "efficientnet_lite0": _lite("efficientnet_lite0", efficientnet_lite.efficientnet_lite0),

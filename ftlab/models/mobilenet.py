@@ -17,7 +17,8 @@ from ftlab.models.layers import BatchNorm, Dropout, TrainArg
 from ftlab.models.pooling import global_avg_pool
 
 HEAD = "classifier"
-V3_BATCH_NORM = functools.partial(BatchNorm, epsilon=1e-3, momentum=0.01)
+V3_BN_MOMENTUM = 0.01  # torchvision's MobileNetV3 (PyTorch convention)
+V3_BATCH_NORM = functools.partial(BatchNorm, epsilon=1e-3, momentum=V3_BN_MOMENTUM)
 
 _KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
