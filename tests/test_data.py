@@ -1,6 +1,5 @@
 """Datasets, bad-input errors and the input pipeline."""
 import hashlib
-import io
 import os
 import shutil
 import tarfile

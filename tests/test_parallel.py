@@ -115,8 +115,16 @@ def test_train_step_compiles_once(image_folder, tmp_path, monkeypatch):
   trainer = train.Trainer(run, state, meta)
   trainer.train(2)
   compiles = []
-  jax.monitoring.register_event_duration_secs_listener(
-      lambda event, duration, **kw: compiles.append(event) if "backend_compile" in event else None)
-  trainer.train(run.schedule.total_steps - 1)
+
+  def on_duration(event, duration, **kw):
+    del duration, kw
+    if "backend_compile" in event:
+      compiles.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(on_duration)
+  try:
+    trainer.train(run.schedule.total_steps - 1)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(on_duration)
   assert int(trainer.state.step) == run.schedule.total_steps - 1
   assert compiles == []
