@@ -401,8 +401,9 @@ def report(args, prep, peak, rows, torch_results, pipes, ftlab_results) -> None:
   """Prints the comparison, every torch variant and the pipeline table."""
   from configs.default import get_config  # pylint: disable=import-outside-toplevel
   data = get_config().data
-  print(f"ftlab ({args.dtype}) vs PyTorch (best of {args.torch_variants or 'none'}): batch "
-        f"{benchlib.BATCH}, {benchlib.num_cores()} cores/threads, median of "
+  print(f"ftlab ({args.dtype}) vs PyTorch (best of {args.torch_variants or 'none'}) on "
+        f"{benchlib.cpu_description()}: batch {benchlib.BATCH}, {benchlib.num_cores()} "
+        f"cores/threads, median of "
         f"{args.steps or (6 if args.quick else 10)} steps; ratio = ftlab/torch; "
         f"ftlab's XLA_FLAGS={ftlab_flags(ftlab_results)!r}. Weights: "
         + "; ".join(f"{m}: {n}" for m, n in prep["notes"].items()))
@@ -434,7 +435,8 @@ def main(argv=None) -> None:
   sizes = [int(s) for s in (args.sizes or ("96" if args.quick else "224,96")).split(",")]
   models = args.models.split(",")
   grid = [(m, s, st) for m in models for s in sizes for st in args.strategies.split(",")]
-  benchlib.log(f"{benchlib.num_cores()} cores, batch {benchlib.BATCH}; "
+  benchlib.log(f"{benchlib.cpu_description()}, {benchlib.num_cores()} cores, "
+               f"batch {benchlib.BATCH}; "
                f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   run = functools.partial(measure, args=args)
   workdir = tempfile.mkdtemp(prefix="bench_step_")

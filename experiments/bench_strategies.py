@@ -234,8 +234,9 @@ def main(argv=None) -> None:
   models, strategies = args.models.split(","), args.strategies.split(",")
   steps = args.steps or (6 if args.quick else 10)
   common = {"dtype": args.dtype}
-  benchlib.log(f"{benchlib.num_cores()} cores, batch {benchlib.BATCH}, "
-               f"{benchlib.NUM_CLASSES} classes, dtype {args.dtype}, median of {steps} steps after {args.warmup} warm-up")
+  benchlib.log(f"{benchlib.cpu_description()}, {benchlib.num_cores()} cores, "
+               f"batch {benchlib.BATCH}, {benchlib.NUM_CLASSES} classes, dtype {args.dtype}, "
+               f"median of {steps} steps after {args.warmup} warm-up")
   rows = [measure({"kind": "step", "model": m, "image_size": s, "strategy": st,
                    "freeze_blocks": args.freeze_blocks, "steps": steps, "warmup": args.warmup,
                    **common}, args)
@@ -245,7 +246,8 @@ def main(argv=None) -> None:
       measure({"kind": "cache", "model": m, "image_size": s, "epoch_batches": args.epoch_batches,
                "image_epochs": 2 if args.quick else 3, **common}, args)
       for m in models for s in sizes]
-  print(f"Train step per strategy: batch {benchlib.BATCH}, {benchlib.num_cores()} CPU cores, "
+  print(f"Train step per strategy on {benchlib.cpu_description()}: batch {benchlib.BATCH}, "
+        f"{benchlib.num_cores()} CPU cores, "
         f"{args.dtype}, median of {steps} steps; freeze_shallow freezes "
         + ", ".join(f"{m}: {args.freeze_blocks or benchlib.half_blocks(m)} blocks" for m in models))
   print(benchlib.format_table(rows, STEP_COLUMNS))

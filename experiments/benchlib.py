@@ -35,6 +35,20 @@ def num_cores() -> int:
   return len(os.sched_getaffinity(0))
 
 
+def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> str:
+  """The CPU's model name and widest x86 vector ISA, e.g. 'AMD EPYC (avx2)'."""
+  try:
+    with open(cpuinfo, encoding="utf-8") as f:
+      text = f.read()
+  except OSError:
+    return "unknown CPU"
+  fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+  fields = {k.strip(): v.strip() for k, v in fields.items()}
+  flags = set(fields.get("flags", "").split())
+  isa = next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), "no x86 vector flags")
+  return f"{fields.get('model name', 'unknown CPU')} ({isa})"
+
+
 def loadavg() -> float:
   """The 1-minute load average."""
   with open("/proc/loadavg", encoding="ascii") as f:
