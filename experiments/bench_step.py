@@ -3,6 +3,7 @@
   python experiments/bench_step.py [--quick] [--json=FILE]
       [--models=resnet18,efficientnet_lite0] [--sizes=224,96]
       [--strategies=full_ft,linear_probe] [--torch_variants=...] [--dtype=float32]
+      [--repeats=1]
 
 For ResNet-18 and EfficientNet-Lite0 at batch 32 (224x224 and 96x96;
 `--quick`: 96x96 only) and the strategies full_ft and linear_probe, both
@@ -33,9 +34,17 @@ by the script, with the config's default decode threads and with one per
 core, and compared with the images/s the ftlab train step consumes
 (target: pipeline >= 2x the step's rate).
 
-`--json=FILE` writes one row per (model, image_size, strategy) with exactly
-the keys model, image_size, strategy, ftlab_images_per_s, torch_images_per_s,
-ratio (ftlab / torch), ftlab_peak_rss_mb, torch_peak_rss_mb, peak_flops_share.
+The speed of a shared 2-core VM drifts by tens of percent between minutes.
+`--repeats=N` adds N-1 rounds in which ftlab and each row's best PyTorch
+variant (chosen in the first round) are re-measured back to back; a row then
+reports the median images/s of each side and the median of the per-round
+ratios (`ratio_min`/`ratio_max` give their range, `rounds` their count). Peak
+RSS stays the first round's (ftlab's cold compile).
+
+`--json=FILE` writes one row per (model, image_size, strategy) with the keys
+model, image_size, strategy, ftlab_images_per_s, torch_images_per_s, ratio
+(ftlab / torch), ftlab_peak_rss_mb, torch_peak_rss_mb, peak_flops_share,
+ratio_min, ratio_max, rounds.
 The ftlab workers apply `ftlab.runtime.configure_xla()` as ftlab's entry
 points do (`--xla_defaults`: XLA's own defaults instead); XLA_FLAGS set in
 the environment take precedence over it. The
@@ -48,6 +57,7 @@ import argparse
 import functools
 import os
 import shutil
+import statistics
 import tempfile
 
 import benchlib
@@ -56,7 +66,8 @@ MODELS = ("resnet18", "efficientnet_lite0")
 STRATEGIES = ("full_ft", "linear_probe")
 TORCH_VARIANTS = ("eager_nchw", "eager_channels_last", "compile_nchw", "compile_channels_last")
 ROW_KEYS = ("model", "image_size", "strategy", "ftlab_images_per_s", "torch_images_per_s",
-            "ratio", "ftlab_peak_rss_mb", "torch_peak_rss_mb", "peak_flops_share")
+            "ratio", "ftlab_peak_rss_mb", "torch_peak_rss_mb", "peak_flops_share",
+            "ratio_min", "ratio_max", "rounds")
 LITE_TORCH_NAME = "efficientnet-lite0"
 TORCH_HEADS = {"resnet18": "fc", "efficientnet_lite0": "_fc"}
 PIPELINE_IMAGES = 500
@@ -273,6 +284,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                       "row compiles cold; a second run with the same dir measures warm runs)")
   parser.add_argument("--steps", type=int, default=0, help="timed steps (default 10, quick 6)")
   parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--repeats", type=int, default=1,
+                      help="rounds per row: after the first, ftlab and the row's best PyTorch "
+                      "variant are re-measured back to back; medians and the median paired "
+                      "ratio are reported (the machine's speed drifts between minutes)")
   parser.add_argument("--compile_timeout", type=float, default=900.0,
                       help="seconds before a torch.compile variant is given up")
   parser.add_argument("--no_pipeline", action="store_true")
@@ -301,15 +316,34 @@ def share(flops: float, images_per_s: float, peak_gflops: float):
   return flops * images_per_s / benchlib.BATCH / (peak_gflops * 1e9)
 
 
-def compare_rows(grid, ftlab_results, torch_results, peak_gflops) -> list:
-  """One row per grid point, the JSON keys plus display extras."""
+def paired(rounds: list) -> dict:
+  """Medians of (ftlab, torch) images/s pairs measured back to back, and of their ratios."""
+  ok = [(a, b) for a, b in rounds if a and b]
+  if not ok:
+    return {}
+  ratios = [a / b for a, b in ok]
+  return {"ftlab": statistics.median(a for a, _ in ok), "torch": statistics.median(b for _, b in ok),
+          "ratio": statistics.median(ratios), "ratio_min": min(ratios),
+          "ratio_max": max(ratios), "rounds": len(ok)}
+
+
+def compare_rows(grid, ftlab_results, torch_results, peak_gflops, rounds=None) -> list:
+  """One row per grid point, the JSON keys plus display extras.
+
+  `rounds` ({point: [(ftlab img/s, torch img/s), ...]}) holds the repeated
+  back-to-back measurements; without it a row is its single first round.
+  """
   rows = []
   for key in grid:
     fl, (variant, tb) = ftlab_results[key], best_torch(torch_results.get(key, {}))
     row = dict(zip(("model", "image_size", "strategy"), key))
     ips, tips = fl.get("images_per_s"), tb.get("images_per_s")
+    pair = paired([(ips, tips)] + (rounds or {}).get(key, []))
+    if pair:
+      ips, tips = pair["ftlab"], pair["torch"]
     row.update(ftlab_images_per_s=ips, torch_images_per_s=tips,
-               ratio=ips / tips if ips and tips else None,
+               ratio=pair.get("ratio"), ratio_min=pair.get("ratio_min"),
+               ratio_max=pair.get("ratio_max"), rounds=pair.get("rounds"),
                ftlab_peak_rss_mb=fl.get("peak_rss_mb"), torch_peak_rss_mb=tb.get("peak_rss_mb"),
                peak_flops_share=share(fl.get("flops"), ips, peak_gflops),
                torch_flops_share=share(fl.get("flops"), tips, peak_gflops),
@@ -324,6 +358,7 @@ MAIN_COLUMNS = (
     ("model", "model", ""), ("image_size", "size", "d"), ("strategy", "strategy", ""),
     ("ftlab_images_per_s", "ftlab_img/s", ".1f"), ("torch_images_per_s", "torch_img/s", ".1f"),
     ("torch_variant", "torch_best", ""), ("ratio", "ratio", ".2f"),
+    ("ratio_min", "ratio_min", ".2f"), ("ratio_max", "ratio_max", ".2f"), ("rounds", "rounds", "d"),
     ("ftlab_peak_rss_mb", "ftlab_rss_mb", ".0f"), ("torch_peak_rss_mb", "torch_rss_mb", ".0f"),
     ("peak_flops_share", "ftlab_peak_share", ".3f"), ("torch_flops_share", "torch_peak_share", ".3f"),
     ("gflop_per_step", "gflop/step", ".1f"), ("compile_s", "ftlab_compile_s", ".1f"),
@@ -378,6 +413,30 @@ def run_grid(args, grid, prep, run) -> tuple:
   return ftlab_results, torch_results
 
 
+def run_repeats(args, grid, prep, run, ftlab_results, torch_results) -> dict:
+  """{point: [(ftlab img/s, torch img/s)]}: rounds 2..repeats, each pair back to back."""
+  from ftlab.models import get_spec  # pylint: disable=import-outside-toplevel
+  common = {"steps": args.steps or (6 if args.quick else 10), "warmup": args.warmup}
+  rounds = {}
+  for r in range(2, args.repeats + 1):
+    for model, size, strategy in grid:
+      variant, _ = best_torch(torch_results.get((model, size, strategy), {}))
+      if variant is None or "error" in ftlab_results[(model, size, strategy)]:
+        continue
+      point = {"model": model, "image_size": size, "strategy": strategy,
+               "weights": prep["weights"][model], **common}
+      label = f"round {r}: {model} {size} {strategy}"
+      fl = run({"kind": "ftlab", "dtype": args.dtype, "xla_defaults": args.xla_defaults,
+                "compilation_cache": args.compilation_cache, **point}, f"{label} ftlab")
+      spec = get_spec(model)
+      tb = run({"kind": "torch", "variant": variant, "mean": spec.mean, "std": spec.std, **point},
+               f"{label} torch {variant}",
+               timeout_s=args.compile_timeout if variant.startswith("compile") else 1800.0)
+      rounds.setdefault((model, size, strategy), []).append(
+          (fl.get("images_per_s"), tb.get("images_per_s")))
+  return rounds
+
+
 def run_pipelines(sizes, prep, run) -> dict:
   """{(size, decode threads): result} for the config's default threads and one per core."""
   from configs.default import get_config  # pylint: disable=import-outside-toplevel
@@ -404,7 +463,8 @@ def report(args, prep, peak, rows, torch_results, pipes, ftlab_results) -> None:
   print(f"ftlab ({args.dtype}) vs PyTorch (best of {args.torch_variants or 'none'}) on "
         f"{benchlib.cpu_description()}: batch {benchlib.BATCH}, {benchlib.num_cores()} "
         f"cores/threads, median of "
-        f"{args.steps or (6 if args.quick else 10)} steps; ratio = ftlab/torch; "
+        f"{args.steps or (6 if args.quick else 10)} steps; ratio = ftlab/torch "
+        f"(median over {args.repeats} back-to-back round(s)); "
         f"ftlab's XLA_FLAGS={ftlab_flags(ftlab_results)!r}. Weights: "
         + "; ".join(f"{m}: {n}" for m, n in prep["notes"].items()))
   if peak.get("error"):
@@ -446,10 +506,11 @@ def main(argv=None) -> None:
       raise SystemExit(f"prepare failed: {prep['error']}")
     peak = {} if args.no_peak else run({"kind": "peak", "n": MATMUL_N}, "peak matmul")
     ftlab_results, torch_results = run_grid(args, grid, prep, run)
+    rounds = run_repeats(args, grid, prep, run, ftlab_results, torch_results)
     pipes = {} if args.no_pipeline else run_pipelines(sizes, prep, run)
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
-  rows = compare_rows(grid, ftlab_results, torch_results, peak.get("peak_gflops"))
+  rows = compare_rows(grid, ftlab_results, torch_results, peak.get("peak_gflops"), rounds)
   report(args, prep, peak, rows, torch_results, pipes, ftlab_results)
   if args.json:
     benchlib.write_json(args.json, [{k: r.get(k) for k in ROW_KEYS} for r in rows])
