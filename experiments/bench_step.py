@@ -392,48 +392,56 @@ def pipeline_rows(pipes: dict, ftlab_results: dict) -> list:
   return rows
 
 
+def timed_steps(args) -> int:
+  return args.steps or (6 if args.quick else 10)
+
+
+def run_ftlab(args, prep, run, key, label: str) -> dict:
+  """One ftlab worker for grid point `key` = (model, image_size, strategy)."""
+  model, size, strategy = key
+  return run({"kind": "ftlab", "dtype": args.dtype, "xla_defaults": args.xla_defaults,
+              "compilation_cache": args.compilation_cache, "model": model, "image_size": size,
+              "strategy": strategy, "weights": prep["weights"][model],
+              "steps": timed_steps(args), "warmup": args.warmup}, label)
+
+
+def run_torch(args, prep, run, key, variant: str, label: str) -> dict:
+  """One PyTorch worker (`variant`) for grid point `key`."""
+  from ftlab.models import get_spec  # pylint: disable=import-outside-toplevel
+  model, size, strategy = key
+  spec = get_spec(model)
+  return run({"kind": "torch", "variant": variant, "mean": spec.mean, "std": spec.std,
+              "model": model, "image_size": size, "strategy": strategy,
+              "weights": prep["weights"][model], "steps": timed_steps(args),
+              "warmup": args.warmup}, label,
+             timeout_s=args.compile_timeout if variant.startswith("compile") else 1800.0)
+
+
 def run_grid(args, grid, prep, run) -> tuple:
   """({point: ftlab result}, {point: {variant: torch result}}) over the grid."""
-  from ftlab.models import get_spec  # pylint: disable=import-outside-toplevel
   variants = [v for v in args.torch_variants.split(",") if v]
-  common = {"steps": args.steps or (6 if args.quick else 10), "warmup": args.warmup}
   ftlab_results, torch_results = {}, {}
-  for model, size, strategy in grid:
-    point = {"model": model, "image_size": size, "strategy": strategy,
-             "weights": prep["weights"][model], **common}
-    ftlab_results[(model, size, strategy)] = run(
-        {"kind": "ftlab", "dtype": args.dtype, "xla_defaults": args.xla_defaults,
-         "compilation_cache": args.compilation_cache, **point}, f"ftlab {model} {size} {strategy}")
-    spec = get_spec(model)
+  for key in grid:
+    name = " ".join(map(str, key))
+    ftlab_results[key] = run_ftlab(args, prep, run, key, f"ftlab {name}")
     for variant in variants:
-      timeout = args.compile_timeout if variant.startswith("compile") else 1800.0
-      result = run({"kind": "torch", "variant": variant, "mean": spec.mean, "std": spec.std,
-                    **point}, f"torch {variant} {model} {size} {strategy}", timeout_s=timeout)
-      torch_results.setdefault((model, size, strategy), {})[variant] = result
+      torch_results.setdefault(key, {})[variant] = run_torch(
+          args, prep, run, key, variant, f"torch {variant} {name}")
   return ftlab_results, torch_results
 
 
 def run_repeats(args, grid, prep, run, ftlab_results, torch_results) -> dict:
   """{point: [(ftlab img/s, torch img/s)]}: rounds 2..repeats, each pair back to back."""
-  from ftlab.models import get_spec  # pylint: disable=import-outside-toplevel
-  common = {"steps": args.steps or (6 if args.quick else 10), "warmup": args.warmup}
   rounds = {}
   for r in range(2, args.repeats + 1):
-    for model, size, strategy in grid:
-      variant, _ = best_torch(torch_results.get((model, size, strategy), {}))
-      if variant is None or "error" in ftlab_results[(model, size, strategy)]:
+    for key in grid:
+      variant, _ = best_torch(torch_results.get(key, {}))
+      if variant is None or "error" in ftlab_results[key]:
         continue
-      point = {"model": model, "image_size": size, "strategy": strategy,
-               "weights": prep["weights"][model], **common}
-      label = f"round {r}: {model} {size} {strategy}"
-      fl = run({"kind": "ftlab", "dtype": args.dtype, "xla_defaults": args.xla_defaults,
-                "compilation_cache": args.compilation_cache, **point}, f"{label} ftlab")
-      spec = get_spec(model)
-      tb = run({"kind": "torch", "variant": variant, "mean": spec.mean, "std": spec.std, **point},
-               f"{label} torch {variant}",
-               timeout_s=args.compile_timeout if variant.startswith("compile") else 1800.0)
-      rounds.setdefault((model, size, strategy), []).append(
-          (fl.get("images_per_s"), tb.get("images_per_s")))
+      label = f"round {r}: {' '.join(map(str, key))}"
+      fl = run_ftlab(args, prep, run, key, f"{label} ftlab")
+      tb = run_torch(args, prep, run, key, variant, f"{label} torch {variant}")
+      rounds.setdefault(key, []).append((fl.get("images_per_s"), tb.get("images_per_s")))
   return rounds
 
 
@@ -462,8 +470,7 @@ def report(args, prep, peak, rows, torch_results, pipes, ftlab_results) -> None:
   data = get_config().data
   print(f"ftlab ({args.dtype}) vs PyTorch (best of {args.torch_variants or 'none'}) on "
         f"{benchlib.cpu_description()}: batch {benchlib.BATCH}, {benchlib.num_cores()} "
-        f"cores/threads, median of "
-        f"{args.steps or (6 if args.quick else 10)} steps; ratio = ftlab/torch "
+        f"cores/threads, median of {timed_steps(args)} steps; ratio = ftlab/torch "
         f"(median over {args.repeats} back-to-back round(s)); "
         f"ftlab's XLA_FLAGS={ftlab_flags(ftlab_results)!r}. Weights: "
         + "; ".join(f"{m}: {n}" for m, n in prep["notes"].items()))
