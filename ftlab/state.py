@@ -117,7 +117,7 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
 STALE_BN_SHARE = 0.05  # warn when running statistics end the run holding more of their start
 
 
-def stale_bn_warning(setup: Setup, bn_momentum: float, total_steps: int) -> str:
+def stale_bn_warning(setup: Setup, total_steps: int) -> str:
   """A warning ('' if none) when BatchNorm running statistics barely move in this run.
 
   After n steps that update them with momentum m (PyTorch convention), the
@@ -125,6 +125,7 @@ def stale_bn_warning(setup: Setup, bn_momentum: float, total_steps: int) -> str:
   values, and evaluation normalises with them: TF-trained weights (m = 0.01)
   fine-tuned for a few hundred steps evaluate with ImageNet's statistics.
   """
+  bn_momentum = setup.phases[0].bn_momentum  # config.model.bn_momentum, shared by every phase
   momentum = bn_momentum or setup.spec.bn_momentum
   ends = [p.start for p in setup.phases[1:]] + [total_steps]
   steps = sum(end - p.start for p, end in zip(setup.phases, ends) if p.plan.updated_bn())

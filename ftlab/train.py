@@ -395,7 +395,7 @@ def log_start(run: Run, state: TrainState) -> None:
                  phase.start, phase.plan.table())
   logging.info("%d steps (%d per epoch), eval every %d", run.schedule.total_steps,
                run.schedule.steps_per_epoch, run.schedule.eval_every)
-  warning = stale_bn_warning(run.setup, run.config.model.bn_momentum, run.schedule.total_steps)
+  warning = stale_bn_warning(run.setup, run.schedule.total_steps)
   if warning:
     logging.warning(warning)
 

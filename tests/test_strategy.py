@@ -105,13 +105,13 @@ def _setup(name, preset, total_steps, bn_momentum=0.0):
 
 def test_stale_batchnorm_statistics_are_warned_about():
   # TF-trained Lite0 (momentum 0.01): after 80 steps 0.99**80 = 45% of ImageNet's statistics remain.
-  warning = state_lib.stale_bn_warning(_setup("efficientnet_lite0", "full_ft", 80), 0.0, 80)
+  warning = state_lib.stale_bn_warning(_setup("efficientnet_lite0", "full_ft", 80), 80)
   assert "45%" in warning and "momentum 0.01" in warning and "config.model.bn_momentum" in warning
-  assert state_lib.stale_bn_warning(_setup("efficientnet_lite0", "full_ft", 80, 0.1), 0.1, 80) == ""
-  assert state_lib.stale_bn_warning(_setup("efficientnet_lite0", "full_ft", 2000), 0.0, 2000) == ""
-  assert state_lib.stale_bn_warning(_setup("resnet18", "full_ft", 80), 0.0, 80) == ""
+  assert state_lib.stale_bn_warning(_setup("efficientnet_lite0", "full_ft", 80, 0.1), 80) == ""
+  assert state_lib.stale_bn_warning(_setup("efficientnet_lite0", "full_ft", 2000), 2000) == ""
+  assert state_lib.stale_bn_warning(_setup("resnet18", "full_ft", 80), 80) == ""
   # No BatchNorm layer updates its statistics in a linear probe: nothing to warn about.
-  assert state_lib.stale_bn_warning(_setup("efficientnet_lite0", "linear_probe", 80), 0.0, 80) == ""
+  assert state_lib.stale_bn_warning(_setup("efficientnet_lite0", "linear_probe", 80), 80) == ""
   # lp_ft updates them only in its second half.
-  warning = state_lib.stale_bn_warning(_setup("efficientnet_lite0", "lp_ft", 400), 0.0, 400)
+  warning = state_lib.stale_bn_warning(_setup("efficientnet_lite0", "lp_ft", 400), 400)
   assert "after 200 updating steps" in warning
