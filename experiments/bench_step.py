@@ -293,7 +293,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--no_pipeline", action="store_true")
   parser.add_argument("--no_peak", action="store_true")
   benchlib.add_worker_flags(parser)
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.repeats < 1:
+    parser.error(f"--repeats={args.repeats}: needs at least 1 round")
+  return args
 
 
 
