@@ -5,6 +5,12 @@ The optimizer only ever sees the *trainable* parameters (a flat dict keyed by
 trainable group gets the base schedule (linear warm-up, then cosine decay or
 constant) scaled by its LR multiplier, and weight decay scaled by its
 `wd_mult` (semantics in `ftlab/strategy.py`).
+
+The base schedule is a function of the run's *global* step. A phased
+strategy (lp_ft, gradual_unfreeze) starts each phase with fresh optimizer
+state, whose step count starts at 0, so each phase's transformation reads
+its schedule at `count + phase start`: the warm-up runs once and the cosine
+anneals once over the whole run, across phase boundaries.
 """
 import optax
 
@@ -28,12 +34,14 @@ def base_schedule(opt_cfg, total_steps: int, warmup_steps: int) -> optax.Schedul
   return optax.join_schedules([warm, main], [warmup_steps])
 
 
-def _scaled(schedule: optax.Schedule, mult: float) -> optax.Schedule:
-  return lambda step: schedule(step) * mult
+def _scaled(schedule: optax.Schedule, mult: float, offset: int) -> optax.Schedule:
+  """`schedule` at the global step (`offset` + the phase's own count), times `mult`."""
+  return lambda count: schedule(count + offset) * mult
 
 
-def group_transform(opt_cfg, group: Group, schedule: optax.Schedule) -> optax.GradientTransformation:
-  lr = _scaled(schedule, group.action.lr_mult)
+def group_transform(opt_cfg, group: Group, schedule: optax.Schedule,
+                    start_step: int = 0) -> optax.GradientTransformation:
+  lr = _scaled(schedule, group.action.lr_mult, start_step)
   wd = opt_cfg.weight_decay * group.action.wd_mult
   if opt_cfg.name == "adamw":
     return optax.adamw(lr, weight_decay=wd)
@@ -46,10 +54,24 @@ def group_transform(opt_cfg, group: Group, schedule: optax.Schedule) -> optax.Gr
   return optax.chain(optax.add_decayed_weights(wd), inner) if wd else inner
 
 
-def make_optimizer(opt_cfg, plan: Plan, total_steps: int, warmup_steps: int) -> optax.GradientTransformation:
-  """The transformation for the flat dict of trainable parameters."""
+def make_optimizer(opt_cfg, plan: Plan, total_steps: int, warmup_steps: int,
+                   start_step: int = 0) -> optax.GradientTransformation:
+  """The transformation for the flat dict of trainable parameters of a phase.
+
+  Args:
+    opt_cfg: `config.optimizer`.
+    plan: the phase's compiled strategy.
+    total_steps: steps of the whole run (the schedule spans them all).
+    warmup_steps: linear warm-up steps at the start of the run.
+    start_step: the global step the phase starts at (its state's count is 0 there).
+  """
+  if opt_cfg.nesterov and not (opt_cfg.name == "sgd" and opt_cfg.momentum > 0):
+    raise ValueError(f"config.optimizer.nesterov=True needs config.optimizer.name='sgd' with "
+                     f"config.optimizer.momentum > 0 (got {opt_cfg.name!r}, momentum "
+                     f"{opt_cfg.momentum}); Nesterov momentum without momentum does nothing")
   schedule = base_schedule(opt_cfg, total_steps, warmup_steps)
-  transforms = {g.name: group_transform(opt_cfg, g, schedule) for g in plan.trainable_groups}
+  transforms = {g.name: group_transform(opt_cfg, g, schedule, start_step)
+                for g in plan.trainable_groups}
   labels = lambda params: {p: plan.labels[p] for p in params}  # pylint: disable=unnecessary-lambda-assignment
   tx = optax.multi_transform(transforms, labels)
   if opt_cfg.grad_clip_norm:

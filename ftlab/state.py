@@ -104,7 +104,8 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
   model = spec.build(num_classes, DTYPES[config.model.dtype])
   image_size = config.data.image_size or spec.input_size
   shapes = param_shapes(model, image_size)
-  phases = [Phase(start, plan, optim.make_optimizer(config.optimizer, plan, total_steps, warmup_steps),
+  phases = [Phase(start, plan,
+                  optim.make_optimizer(config.optimizer, plan, total_steps, warmup_steps, start),
                   config.model.bn_momentum)
             for start, plan in strategy.build_phases(spec, config.strategy, shapes, total_steps,
                                                      steps_per_epoch)]
