@@ -29,11 +29,26 @@ def evaluate(eval_fn, state, loader, devices: Devices) -> Dict[str, Any]:
   return {k: v[keep] for k, v in cat.items()}
 
 
+def _fraction(k: int, n: int) -> float:
+  return k / n if n else float("nan")
+
+
 def summarize(outputs: Dict[str, np.ndarray], num_classes: int) -> Dict[str, float]:
+  """Loss, accuracies and macro P/R/F1 of `evaluate`'s outputs.
+
+  Accuracies are float64 fractions of integer counts (`correct`,
+  `correct_top5` of `count`), not float32 means: rounded to float32, the same
+  one-image gain on two seeds gives differences a few ulps apart. The report
+  reads them back with ftlab.stats.counted_fraction. An empty split gives NaN
+  accuracies.
+  """
   cm = metrics.confusion_matrix(outputs["label"], outputs["pred"], num_classes)
-  return {"loss": float(outputs["loss"].mean()), "top1": float(outputs["top1"].mean()),
-          "top5": float(outputs["top5"].mean()), "count": int(len(outputs["label"])),
-          **metrics.macro_prf(cm)}
+  count = int(len(outputs["label"]))
+  correct = int(np.count_nonzero(outputs["top1"]))
+  correct_top5 = int(np.count_nonzero(outputs["top5"]))
+  return {"loss": float(outputs["loss"].mean()), "top1": _fraction(correct, count),
+          "top5": _fraction(correct_top5, count), "correct": correct,
+          "correct_top5": correct_top5, "count": count, **metrics.macro_prf(cm)}
 
 
 def write_predictions(path: str, paths, outputs: dict, classes) -> None:

@@ -201,11 +201,23 @@ def lookup(record: Record, key: str) -> Any:
 
 
 def metric_value(record: Record, metric: str) -> float | None:
-  """The metric of a finished run as a float, or None if absent/non-numeric."""
+  """The metric of a finished run as a float, or None if absent/non-numeric.
+
+  `<split>.top1`/`top5` is the exact count fraction where the split has counts
+  (stats.counted_fraction), so equal counts give equal values.
+  """
   value = dig(record.results, metric)
   if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
     return None
-  return float(value)
+  parent, _, key = metric.rpartition(".")
+  block = dig(record.results, parent) if parent else None
+  exact = stats.counted_fraction(block, key) if isinstance(block, dict) else None
+  return float(value) if exact is None else exact
+
+
+def selected_on_val(record: Record) -> bool:
+  """Whether a finished run chose its checkpoint on `val` (no minival carve-out)."""
+  return record.results is not None and record.results.get("selection_split") == "val"
 
 
 def with_metric(records: Sequence[Record], metric: str, problems: list) -> list[Record]:
@@ -286,6 +298,7 @@ class Cell:
   best: bool = False
   delta: stats.PairedDelta | None = None
   cost: dict = dataclasses.field(default_factory=dict)
+  n_selected_on_val: int = 0
 
   @property
   def status(self) -> str:
@@ -355,6 +368,7 @@ def _add_record(cell: Cell, record: Record, spec: Spec, problems: list) -> None:
                     "use --only; this run is left out")
     return
   cell.values[seed] = metric_value(record, spec.metric) * spec.scale
+  cell.n_selected_on_val += selected_on_val(record)
   for field in COST_FIELDS + ("num_params",):
     cell.cost.setdefault(field, []).append(record.results.get(field))
 
@@ -460,9 +474,9 @@ def format_delta(cell: Cell, baseline: str) -> str:
   if d is None or d.n == 0:
     return "no shared seeds" if cell.values else cell.status
   if d.n < 2:
-    return f"{d.mean:+.2f} (n=1, no test)"
+    return f"{d.mean:+.2f} (n=1, {d.note})"
   if d.p is None:
-    return f"{d.mean:+.2f} ± {d.ci:.2f} (n={d.n}, no test: equal differences)"
+    return f"{d.mean:+.2f} ± {d.ci:.2f} (n={d.n}, {d.note})"
   flag = " *" if d.significant else ""
   return f"{d.mean:+.2f} ± {d.ci:.2f} (n={d.n}, {format_p(d.p)}){flag}"
 
@@ -555,7 +569,8 @@ def delta_table(report: Report) -> Table:
   notes = [f"Δ is the mean over shared seeds of (column − {spec.baseline}) ± the 95% t "
            "half-width of that mean.",
            f"Test: {stats.TEST_NAME}; * marks p < {spec.alpha:g} (no correction for "
-           "multiple comparisons); fewer than 2 shared seeds: no test."]
+           "multiple comparisons); fewer than 2 shared seeds, or differences equal up to "
+           "float32 rounding: no test."]
   return Table(title, [",".join(spec.rows)] + cols, rows, notes=notes)
 
 
@@ -639,6 +654,24 @@ def _counts(report: Report) -> dict:
   return counts
 
 
+def _val_selected(report: Report) -> list[str]:
+  return [r.name for r in report.records if r.status == "finished" and selected_on_val(r)]
+
+
+def selection_notes(report: Report) -> list[str]:
+  """Notes naming how many runs chose their checkpoint on `val`; [] when none did."""
+  names = _val_selected(report)
+  if not names:
+    return []
+  notes = [f"Note: {len(names)} of {_counts(report)['finished']} finished runs selected their "
+           "checkpoint on `val` (config.data.minival_fraction=0): their `val` numbers were "
+           "used for checkpoint selection and are not held out."]
+  if report.spec.metric.startswith("val."):
+    notes.append(f"This report's metric `{report.spec.metric}` is a `val` number: for those "
+                 "runs it is the score their checkpoint was chosen on, not a held-out score.")
+  return notes
+
+
 def reference_table(report: Report, ref: Reference) -> Table:
   """Published numbers in our column order, above our means."""
   cols = report.cols + [c for c in ref.values if c not in report.cols]
@@ -669,6 +702,7 @@ def to_markdown(report: Report) -> str:
           f"Metric `{spec.metric}`{unit}, {better} is better; rows `{','.join(spec.rows)}`, "
           f"columns `{','.join(spec.cols)}`. Runs: {counts['finished']} finished, "
           f"{counts['failed']} failed, {counts['missing']} missing.", ""]
+  head += [line for note in selection_notes(report) for line in (note, "")]
   body = [table_to_markdown(t) for t in tables(report)]
   problems = []
   if report.problems:
@@ -677,9 +711,11 @@ def to_markdown(report: Report) -> str:
 
 
 def to_latex(report: Report) -> str:
-  """All tables as booktabs LaTeX."""
+  """All tables as booktabs LaTeX; selection notes go under the first."""
+  out = tables(report)
+  out[0].notes += selection_notes(report)
   return "% Written by ftlab.report; needs \\usepackage{booktabs}.\n" + "\n".join(
-      table_to_latex(t) for t in tables(report))
+      table_to_latex(t) for t in out)
 
 
 def _csv_number(x: float | None, digits: int) -> str:
@@ -695,6 +731,7 @@ def _csv_row(report: Report, cell: Cell) -> list:
           _csv_number(d and d.mean, 2), _csv_number(d and d.ci, 2), d.n if d else "",
           "" if d is None or d.p is None else f"{d.p:.4g}",
           "" if d is None or d.significant is None else int(d.significant),
+          d.note if d else "", cell.n_selected_on_val,
           _csv_number(c.get("num_trainable_params"), 0),
           _csv_number(c.get("optimizer_state_bytes"), 0),
           _csv_number(c.get("train_time_s"), 1), _csv_number(c.get("train_images_per_s"), 1),
@@ -706,7 +743,8 @@ def to_csv(report: Report) -> str:
   spec = report.spec
   header = [",".join(spec.rows), ",".join(spec.cols), "metric", "status", "n", "n_failed",
             "n_missing", "mean", "std", "ci95", "best", f"delta_vs_{spec.baseline}",
-            "delta_ci95", "delta_n", "p_value", "significant", *COST_FIELDS]
+            "delta_ci95", "delta_n", "p_value", "significant", "test_note",
+            "n_selected_on_val", *COST_FIELDS]
   out = io.StringIO()
   writer = csv.writer(out, lineterminator="\n")
   writer.writerow(header)
@@ -722,7 +760,7 @@ def _cell_json(cell: Cell) -> dict:
           "summary": dataclasses.asdict(cell.summary) if cell.summary else None,
           "n_failed": cell.n_failed, "n_missing": cell.n_missing, "best": cell.best,
           "delta": dataclasses.asdict(cell.delta) if cell.delta else None,
-          "cost": cell.cost, "runs": cell.runs}
+          "cost": cell.cost, "runs": cell.runs, "n_selected_on_val": cell.n_selected_on_val}
 
 
 def to_json(report: Report) -> dict:
@@ -734,7 +772,7 @@ def to_json(report: Report) -> dict:
           "cols": report.cols, "baseline": spec.baseline, "alpha": spec.alpha,
           "test": stats.TEST_NAME, "confidence": stats.CONFIDENCE, "counts": _counts(report),
           "cells": [_cell_json(report.cells[r, c]) for r in report.rows for c in report.cols],
-          "problems": report.problems}
+          "selected_on_val": _val_selected(report), "notes": selection_notes(report), "problems": report.problems}
 
 
 def write(report: Report, formats: Sequence[str]) -> list[pathlib.Path]:

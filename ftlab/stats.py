@@ -9,6 +9,17 @@ from scipy import stats as scipy_stats
 CONFIDENCE = 0.95
 ALPHA = 0.05
 TEST_NAME = "two-sided paired t-test over shared seeds (scipy.stats.ttest_rel)"
+NO_SHARED_SEEDS = "no shared seeds"
+TOO_FEW_SEEDS = "no test"
+EQUAL_DIFFERENCES = "no test: equal differences"
+# Differences that agree to within this many float32 epsilons of the values'
+# magnitude count as equal. results.json metrics are float32 computations: each
+# value carries up to eps/2 relative rounding, a difference up to eps, two
+# differences then disagree by up to 2 eps from rounding alone; 8 leaves a
+# margin for a further float32 step. A one-image disagreement stays testable on
+# splits below ~1M images (1/count > 8 eps).
+EQUAL_TOLERANCE_EPS = 8
+COUNT_KEYS = {"top1": "correct", "top5": "correct_top5"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +64,10 @@ class PairedDelta:
     mean: mean difference (None without shared seeds).
     ci: 95% t half-width of the mean difference; None for n < 2.
     p: two-sided paired t-test p-value; None when not testable (n < 2 or
-      all differences equal).
+      all differences equal up to float32 rounding: `equal_differences`).
     significant: p < alpha, or None when not tested.
+    note: why there is no test (NO_SHARED_SEEDS, TOO_FEW_SEEDS or
+      EQUAL_DIFFERENCES); '' when tested.
   """
   seeds: tuple
   n: int
@@ -62,18 +75,67 @@ class PairedDelta:
   ci: float | None
   p: float | None
   significant: bool | None
+  note: str = ""
+
+
+def equal_differences(a: np.ndarray, b: np.ndarray) -> bool:
+  """Whether all `a - b` are equal up to float32 rounding of the values.
+
+  A t-test on such differences measures rounding, not the strategies: the
+  same one-image gain on two seeds gives differences a few ulps apart.
+  """
+  diffs = a - b
+  scale = max(float(np.abs(a).max()), float(np.abs(b).max()))
+  tolerance = EQUAL_TOLERANCE_EPS * float(np.finfo(np.float32).eps) * scale
+  return float(np.ptp(diffs)) <= tolerance
 
 
 def paired_delta(treatment: Mapping, baseline: Mapping, alpha: float = ALPHA) -> PairedDelta:
   """Paired difference of two seed -> value maps on their shared seeds."""
   seeds = tuple(sorted(set(treatment) & set(baseline), key=str))
   if not seeds:
-    return PairedDelta((), 0, None, None, None, None)
-  diffs = np.array([treatment[s] - baseline[s] for s in seeds], dtype=float)
-  summary = summarize(diffs)
-  if summary.n < 2 or summary.std == 0:
-    return PairedDelta(seeds, summary.n, summary.mean, summary.ci, None, None)
+    return PairedDelta((), 0, None, None, None, None, NO_SHARED_SEEDS)
   a = np.array([treatment[s] for s in seeds], dtype=float)
   b = np.array([baseline[s] for s in seeds], dtype=float)
+  summary = summarize(a - b)
+  if summary.n < 2:
+    return PairedDelta(seeds, summary.n, summary.mean, None, None, None, TOO_FEW_SEEDS)
+  if equal_differences(a, b):
+    return PairedDelta(seeds, summary.n, summary.mean, summary.ci, None, None,
+                       EQUAL_DIFFERENCES)
   p = float(scipy_stats.ttest_rel(a, b).pvalue)
   return PairedDelta(seeds, summary.n, summary.mean, summary.ci, p, p < alpha)
+
+
+def counted_fraction(block: Mapping, key: str) -> float | None:
+  """`block[key]` (`top1`/`top5`) as an exact count fraction, or None.
+
+  ftlab.evaluation.summarize writes integer `correct`/`correct_top5` beside
+  `count`: the fraction is `correct / count` in float64. Older blocks have only
+  `count` and a float32 mean: sums of 0/1 are exact in float32 below 2**24
+  images and the division rounds once, so `top1 * count` is within
+  count * 2**-24 < 0.5 of the true count below 2**23 images, and
+  `round(top1 * count) / count` restores it; it is used only when it agrees
+  with the stored value to 1e-6 (else None, and the caller keeps the float).
+
+  Args:
+    block: a held-out split's dict from results.json (e.g. `test`).
+    key: `top1` or `top5`; any other key gives None.
+
+  Returns:
+    The exact fraction, or None when the block has no usable counts.
+  """
+  count, value = block.get("count"), block.get(key)
+  if key not in COUNT_KEYS or not _is_int(count) or count <= 0:
+    return None
+  correct = block.get(COUNT_KEYS[key])
+  if _is_int(correct) and 0 <= correct <= count:
+    return correct / count
+  if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+    return None
+  rebuilt = round(value * count) / count
+  return rebuilt if abs(rebuilt - value) <= 1e-6 else None
+
+
+def _is_int(x) -> bool:
+  return isinstance(x, (int, np.integer)) and not isinstance(x, bool)

@@ -66,7 +66,8 @@ Bold: the highest mean in its row (ties all bold).
 
 Δ is the mean over shared seeds of (column − full_ft) ± the 95% t half-width of that mean.
 Test: two-sided paired t-test over shared seeds (scipy.stats.ttest_rel); * marks p < 0.05 \
-(no correction for multiple comparisons); fewer than 2 shared seeds: no test.
+(no correction for multiple comparisons); fewer than 2 shared seeds, or differences \
+equal up to float32 rounding: no test.
 
 ## Cost (mean over seeds)
 
@@ -97,16 +98,16 @@ compilation as measured by the run.
 
 EXPECTED_CSV = """\
 model,strategy,metric,status,n,n_failed,n_missing,mean,std,ci95,best,delta_vs_full_ft,\
-delta_ci95,delta_n,p_value,significant,num_trainable_params,optimizer_state_bytes,\
+delta_ci95,delta_n,p_value,significant,test_note,n_selected_on_val,num_trainable_params,optimizer_state_bytes,\
 train_time_s,train_images_per_s,peak_rss_mb
-resnet18,linear_probe,test.top1,ok,3,0,0,52.00,2.00,4.97,0,-27.00,2.48,3,0.0004569,1,\
+resnet18,linear_probe,test.top1,ok,3,0,0,52.00,2.00,4.97,0,-27.00,2.48,3,0.0004569,1,,0,\
 100000,800000,110.0,50.0,2000
-resnet18,freeze_shallow,test.top1,ok,3,0,0,82.00,2.00,4.97,1,3.00,2.48,3,0.0351,1,\
+resnet18,freeze_shallow,test.top1,ok,3,0,0,82.00,2.00,4.97,1,3.00,2.48,3,0.0351,1,,0,\
 8000000,64000000,200.0,40.0,2500
-resnet18,full_ft,test.top1,ok,3,0,0,79.00,1.00,2.48,0,,,,,,11000000,88000000,300.0,30.0,3000
-mnv3_small,linear_probe,test.top1,ok,1,2,0,48.66,,,0,-39.34,,1,,,50000,400000,100.0,50.0,2000
-mnv3_small,freeze_shallow,test.top1,missing,0,0,3,,,,0,,,,,,,,,,
-mnv3_small,full_ft,test.top1,ok,2,1,0,89.00,1.41,12.71,1,,,,,,2000000,16000000,300.0,30.0,3000
+resnet18,full_ft,test.top1,ok,3,0,0,79.00,1.00,2.48,0,,,,,,,0,11000000,88000000,300.0,30.0,3000
+mnv3_small,linear_probe,test.top1,ok,1,2,0,48.66,,,0,-39.34,,1,,,no test,0,50000,400000,100.0,50.0,2000
+mnv3_small,freeze_shallow,test.top1,missing,0,0,3,,,,0,,,,,,,0,,,,,
+mnv3_small,full_ft,test.top1,ok,2,1,0,89.00,1.41,12.71,1,,,,,,,0,2000000,16000000,300.0,30.0,3000
 """
 
 
@@ -258,3 +259,84 @@ def test_reference_table_follows_our_column_order(workdir):
           "| full_ft_deep_lr |") in section
   assert "| reference | 48.66 | 76.83 | 88.35 | 88.89 | 88.68 |" in section
   assert "| mnv3_small | 48.66 | missing | 89.00 | - | - |" in section
+
+
+def _write_run(workdir, strategy, seed, split_blocks, **top):
+  """A minimal finished results.json for resnet18 / `strategy` / `seed`."""
+  run_dir = workdir / f"strategy={strategy},seed={seed}"
+  run_dir.mkdir(parents=True)
+  results = {"status": "finished", "model": "resnet18", "strategy": strategy, "seed": seed,
+             **split_blocks, **top}
+  (run_dir / "results.json").write_text(json.dumps(results))
+
+
+def _one_image_gains(workdir, with_correct: bool):
+  """The reviewer's fixture: +1 image of 359 on both seeds, float32-rounded top1."""
+  for strategy, counts in (("full_ft", (300, 340)), ("freeze_shallow", (301, 341))):
+    for seed, correct in enumerate(counts):
+      block = {"top1": float(np.float32(correct / 359)), "count": 359}
+      if with_correct:
+        block["correct"] = correct
+      _write_run(workdir, strategy, seed, {"test": block})
+
+
+@pytest.mark.parametrize("with_correct", [True, False], ids=["correct_count", "count_only"])
+def test_equal_one_image_gains_are_not_significant(tmp_path, with_correct):
+  _one_image_gains(tmp_path, with_correct)
+  rep = _build(tmp_path)
+  cell = rep.cells["resnet18", "freeze_shallow"]
+  assert cell.values == {0: 301 / 359 * 100, 1: 341 / 359 * 100}  # exact, not float32
+  assert (cell.delta.p, cell.delta.significant) == (None, None)
+  md = report.to_markdown(rep)
+  row = next(line for line in md.splitlines() if line.startswith("| resnet18 | +0.28"))
+  assert row == "| resnet18 | +0.28 ± 0.00 (n=2, no test: equal differences) |"
+  assert "no test: equal differences" in report.to_latex(rep)
+  csv_row = next(r for r in csv.DictReader(io.StringIO(report.to_csv(rep)))
+                 if r["strategy"] == "freeze_shallow")
+  assert (csv_row["p_value"], csv_row["significant"]) == ("", "")
+  assert csv_row["test_note"] == "no test: equal differences"
+  data = report.to_json(rep)
+  delta = next(c["delta"] for c in data["cells"] if c["col"] == "freeze_shallow")
+  assert (delta["p"], delta["significant"], delta["note"]) == (
+      None, None, "no test: equal differences")
+
+
+def test_float_top1_without_count_is_used_as_is(tmp_path):
+  _write_run(tmp_path, "full_ft", 0, {"test": {"top1": 0.5}})
+  _write_run(tmp_path, "linear_probe", 0, {"test": {"top1": float(np.float32(1 / 3)),
+                                                    "count": 3000}})
+  cells = _build(tmp_path).cells
+  assert cells["resnet18", "full_ft"].values == {0: 50.0}
+  # 1/3 as float32 is 0.33333334: 1000.0000x of 3000 is a count, so exactly 1000/3000.
+  assert cells["resnet18", "linear_probe"].values == {0: 1000 / 3000 * 100}
+
+
+def test_runs_selected_on_val_are_named(tmp_path):
+  for strategy in ("full_ft", "linear_probe"):
+    for seed in (0, 1):
+      split = "val" if strategy == "linear_probe" else "minival"
+      _write_run(tmp_path, strategy, seed, {"val": {"top1": 0.5 + seed / 10}},
+                 selection_split=split)
+  rep = _build(tmp_path, metric="val.top1")
+  md = report.to_markdown(rep)
+  note = ("Note: 2 of 4 finished runs selected their checkpoint on `val` "
+          "(config.data.minival_fraction=0): their `val` numbers were used for "
+          "checkpoint selection and are not held out.")
+  assert note in md
+  assert "This report's metric `val.top1` is a `val` number: for those runs" in md
+  data = report.to_json(rep)
+  assert data["selected_on_val"] == ["strategy=linear_probe,seed=0",
+                                     "strategy=linear_probe,seed=1"]
+  assert len(data["notes"]) == 2
+  rows = {r["strategy"]: r for r in csv.DictReader(io.StringIO(report.to_csv(rep)))}
+  assert rows["linear_probe"]["n_selected_on_val"] == "2"
+  assert rows["full_ft"]["n_selected_on_val"] == "0"
+  assert "selected their checkpoint on" in report.to_latex(rep)
+  # A test.* metric: the note stays, without the sentence about the metric.
+  for strategy in ("full_ft", "linear_probe"):
+    for seed in (0, 1):
+      path = tmp_path / f"strategy={strategy},seed={seed}" / "results.json"
+      data = json.loads(path.read_text())
+      path.write_text(json.dumps({**data, "test": {"top1": 0.4}}))
+  md = report.to_markdown(_build(tmp_path))
+  assert note in md and "is a `val` number" not in md
