@@ -37,6 +37,13 @@ class Checkpoints:
 
   @staticmethod
   def _save(manager, step: int, state, meta: dict) -> None:
+    """Saves `step`, replacing a checkpoint of the same step (orbax refuses to overwrite).
+
+    A run interrupted after `save_best(S)` but before `save_latest(S)` resumes
+    from an earlier step and reaches S again: that replay saves S anew.
+    """
+    if step in manager.all_steps():
+      manager.delete(step)
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                meta=ocp.args.JsonSave(meta)), force=True)
 

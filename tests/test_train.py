@@ -127,3 +127,34 @@ def test_workdir_of_another_config_is_refused_and_left_intact(image_folder, tmp_
     train.train_and_evaluate(tiny_config(image_folder, **{"train.num_epochs": 1.0,
                                                           "optimizer.lr": 0.5}), str(workdir))
   assert {p: p.read_bytes() for p in before} == before
+
+
+class _Killed(Exception):
+  pass
+
+
+def test_interruption_between_best_and_latest_saves_resumes(image_folder, tmp_path, monkeypatch):
+  config = tiny_config(image_folder, **{"train.num_epochs": 3.0})
+  workdir = str(tmp_path / "run")
+  first_eval = 7  # 63 training images / batch 8: the first evaluation saves best(7), then latest(7)
+  save_latest = checkpoint.Checkpoints.save_latest
+
+  def killed_at_first_eval(self, step, state, meta):
+    if step == first_eval:
+      raise _Killed(step)
+    save_latest(self, step, state, meta)
+
+  monkeypatch.setattr(checkpoint.Checkpoints, "save_latest", killed_at_first_eval)
+  with pytest.raises(_Killed):
+    train.train_and_evaluate(config, workdir)
+  monkeypatch.setattr(checkpoint.Checkpoints, "save_latest", save_latest)
+  run = train.prepare(config, workdir, for_training=False)
+  assert run.ckpts.best.all_steps() == [first_eval] and run.ckpts.latest.all_steps() == []
+  run.ckpts.close()
+  # Two resumes: the first replays step 7 (best saved again) and stops, the second finishes.
+  partial = train.train_and_evaluate(
+      tiny_config(image_folder, **{"train.num_epochs": 3.0, "train.stop_after_steps": 9}), workdir)
+  assert partial is None
+  out = train.train_and_evaluate(config, workdir)
+  assert out["num_steps"] == 21 and [h["step"] for h in out["history"]] == [7, 14, 21]
+  assert out["test"]["count"] == 18
