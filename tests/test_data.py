@@ -88,6 +88,23 @@ def test_undecodable_image_is_skipped_and_counted(image_folder):
     _load(image_folder, **{"data.on_bad_image": "error"})
 
 
+def test_class_with_one_image_and_a_large_minival_share_is_an_error(tmp_path):
+  root = make_image_folder(str(tmp_path), counts={"train": 4})
+  for name in os.listdir(os.path.join(root, "train", "wolf"))[1:]:
+    os.remove(os.path.join(root, "train", "wolf", name))
+  with pytest.raises(DataError, match=r"class 'wolf' of .* has no training image left"):
+    _load(root, **{"data.minival_fraction": 0.6, "data.val_split": "", "data.test_split": ""})
+
+
+def test_class_whose_images_all_fail_to_decode_is_an_error(tmp_path):
+  root = make_image_folder(str(tmp_path), counts={"train": 4})
+  for name in os.listdir(os.path.join(root, "train", "dog")):
+    with open(os.path.join(root, "train", "dog", name), "wb") as f:
+      f.write(b"not a png")
+  with pytest.raises(DataError, match=r"class 'dog' .* has no training image left .*on_bad_image='skip'"):
+    _load(root, **{"data.val_split": "", "data.test_split": ""})
+
+
 def _split(paths, labels=None):
   return Split(list(paths), np.asarray(labels if labels is not None else range(len(paths)), np.int32))
 

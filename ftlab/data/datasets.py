@@ -6,7 +6,8 @@ import os
 from typing import List, Optional
 
 from ftlab.data import aircraft, digits, imagefolder
-from ftlab.data.sources import DataError, Source, Split, carve_minival, check_nonempty, filter_decodable
+from ftlab.data.sources import (DataError, Source, Split, carve_minival, check_nonempty, class_counts,
+                                filter_decodable)
 
 KINDS = ("imagefolder", "aircraft", "digits")
 DIGITS_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "ftlab", "digits")
@@ -58,6 +59,7 @@ def load(cfg, split_seed: int = 0) -> Data:
   val = _clean(source, cfg.val_split, cfg)
   test = _clean(source, cfg.test_split, cfg)
   train, minival = carve_minival(train, cfg.minival_fraction, split_seed)
+  check_every_class_trains(train, source, cfg)
   if not len(minival) and val is None:
     raise DataError("config.data.minival_fraction=0 and no config.data.val_split: "
                     "nothing to select checkpoints on")
@@ -65,6 +67,18 @@ def load(cfg, split_seed: int = 0) -> Data:
     logging.warning("skipped %d undecodable image(s); first: %s", len(source.skipped), source.skipped[0])
   return Data(source.name, source.classes, train, minival if len(minival) else val, val, test,
               source.skipped)
+
+
+def check_every_class_trains(train: Split, source: Source, cfg) -> None:
+  """A class left with no training image is an error naming it (and why), not a warning."""
+  empty = [c for c, n in class_counts(train, source.classes).items() if n == 0]
+  if empty:
+    raise DataError(
+        f"class {empty[0]!r} of {cfg.root or source.name} has no training image left "
+        f"({len(empty)} such class(es)) after skipping undecodable images "
+        f"(config.data.on_bad_image={cfg.on_bad_image!r}) and holding out "
+        f"config.data.minival_fraction={cfg.minival_fraction} for minival: add images or lower "
+        f"config.data.minival_fraction")
 
 
 def write_label_map(data: Data, workdir: str) -> None:
