@@ -44,6 +44,9 @@ class Schedule:
     if steps_per_epoch == 0:
       raise ValueError(f"config.train.batch_size={config.train.batch_size} is larger than the "
                        f"{num_train} training images (after the minival carve-out)")
+    for key in ("log_every_steps", "checkpoint_every_steps", "stop_after_steps"):
+      if config.train[key] < 0:
+        raise ValueError(f"config.train.{key}={config.train[key]} must be >= 0 (0 = never)")
     total = max(int(round(config.train.num_epochs * steps_per_epoch)), 1)
     return cls(steps_per_epoch, total,
                max(int(round(config.train.eval_every_epochs * steps_per_epoch)), 1),
@@ -276,7 +279,8 @@ class Trainer:
     """(evaluate, checkpoint) after step `done`?"""
     sched, cfg = self.run.schedule, self.run.config.train
     evaluate_now = done % sched.eval_every == 0 or done == sched.total_steps
-    return evaluate_now, evaluate_now or done % cfg.checkpoint_every_steps == 0 or done == stop
+    periodic = cfg.checkpoint_every_steps and done % cfg.checkpoint_every_steps == 0
+    return evaluate_now, bool(evaluate_now or periodic or done == stop)
 
   def train(self, stop: int) -> None:
     """Runs steps until `stop`; train time excludes compilation, evaluation and checkpoints."""
@@ -293,7 +297,8 @@ class Trainer:
       self._drain()
       self.pending = (step + 1, device_metrics)
       self.progress(step + 1)
-      if (step + 1) % self.run.config.train.log_every_steps == 0 or step + 1 == stop:
+      log_every = self.run.config.train.log_every_steps
+      if (log_every and (step + 1) % log_every == 0) or step + 1 == stop:
         self._log_train(step + 1)
       evaluate_now, save_now = self._due(step + 1, stop)
       if save_now:
@@ -334,6 +339,15 @@ def ridge_baseline(run: Run, trainer: Trainer) -> dict:
   return probe.ridge_probe(split("train"), split("minival"), test, run.setup.num_classes)
 
 
+def selection_split(data: datasets.Data) -> str:
+  """The split checkpoints were selected on: 'minival', or 'val' when no minival was carved.
+
+  With 'val', the `val` score in results.json is the one the checkpoint was
+  chosen on, not a held-out score (the report says so).
+  """
+  return "val" if data.minival is data.val else "minival"
+
+
 def results(run: Run, trainer: Trainer, held_out: dict) -> dict:
   meta, cfg, state = trainer.meta, run.config, trainer.state
   history = meta["history"]
@@ -342,6 +356,7 @@ def results(run: Run, trainer: Trainer, held_out: dict) -> dict:
   return {
       "status": "finished", "config": cfg.to_dict(), "model": cfg.model.name,
       "strategy": cfg.strategy.name, "seed": cfg.seed, "dataset": run.data.name,
+      "selection_split": selection_split(run.data),
       "num_classes": run.setup.num_classes,
       "num_params": sum(int(v.size) for v in {**state.trainable, **state.frozen}.values()),
       "num_trainable_params": sum(int(v.size) for v in state.trainable.values()),
@@ -395,6 +410,9 @@ def log_start(run: Run, state: TrainState) -> None:
                  phase.start, phase.plan.table())
   logging.info("%d steps (%d per epoch), eval every %d", run.schedule.total_steps,
                run.schedule.steps_per_epoch, run.schedule.eval_every)
+  if selection_split(data) == "val":
+    logging.warning("config.data.minival_fraction=0: checkpoints are selected on val, so the val "
+                    "score in results.json is not held out (results.json: selection_split)")
   warning = stale_bn_warning(run.setup, run.schedule.total_steps)
   if warning:
     logging.warning(warning)

@@ -31,6 +31,8 @@ def test_short_run_learns_separable_data(image_folder, tmp_path):
   saved = json.load(open(tmp_path / "run" / "results.json"))
   assert saved["test"]["top1"] == out["test"]["top1"]
   assert saved["best"]["step"] in [h["step"] for h in saved["history"]]
+  assert saved["selection_split"] == "minival"
+  assert saved["test"]["top1"] == saved["test"]["correct"] / 18
   for name in ("predictions.csv", "confusion.csv", "label_map.json", "config.json", "metrics.jsonl"):
     assert os.path.getsize(tmp_path / "run" / name) > 0
   assert json.load(open(tmp_path / "run" / "label_map.json"))["classes"] == ["cat", "dog", "wolf"]
@@ -158,3 +160,14 @@ def test_interruption_between_best_and_latest_saves_resumes(image_folder, tmp_pa
   out = train.train_and_evaluate(config, workdir)
   assert out["num_steps"] == 21 and [h["step"] for h in out["history"]] == [7, 14, 21]
   assert out["test"]["count"] == 18
+
+
+def test_selection_on_val_is_recorded_and_zero_intervals_mean_never(image_folder, tmp_path):
+  config = tiny_config(image_folder, **{"data.minival_fraction": 0.0, "train.num_epochs": 1.0,
+                                        "train.log_every_steps": 0, "train.checkpoint_every_steps": 0})
+  out = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert out["selection_split"] == "val" and out["num_steps"] == 9  # 72 images / batch 8
+  assert [h["step"] for h in out["history"]] == [9]
+  with pytest.raises(ValueError, match=r"config.train.log_every_steps=-1 must be >= 0"):
+    train.train_and_evaluate(tiny_config(image_folder, **{"train.log_every_steps": -1}),
+                             str(tmp_path / "bad"))
