@@ -19,6 +19,11 @@ def get_config(arg=None):
   config.model.pretrained = ""         # registered weights name or file/dir path; "" = random init
   config.model.strict = False          # fail on any missing/unexpected pretrained key
   config.model.dtype = "float32"       # compute dtype: float32 | bfloat16 (params stay float32)
+  # random init (scratch runs, re-initialised heads): native | torch. native =
+  # the architecture's original framework's init (the one that trained the
+  # published weights: torchvision's; TF's for EfficientNet-Lite); torch =
+  # each layer type as PyTorch initialises it in the PyTorch original.
+  config.model.init = "native"
   config.model.bn_momentum = 0.0       # > 0: BatchNorm running-stat momentum for every layer (PyTorch convention); 0 = the architecture's own
 
   config.data = ml_collections.ConfigDict()

@@ -101,7 +101,7 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
   if config.model.dtype not in DTYPES:
     raise ValueError(f"config.model.dtype={config.model.dtype!r}; use one of {list(DTYPES)}")
   spec = get_spec(config.model.name)
-  model = spec.build(num_classes, DTYPES[config.model.dtype])
+  model = spec.build(num_classes, DTYPES[config.model.dtype], config.model.init)
   image_size = config.data.image_size or spec.input_size
   shapes = param_shapes(model, image_size)
   phases = [Phase(start, plan,

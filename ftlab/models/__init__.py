@@ -2,10 +2,16 @@
 
 Contract for every architecture module (see `tiny.py` for the smallest one):
 
-* `spec.build(num_classes, dtype)` returns a `flax.linen.Module` whose
-  `__call__(x, train=False, part='all')` takes NHWC float images and returns
-  logits. `part='trunk'` returns the pooled features that enter the head,
-  `part='head'` maps such features to logits; `all` == head(trunk(x)).
+* `spec.build(num_classes, dtype, init='native')` returns a `flax.linen.Module`
+  whose `__call__(x, train=False, part='all')` takes NHWC float images and
+  returns logits. `part='trunk'` returns the pooled features that enter the
+  head, `part='head'` maps such features to logits; `all` == head(trunk(x)).
+* `init` (`config.model.init`) picks the random initialisation from `inits`:
+  'native' is what the framework that trained the published weights used,
+  'torch' each layer type as PyTorch initialises it in the PyTorch original
+  (the same for torchvision models); any other value is a ValueError naming
+  `config.model.init`. Pretrained weights replace it, except for a
+  re-initialised head.
 * `train` is a bool or a `layers.Mode`; BatchNorm and Dropout come from
   `layers.py` so per-module freezing works everywhere.
 * Parameter paths mirror the PyTorch original's module names with '.'
@@ -32,7 +38,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-  build: Callable[[int, Any], nn.Module]
+  build: Callable[..., nn.Module]  # (num_classes, dtype, init='native')
   blocks: tuple
   head: str
   input_size: int = 224

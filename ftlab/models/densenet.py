@@ -8,16 +8,22 @@ DenseNet-121 has no dropout (drop_rate 0), so neither does this one.
 Note: torchvision's own loader renames legacy checkpoint keys
 (`denselayer1.norm.1` -> `denselayer1.norm1`); state dicts taken from a
 torchvision model (`model.state_dict()`) already use the new names.
+
+Initialisation (`native` and `torch` alike) is torchvision's: Kaiming-normal
+fan-in convs (not truncated), BatchNorm ones/zeros, `classifier` weight at
+PyTorch's Linear default with zero bias (`inits.TORCHVISION_DENSENET`).
 """
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ftlab.models import inits
 from ftlab.models.layers import BatchNorm, TrainArg, torch_conv
 from ftlab.models.pooling import global_avg_pool, max_pool
 
 HEAD = "classifier"
+INIT = inits.TORCHVISION_DENSENET
 BLOCKS = (
     "features/(conv0|norm0)",
     "features/denseblock1", "features/transition1",
@@ -29,7 +35,7 @@ BLOCKS = (
 
 def conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
   """torchvision initialises DenseNet convs with Kaiming fan-in."""
-  return torch_conv(features, kernel, stride, dtype, name, nn.initializers.he_normal())
+  return torch_conv(features, kernel, stride, dtype, name, INIT.conv)
 
 
 class DenseLayer(nn.Module):
@@ -122,9 +128,11 @@ class DenseNet(nn.Module):
       x = global_avg_pool(nn.relu(x))
       if part == "trunk":
         return x
-    x = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(x.astype(self.dtype))
+    x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=INIT.dense,
+                 bias_init=INIT.dense_bias(x.shape[-1]), name="classifier")(x.astype(self.dtype))
     return x.astype(jnp.float32)
 
 
-def densenet121(num_classes: int, dtype: Any = jnp.float32) -> DenseNet:
+def densenet121(num_classes: int, dtype: Any = jnp.float32, init: str = "native") -> DenseNet:
+  inits.check(init)  # native == torch: torchvision's init
   return DenseNet(num_classes, dtype=dtype)

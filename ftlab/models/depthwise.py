@@ -16,12 +16,14 @@ supplies the backward pass:
 
 All arithmetic accumulates in float32; outputs have the input's dtype.
 """
-from typing import Any, Sequence, Tuple, Union
+from typing import Any, Callable, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from ftlab.models import inits
 
 Pads = Tuple[Tuple[int, int], Tuple[int, int]]
 PaddingArg = Union[str, int, Sequence]
@@ -241,21 +243,24 @@ class DepthwiseConv(nn.Module):
     padding: 'SAME' (TF arithmetic, extra pixel at the end), an int
       (symmetric), or explicit pairs (see `resolve_padding`), e.g. TF 'SAME'
       padding computed statically for a configured image size.
-    use_bias: add a per-channel `bias` parameter.
+    use_bias: add a per-channel `bias` parameter (zeros at init).
     dtype: computation dtype (parameters stay float32).
+    kernel_init: initialiser of the (k, k, 1, C) kernel, whose fan_in is k*k
+      and fan_out C*k*k as for PyTorch's (C, 1, k, k) weight; the default is
+      torchvision's Kaiming-normal fan-out (see `inits`).
   """
   kernel_size: int
   strides: int = 1
   padding: PaddingArg = "SAME"
   use_bias: bool = False
   dtype: Any = jnp.float32
+  kernel_init: Callable = inits.KAIMING_NORMAL_FAN_OUT
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
     k = self.kernel_size
-    kernel = self.param("kernel", nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
-                        (k, k, 1, c), jnp.float32)
+    kernel = self.param("kernel", self.kernel_init, (k, k, 1, c), jnp.float32)
     y = depthwise_conv(x.astype(self.dtype), kernel.astype(self.dtype),
                        self.strides, self.padding)
     if self.use_bias:

@@ -16,14 +16,21 @@ Architecture as the package builds it for 'efficientnet-liteN':
   size, so other input sizes give exactly what the PyTorch model gives;
 * residual iff stride 1 and equal widths; drop connect (stochastic depth) in
   training with rate 0.2 * block index / number of blocks.
+
+Initialisation (`scheme`): `native` is TF's original (`inits.TF_EFFICIENTNET`:
+convs N(0, 2 / fan_out) with a depthwise kernel's fan_out k*k, `_fc`
+U(+-1/sqrt(num_classes)), zero biases), which trained the published weights;
+`torch` is PyTorch's layer defaults (`inits.TORCH_DEFAULTS`), which
+`efficientnet_lite_pytorch` leaves in place.
 """
 import math
-from typing import Any, NamedTuple, Tuple
+from typing import Any, Callable, NamedTuple, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ftlab.models import inits
 from ftlab.models.depthwise import DepthwiseConv, tf_same_padding
 from ftlab.models.layers import BatchNorm, Dropout, TrainArg, is_training
 from ftlab.models.pooling import global_avg_pool
@@ -39,8 +46,6 @@ HEAD_FEATURES = 1280
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.01  # PyTorch convention: 1 - TF's 0.99
 DROP_CONNECT_RATE = 0.2
-
-_KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 class Stage(NamedTuple):
@@ -123,9 +128,9 @@ def relu6(x):
   return jnp.minimum(jnp.maximum(x, 0), 6)
 
 
-def conv1x1(features: int, dtype: Any, name: str) -> nn.Conv:
+def conv1x1(features: int, dtype: Any, kernel_init: Callable, name: str) -> nn.Conv:
   return nn.Conv(features, (1, 1), use_bias=False, dtype=dtype,
-                 kernel_init=_KAIMING_FAN_OUT, name=name)
+                 kernel_init=kernel_init, name=name)
 
 
 def batch_norm(dtype: Any, name: str) -> BatchNorm:
@@ -151,6 +156,7 @@ class MBConvBlock(nn.Module):
   config: BlockConfig
   drop_connect: float = 0.0
   dtype: Any = jnp.float32
+  scheme: inits.Scheme = inits.TF_EFFICIENTNET
 
   @nn.compact
   def __call__(self, x, train: TrainArg):
@@ -158,12 +164,12 @@ class MBConvBlock(nn.Module):
     hidden = cfg.in_features * cfg.expand
     y = x
     if cfg.expand != 1:
-      y = conv1x1(hidden, self.dtype, "_expand_conv")(y)
+      y = conv1x1(hidden, self.dtype, self.scheme.conv, "_expand_conv")(y)
       y = relu6(batch_norm(self.dtype, "_bn0")(y, train))
     y = DepthwiseConv(cfg.kernel, cfg.stride, padding=cfg.pad, dtype=self.dtype,
-                      name="_depthwise_conv")(y)
+                      kernel_init=self.scheme.depthwise, name="_depthwise_conv")(y)
     y = relu6(batch_norm(self.dtype, "_bn1")(y, train))
-    y = conv1x1(cfg.out_features, self.dtype, "_project_conv")(y)
+    y = conv1x1(cfg.out_features, self.dtype, self.scheme.conv, "_project_conv")(y)
     y = batch_norm(self.dtype, "_bn2")(y, train)
     if cfg.stride == 1 and cfg.in_features == cfg.out_features:
       y = DropConnect(self.drop_connect)(y, train) + x
@@ -175,13 +181,14 @@ class Blocks(nn.Module):
   configs: Tuple[BlockConfig, ...]
   drop_connect_rate: float = DROP_CONNECT_RATE
   dtype: Any = jnp.float32
+  scheme: inits.Scheme = inits.TF_EFFICIENTNET
 
   @nn.compact
   def __call__(self, x, train: TrainArg):
     n = len(self.configs)
     for i, cfg in enumerate(self.configs):
       rate = self.drop_connect_rate * i / n
-      x = MBConvBlock(cfg, rate, self.dtype, name=str(i))(x, train)
+      x = MBConvBlock(cfg, rate, self.dtype, self.scheme, name=str(i))(x, train)
     return x
 
 
@@ -196,6 +203,7 @@ class EfficientNetLite(nn.Module):
     dropout: dropout rate before `_fc`.
     drop_connect_rate: stochastic-depth rate of the last block.
     dtype: computation dtype (parameters stay float32).
+    scheme: initialisers (see the module docstring).
   """
   num_classes: int
   width: float = 1.0
@@ -204,15 +212,16 @@ class EfficientNetLite(nn.Module):
   dropout: float = 0.2
   drop_connect_rate: float = DROP_CONNECT_RATE
   dtype: Any = jnp.float32
+  scheme: inits.Scheme = inits.TF_EFFICIENTNET
 
   def trunk(self, x, train: TrainArg):
     pad = tf_same_padding(self.image_size, 3, 2)
     x = nn.Conv(STEM_FEATURES, (3, 3), (2, 2), padding=(pad, pad), use_bias=False,
-                dtype=self.dtype, kernel_init=_KAIMING_FAN_OUT, name="_conv_stem")(x)
+                dtype=self.dtype, kernel_init=self.scheme.conv, name="_conv_stem")(x)
     x = relu6(batch_norm(self.dtype, "_bn0")(x, train))
     configs = block_configs(self.width, self.depth, self.image_size)
-    x = Blocks(configs, self.drop_connect_rate, self.dtype, name="_blocks")(x, train)
-    x = conv1x1(HEAD_FEATURES, self.dtype, "_conv_head")(x)
+    x = Blocks(configs, self.drop_connect_rate, self.dtype, self.scheme, name="_blocks")(x, train)
+    x = conv1x1(HEAD_FEATURES, self.dtype, self.scheme.conv, "_conv_head")(x)
     x = relu6(batch_norm(self.dtype, "_bn1")(x, train))
     return global_avg_pool(x)
 
@@ -226,27 +235,33 @@ class EfficientNetLite(nn.Module):
       if part == "trunk":
         return x
     x = Dropout(self.dropout)(x.astype(self.dtype), train)
-    x = nn.Dense(self.num_classes, dtype=self.dtype, name="_fc")(x)
+    x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=self.scheme.dense,
+                 bias_init=self.scheme.dense_bias(x.shape[-1]), name="_fc")(x)
     return x.astype(jnp.float32)
 
 
-def build(name: str, num_classes: int, dtype: Any = jnp.float32, **overrides) -> EfficientNetLite:
+def build(name: str, num_classes: int, dtype: Any = jnp.float32, init: str = "native",
+          **overrides) -> EfficientNetLite:
   """The registered variant `name` ('efficientnet_lite0'...) with optional overrides."""
   variant = VARIANTS[name]._asdict()
   variant.update(overrides)
-  return EfficientNetLite(num_classes, dtype=dtype, **variant)
+  scheme = inits.select(init, native=inits.TF_EFFICIENTNET, torch=inits.TORCH_DEFAULTS)
+  return EfficientNetLite(num_classes, dtype=dtype, scheme=scheme, **variant)
 
 
-def efficientnet_lite0(num_classes: int, dtype: Any = jnp.float32) -> EfficientNetLite:
-  return build("efficientnet_lite0", num_classes, dtype)
+def efficientnet_lite0(num_classes: int, dtype: Any = jnp.float32,
+                       init: str = "native") -> EfficientNetLite:
+  return build("efficientnet_lite0", num_classes, dtype, init)
 
 
-def efficientnet_lite1(num_classes: int, dtype: Any = jnp.float32) -> EfficientNetLite:
-  return build("efficientnet_lite1", num_classes, dtype)
+def efficientnet_lite1(num_classes: int, dtype: Any = jnp.float32,
+                       init: str = "native") -> EfficientNetLite:
+  return build("efficientnet_lite1", num_classes, dtype, init)
 
 
-def efficientnet_lite2(num_classes: int, dtype: Any = jnp.float32) -> EfficientNetLite:
-  return build("efficientnet_lite2", num_classes, dtype)
+def efficientnet_lite2(num_classes: int, dtype: Any = jnp.float32,
+                       init: str = "native") -> EfficientNetLite:
+  return build("efficientnet_lite2", num_classes, dtype, init)
 
 
 def block_names(name: str) -> tuple:

@@ -11,6 +11,8 @@ from typing import Any, Union
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ftlab.models import inits
+
 
 @dataclasses.dataclass(frozen=True)
 class Mode:
@@ -97,11 +99,8 @@ class Dropout(nn.Module):
     return nn.Dropout(self.rate, deterministic=not is_training(train))(x)
 
 
-KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-
-
 def torch_conv(features: int, kernel: int, stride: int, dtype: Any, name: str,
-               kernel_init=KAIMING_FAN_OUT) -> nn.Conv:
+               kernel_init=inits.KAIMING_NORMAL_FAN_OUT) -> nn.Conv:
   """Bias-free conv with PyTorch's symmetric padding (kernel - 1) // 2."""
   p = (kernel - 1) // 2
   return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((p, p), (p, p)),

@@ -5,6 +5,11 @@ Parameter paths mirror `torchvision.models.mobilenetv2` / `mobilenetv3`:
 `features/1/block/0/0` (V3), `features/4/block/2/fc1` (V3 squeeze-excitation),
 `classifier/1` (V2) or `classifier/0`, `classifier/3` (V3). Every depthwise
 conv is a `DepthwiseConv`; activations are written as torch defines them.
+
+Initialisation (`native` and `torch` alike) is torchvision's: Kaiming-normal
+fan-out convs, depthwise ones included (fan-out C*k*k), zero conv biases,
+BatchNorm ones/zeros, Linear layers N(0, 0.01^2) with zero bias
+(`inits.TORCHVISION_MOBILENET`).
 """
 import functools
 from typing import Any, Callable, NamedTuple, Optional, Sequence
@@ -12,6 +17,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ftlab.models import inits
 from ftlab.models.depthwise import DepthwiseConv
 from ftlab.models.layers import BatchNorm, Dropout, TrainArg
 from ftlab.models.pooling import global_avg_pool
@@ -19,8 +25,7 @@ from ftlab.models.pooling import global_avg_pool
 HEAD = "classifier"
 V3_BN_MOMENTUM = 0.01  # torchvision's MobileNetV3 (PyTorch convention)
 V3_BATCH_NORM = functools.partial(BatchNorm, epsilon=1e-3, momentum=V3_BN_MOMENTUM)
-
-_KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+INIT = inits.TORCHVISION_MOBILENET
 
 
 def relu6(x):
@@ -46,7 +51,13 @@ def make_divisible(v: float, divisor: int = 8) -> int:
 
 def conv1x1(features: int, dtype: Any, name: str, use_bias: bool = False) -> nn.Conv:
   return nn.Conv(features, (1, 1), use_bias=use_bias, dtype=dtype,
-                 kernel_init=_KAIMING_FAN_OUT, name=name)
+                 kernel_init=INIT.conv, name=name)
+
+
+def linear(features: int, fan_in: int, dtype: Any, name: str) -> nn.Dense:
+  """A torchvision MobileNet `nn.Linear` with `fan_in` inputs."""
+  return nn.Dense(features, dtype=dtype, kernel_init=INIT.dense,
+                  bias_init=INIT.dense_bias(fan_in), name=name)
 
 
 class ConvBNAct(nn.Module):
@@ -75,11 +86,12 @@ class ConvBNAct(nn.Module):
     if self.depthwise:
       if x.shape[-1] != self.features:
         raise ValueError(f"depthwise conv maps {x.shape[-1]} channels to {self.features}")
-      x = DepthwiseConv(self.kernel, self.stride, padding=p, dtype=self.dtype, name="0")(x)
+      x = DepthwiseConv(self.kernel, self.stride, padding=p, dtype=self.dtype,
+                        kernel_init=INIT.depthwise, name="0")(x)
     else:
       x = nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
                   padding=((p, p), (p, p)), use_bias=False, dtype=self.dtype,
-                  kernel_init=_KAIMING_FAN_OUT, name="0")(x)
+                  kernel_init=INIT.conv, name="0")(x)
     x = self.norm(dtype=self.dtype, name="1")(x, train)
     return x if self.act is None else self.act(x)
 
@@ -159,7 +171,7 @@ class V2Classifier(nn.Module):
   @nn.compact
   def __call__(self, x, train: TrainArg):
     x = Dropout(self.dropout, name="0")(x, train)
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="1")(x)
+    return linear(self.num_classes, x.shape[-1], self.dtype, name="1")(x)
 
 
 class MobileNetV2(nn.Module):
@@ -184,7 +196,8 @@ class MobileNetV2(nn.Module):
 V2_BLOCKS = tuple(f"features/{i}" for i in range(19))
 
 
-def mobilenet_v2(num_classes: int, dtype: Any = jnp.float32) -> MobileNetV2:
+def mobilenet_v2(num_classes: int, dtype: Any = jnp.float32, init: str = "native") -> MobileNetV2:
+  inits.check(init)  # native == torch: torchvision's init
   return MobileNetV2(num_classes, dtype=dtype)
 
 
@@ -292,9 +305,9 @@ class V3Classifier(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: TrainArg):
-    x = hardswish(nn.Dense(self.hidden, dtype=self.dtype, name="0")(x))
+    x = hardswish(linear(self.hidden, x.shape[-1], self.dtype, name="0")(x))
     x = Dropout(self.dropout, name="2")(x, train)
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="3")(x)
+    return linear(self.num_classes, x.shape[-1], self.dtype, name="3")(x)
 
 
 class MobileNetV3(nn.Module):
@@ -331,9 +344,13 @@ V3_SMALL_BLOCKS = tuple(f"features/{i}" for i in range(len(V3_SMALL) + 2))
 V3_LARGE_BLOCKS = tuple(f"features/{i}" for i in range(len(V3_LARGE) + 2))
 
 
-def mobilenet_v3_small(num_classes: int, dtype: Any = jnp.float32) -> MobileNetV3:
+def mobilenet_v3_small(num_classes: int, dtype: Any = jnp.float32,
+                       init: str = "native") -> MobileNetV3:
+  inits.check(init)  # native == torch: torchvision's init
   return MobileNetV3(num_classes, V3_SMALL, 1024, dtype=dtype)
 
 
-def mobilenet_v3_large(num_classes: int, dtype: Any = jnp.float32) -> MobileNetV3:
+def mobilenet_v3_large(num_classes: int, dtype: Any = jnp.float32,
+                       init: str = "native") -> MobileNetV3:
+  inits.check(init)  # native == torch: torchvision's init
   return MobileNetV3(num_classes, V3_LARGE, 1280, dtype=dtype)

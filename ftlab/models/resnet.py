@@ -4,19 +4,26 @@ Parameter paths mirror `torchvision.models.resnet` (`conv1`, `bn1`,
 `layer1/0/conv1`, `layer1/0/downsample/0`, `fc`), so
 `pretrained.layout.torch_to_flax` converts its checkpoints directly. As in
 torchvision (ResNet v1.5), a Bottleneck block strides in its 3x3 conv.
+
+Initialisation (`native` and `torch` alike) is torchvision's: Kaiming-normal
+fan-out convs, BatchNorm ones/zeros, `fc` at PyTorch's Linear default
+(`inits.TORCHVISION_RESNET`).
 """
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ftlab.models import inits
 from ftlab.models.layers import BatchNorm, TrainArg, torch_conv
 from ftlab.models.pooling import global_avg_pool, max_pool
 
 BLOCKS = ("conv1|bn1", "layer1", "layer2", "layer3", "layer4")
 HEAD = "fc"
 
-conv = torch_conv  # torchvision initialises ResNet convs with Kaiming fan-out
+INIT = inits.TORCHVISION_RESNET
+conv = functools.partial(torch_conv, kernel_init=INIT.conv)
 
 
 class Downsample(nn.Module):
@@ -110,7 +117,8 @@ class ResNet(nn.Module):
       x = self._trunk(x, train)
       if part == "trunk":
         return x
-    x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x.astype(self.dtype))
+    x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=INIT.dense,
+                 bias_init=INIT.dense_bias(x.shape[-1]), name="fc")(x.astype(self.dtype))
     return x.astype(jnp.float32)
 
   def _trunk(self, x, train: TrainArg):
@@ -123,13 +131,16 @@ class ResNet(nn.Module):
     return global_avg_pool(x)
 
 
-def resnet18(num_classes: int, dtype: Any = jnp.float32) -> ResNet:
+def resnet18(num_classes: int, dtype: Any = jnp.float32, init: str = "native") -> ResNet:
+  inits.check(init)  # native == torch: torchvision's init
   return ResNet(num_classes, BasicBlock, (2, 2, 2, 2), dtype)
 
 
-def resnet34(num_classes: int, dtype: Any = jnp.float32) -> ResNet:
+def resnet34(num_classes: int, dtype: Any = jnp.float32, init: str = "native") -> ResNet:
+  inits.check(init)  # native == torch: torchvision's init
   return ResNet(num_classes, BasicBlock, (3, 4, 6, 3), dtype)
 
 
-def resnet50(num_classes: int, dtype: Any = jnp.float32) -> ResNet:
+def resnet50(num_classes: int, dtype: Any = jnp.float32, init: str = "native") -> ResNet:
+  inits.check(init)  # native == torch: torchvision's init
   return ResNet(num_classes, Bottleneck, (3, 4, 6, 3), dtype)

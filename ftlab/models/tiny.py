@@ -1,9 +1,15 @@
-"""A tiny CNN with BatchNorm for tests and quick demos (torch-style names)."""
-from typing import Any
+"""A tiny CNN with BatchNorm for tests and quick demos (torch-style names).
+
+It has no original outside ftlab: `native` is Flax's layer defaults (truncated
+LeCun-normal kernels, zero biases: what it has always used), `torch` the
+PyTorch defaults its PyTorch twin (`tests/test_pretrained.py`) would start from.
+"""
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ftlab.models import inits
 from ftlab.models.layers import BatchNorm, Dropout, TrainArg
 
 BLOCKS = ("conv1|bn1", "layer1", "layer2")
@@ -14,12 +20,13 @@ class ConvBN(nn.Module):
   features: int
   stride: int = 1
   dtype: Any = jnp.float32
+  kernel_init: Callable = inits.FLAX_DEFAULTS.conv
 
   @nn.compact
   def __call__(self, x, train: TrainArg):
     x = nn.Conv(self.features, (3, 3), (self.stride, self.stride),
                 padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
-                name="conv")(x)
+                kernel_init=self.kernel_init, name="conv")(x)
     return nn.relu(BatchNorm(dtype=self.dtype, name="bn")(x, train))
 
 
@@ -28,23 +35,29 @@ class TinyCNN(nn.Module):
   width: int = 8
   dropout: float = 0.0
   dtype: Any = jnp.float32
+  scheme: inits.Scheme = inits.FLAX_DEFAULTS
 
   @classmethod
-  def build(cls, num_classes, dtype=jnp.float32):
-    return cls(num_classes=num_classes, dtype=dtype)
+  def build(cls, num_classes, dtype=jnp.float32, init="native"):
+    scheme = inits.select(init, native=inits.FLAX_DEFAULTS, torch=inits.TORCH_DEFAULTS)
+    return cls(num_classes=num_classes, dtype=dtype, scheme=scheme)
 
   @nn.compact
   def __call__(self, x, train: TrainArg = False, part: str = "all"):
+    conv_init = self.scheme.conv
     if part in ("all", "trunk"):
       x = x.astype(self.dtype)
       x = nn.Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                  dtype=self.dtype, name="conv1")(x)
+                  dtype=self.dtype, kernel_init=conv_init, name="conv1")(x)
       x = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
-      x = ConvBN(self.width * 2, stride=2, dtype=self.dtype, name="layer1")(x, train)
-      x = ConvBN(self.width * 4, stride=2, dtype=self.dtype, name="layer2")(x, train)
+      x = ConvBN(self.width * 2, stride=2, dtype=self.dtype, kernel_init=conv_init,
+                 name="layer1")(x, train)
+      x = ConvBN(self.width * 4, stride=2, dtype=self.dtype, kernel_init=conv_init,
+                 name="layer2")(x, train)
       x = jnp.mean(x, axis=(1, 2))
       if part == "trunk":
         return x
     x = Dropout(self.dropout)(x, train)
-    x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+    x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=self.scheme.dense,
+                 bias_init=self.scheme.dense_bias(x.shape[-1]), name="fc")(x)
     return x.astype(jnp.float32)
