@@ -30,9 +30,9 @@ def get_config(arg=None):
   config.data.kind = "imagefolder"     # imagefolder | aircraft | digits
   config.data.root = ""                # dataset root directory
   config.data.train_split = "train"
-  config.data.val_split = "val"        # evaluated for reference each eval; "" = none
+  config.data.val_split = "val"        # evaluated once at the end on the best checkpoint, for reference; "" = none
   config.data.test_split = "test"      # evaluated once at the end on the best checkpoint
-  config.data.minival_fraction = 0.1   # share of train held out for model selection
+  config.data.minival_fraction = 0.1   # share of train held out for model selection; 0 = select on val (results.json's selection_split says so)
   config.data.image_size = 0           # 0 = the model's own input size
   config.data.eval_resize_ratio = 256 / 224
   config.data.rrc_min_scale = 0.08     # random-resized-crop minimum area
@@ -73,9 +73,9 @@ def get_config(arg=None):
   config.train.eval_batch_size = 64
   config.train.num_epochs = 10.0
   config.train.label_smoothing = 0.0
-  config.train.log_every_steps = 10
+  config.train.log_every_steps = 10     # 0 = only at the end
   config.train.eval_every_epochs = 1.0
-  config.train.checkpoint_every_steps = 100
+  config.train.checkpoint_every_steps = 100  # 0 = only at evaluations and the end
   config.train.stop_after_steps = 0    # >0: stop (checkpointed) after this many steps, for tests and preemption drills
   # JAX's persistent compilation cache ('' = off): later runs of the same step
   # (other seeds of a sweep, resumes) load it instead of compiling, which on

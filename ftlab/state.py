@@ -7,7 +7,6 @@ between the two at phase boundaries (`regroup`), which is the only time the
 step is recompiled.
 """
 import dataclasses
-import re
 from typing import Any, Dict, List
 
 import flax
@@ -32,7 +31,7 @@ class TrainState:
   frozen: Dict[str, jax.Array]
   batch_stats: Any
   opt_state: Any
-  anchor: Dict[str, jax.Array]  # L2-SP: the starting weights (empty otherwise)
+  anchor: Dict[str, Dict[str, jax.Array]]  # L2-SP: `l2sp_anchor` (empty otherwise)
 
 
 @dataclasses.dataclass
@@ -44,7 +43,7 @@ class Phase:
 
   @property
   def mode(self) -> Mode:
-    return Mode(True, self.plan.frozen_bn(), self.bn_momentum)
+    return Mode(True, self.plan.frozen_bn(), self.bn_momentum, self.plan.frozen_modules())
 
 
 @dataclasses.dataclass
@@ -110,6 +109,10 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
             for start, plan in strategy.build_phases(spec, config.strategy, shapes, total_steps,
                                                      steps_per_epoch)]
   preset = strategy.get_preset(config.strategy.name)
+  if preset.l2sp and not config.model.pretrained:
+    raise ValueError(f"config.strategy.name={config.strategy.name!r} pulls the weights loaded from "
+                     "config.model.pretrained towards their start, but config.model.pretrained is "
+                     "empty: name the pretrained weights")
   l2sp = (config.strategy.l2sp_alpha, config.strategy.l2sp_beta) if preset.l2sp else ()
   return Setup(spec, model, image_size, num_classes, phases, preset,
                config.train.label_smoothing, l2sp)
@@ -147,24 +150,36 @@ def regroup(state: TrainState, phase: Phase) -> TrainState:
   return state.replace(trainable=trainable, frozen=frozen, opt_state=phase.tx.init(trainable))
 
 
-def _load_pretrained(setup: Setup, config, variables: dict) -> dict:
+def _load_pretrained(setup: Setup, config, variables: dict) -> tuple:
+  """(variables with the pretrained weights merged in, names of the parameters loaded)."""
   variables, report = load_lib.load_pretrained(
       variables, config.model.pretrained, setup.spec, strict=config.model.strict)
   logging.info("pretrained weights %s:\n%s", config.model.pretrained, report.summary())
-  return variables
+  prefix = "params/"
+  return variables, frozenset(n[len(prefix):] for n in report.loaded if n.startswith(prefix))
+
+
+def l2sp_anchor(params: Dict[str, jax.Array], loaded: frozenset) -> dict:
+  """L2-SP's reference point: every parameter's starting value, and whether it was loaded.
+
+  `loaded[k]` is 1.0 for a parameter taken from the pretrained checkpoint
+  (pulled back towards its start with alpha) and 0.0 for one the checkpoint
+  did not provide, such as a re-initialised classifier (decayed towards zero
+  with beta). Held as arrays in the state, so a restored run keeps them.
+  """
+  # Copies: the step donates its state, and one buffer must not be donated twice.
+  return {"start": {k: jnp.copy(v) for k, v in params.items()},
+          "loaded": {k: jnp.float32(k in loaded) for k in params}}
 
 
 def initial_state(setup: Setup, config, rng, load_weights: bool = True, phase: int = 0) -> TrainState:
   """Random init (plus pretrained weights when configured), laid out for `phase`."""
   variables = init_variables(setup.model, setup.image_size, rng)
+  loaded = frozenset()
   if load_weights and config.model.pretrained and setup.preset.pretrained:
-    variables = _load_pretrained(setup, config, variables)
+    variables, loaded = _load_pretrained(setup, config, variables)
   params = flatten(variables["params"])
-  anchor = {}
-  if setup.l2sp:
-    head = re.compile(strategy.under(setup.spec.head))
-    # Copies: the step donates its state, and one buffer must not be donated twice.
-    anchor = {k: jnp.copy(v) for k, v in params.items() if not head.fullmatch(k)}
+  anchor = l2sp_anchor(params, loaded) if setup.l2sp else {}
   state = TrainState(step=jnp.zeros((), jnp.int32), trainable=params, frozen={},
                      batch_stats=variables["batch_stats"], opt_state=None, anchor=anchor)
   return regroup(state, setup.phases[phase])

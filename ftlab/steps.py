@@ -38,7 +38,7 @@ def make_train_step(setup: Setup, phase_index: int = 0, on_features: bool = Fals
                                         mutable=["batch_stats"], rngs={"dropout": rng})
     loss = metrics.cross_entropy(logits, labels, setup.num_classes, setup.label_smoothing).mean()
     if setup.l2sp:
-      loss = loss + strategy.l2sp_penalty(trainable, state.anchor, setup.spec.head, *setup.l2sp)
+      loss = loss + strategy.l2sp_penalty(trainable, state.anchor, *setup.l2sp)
     return loss, (logits, updates.get("batch_stats", state.batch_stats))
 
   def train_step(state: TrainState, batch, rng):

@@ -103,6 +103,16 @@ class Plan:
     """Module paths of BatchNorm layers that normalise with batch statistics and update them."""
     return self._bn_modules(frozen=False)
 
+  def frozen_modules(self) -> frozenset:
+    """Module paths all of whose parameters are frozen (dropout and drop-path off inside)."""
+    frozen = {}
+    for path in self.labels:
+      parts = path.split("/")[:-1]
+      for i in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:i])
+        frozen[prefix] = frozen.get(prefix, True) and not self.trainable(path)
+    return frozenset(p for p, f in frozen.items() if f)
+
   def _bn_modules(self, frozen: bool) -> frozenset:
     modules = set()
     for g in self.groups:
@@ -278,15 +288,18 @@ PRESETS = {
 }
 
 
-def l2sp_penalty(trainable, anchor, head: str, alpha: float, beta: float):
-  """L2-SP: alpha/2 ||w - w0||^2 over the anchored (pretrained) weights + beta/2 ||w||^2 on the rest.
+def l2sp_penalty(trainable, anchor, alpha: float, beta: float):
+  """L2-SP: alpha/2 ||w - w0||^2 over the loaded (pretrained) weights + beta/2 ||w||^2 on the rest.
 
-  `anchor` holds the starting values of the non-head parameters; the head
-  (new, randomly initialised) is decayed towards zero as in the paper.
+  `anchor` is `state.l2sp_anchor(...)`: each parameter's start `w0` and a
+  0/1 flag saying whether it came from the pretrained checkpoint. Every loaded
+  parameter is anchored, head or not (MobileNetV3's pretrained `classifier/0`
+  is); the parameters the checkpoint did not provide (a re-initialised
+  classifier) are decayed towards zero, as in the paper.
   """
-  head_re = re.compile(under(head))
-  near = sum(jnp.sum(jnp.square(v - anchor[k])) for k, v in trainable.items() if k in anchor)
-  rest = sum(jnp.sum(jnp.square(v)) for k, v in trainable.items() if head_re.fullmatch(k))
+  start, loaded = anchor["start"], anchor["loaded"]
+  near = sum(loaded[k] * jnp.sum(jnp.square(v - start[k])) for k, v in trainable.items())
+  rest = sum((1.0 - loaded[k]) * jnp.sum(jnp.square(v)) for k, v in trainable.items())
   return 0.5 * alpha * near + 0.5 * beta * rest
 
 

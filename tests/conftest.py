@@ -1,6 +1,7 @@
 """Shared fixtures: small generated image datasets and tiny configs."""
 import os
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -30,6 +31,15 @@ def make_image_folder(root: str, counts=None, classes=("cat", "dog", "wolf"), se
       for i in range(n):
         write_image(os.path.join(folder, f"{i:03d}.png"), COLORS[c % len(COLORS)], rng)
   return root
+
+
+@pytest.fixture
+def fast_compiles():
+  """XLA with most optimisations off, for tests that compile big models once to compare values:
+  quicker to compile, and no merging of the computations being compared."""
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", False)
 
 
 @pytest.fixture

@@ -1,13 +1,16 @@
 """The strategy catalogue: what each preset trains, phases, L2-SP, free frozen layers, feature cache."""
+import os
 import re
 
 import jax
 import numpy as np
 import pytest
+from flax import serialization
 
 from configs import default
 from ftlab import state as state_lib, steps, strategy, train
 from ftlab.models import get_spec
+from ftlab.pretrained import load
 from tests.conftest import tiny_config
 
 
@@ -94,14 +97,51 @@ def _distance(a, b):
   return float(np.sqrt(sum(np.sum((a[k] - b[k]) ** 2) for k in a if not k.startswith("fc/"))))
 
 
+def _pretrained_dir(path, name: str, num_classes: int, size: int) -> str:
+  """A `ftlab.convert`-style directory holding random weights of `name` with `num_classes` outputs."""
+  model = get_spec(name).build(num_classes, jax.numpy.float32)
+  variables = jax.device_get(state_lib.init_variables(model, size, jax.random.key(7)))
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, load.VARIABLES_FILE), "wb") as f:
+    f.write(serialization.msgpack_serialize(variables))
+  return str(path)
+
+
 def test_l2sp_stays_closer_to_the_start_than_full_ft(image_folder, tmp_path):
-  common = {"train.num_epochs": 2.0, "optimizer.lr": 0.1}
+  pretrained = _pretrained_dir(tmp_path / "weights", "tiny_cnn", 5, 16)  # the 3-class head re-inits
+  common = {"train.num_epochs": 2.0, "optimizer.lr": 0.1, "model.pretrained": pretrained}
   dists = {}
   for name, extra in (("full_ft", {}), ("l2sp", {"strategy.l2sp_alpha": 5.0})):
     config, _ = _run(image_folder, str(tmp_path / name), **{"strategy.name": name}, **common, **extra)
     start, end = _state(config, str(tmp_path / name))
     dists[name] = _distance(_params(end), _params(start))
   assert 0 < dists["l2sp"] < 0.8 * dists["full_ft"], dists
+
+
+def test_l2sp_anchors_every_loaded_parameter_and_decays_the_new_ones(tmp_path, fast_compiles):
+  # MobileNetV3's head `classifier` holds the pretrained classifier/0 (576 -> 1024) and the new
+  # classifier/3: the first is anchored with alpha, only the second decayed with beta.
+  size = 32
+  config = tiny_config("unused", **{
+      "model.name": "mobilenet_v3_small", "data.image_size": size, "strategy.name": "l2sp",
+      "strategy.l2sp_alpha": 2.0, "strategy.l2sp_beta": 3.0,
+      "model.pretrained": _pretrained_dir(tmp_path / "w", "mobilenet_v3_small", 1000, size)})
+  setup = state_lib.build_setup(config, 10, 10, 0, 10)
+  state = state_lib.initial_state(setup, config, jax.random.key(0))
+  loaded = {k for k, v in state.anchor["loaded"].items() if float(v) == 1.0}
+  assert loaded == set(state.trainable) - {"classifier/3/kernel", "classifier/3/bias"}
+  assert "classifier/0/kernel" in loaded
+  moved = {k: v + 1.0 for k, v in state.trainable.items()}  # every weight 1 away from its start
+  penalty = float(jax.jit(strategy.l2sp_penalty, static_argnums=(2, 3))(moved, state.anchor, *setup.l2sp))
+  near = sum(v.size for k, v in moved.items() if k in loaded)
+  rest = sum(float(np.sum(np.square(v))) for k, v in moved.items() if k not in loaded)
+  assert penalty == pytest.approx(0.5 * 2.0 * near + 0.5 * 3.0 * rest, rel=1e-5)
+
+
+def test_l2sp_without_pretrained_weights_is_an_error():
+  config = tiny_config("unused", **{"strategy.name": "l2sp"})
+  with pytest.raises(ValueError, match="config.model.pretrained is empty"):
+    state_lib.build_setup(config, 3, 10, 0, 10)
 
 
 def _conv_count(compiled) -> int:

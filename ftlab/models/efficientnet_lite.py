@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from ftlab.models import inits
 from ftlab.models.depthwise import DepthwiseConv, tf_same_padding
-from ftlab.models.layers import BatchNorm, Dropout, TrainArg, is_training
+from ftlab.models.layers import BatchNorm, Dropout, TrainArg, stochastic
 from ftlab.models.pooling import global_avg_pool
 
 HEAD = "_fc"
@@ -138,12 +138,12 @@ def batch_norm(dtype: Any, name: str) -> BatchNorm:
 
 
 class DropConnect(nn.Module):
-  """Drops whole samples of a residual branch in training and rescales the rest."""
+  """Drops whole samples of a residual branch in training (not in a frozen block); rescales the rest."""
   rate: float
 
   @nn.compact
   def __call__(self, x, train: TrainArg):
-    if self.rate == 0.0 or not is_training(train):
+    if self.rate == 0.0 or not stochastic(train, self.path):
       return x
     keep = 1.0 - self.rate
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)

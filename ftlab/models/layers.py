@@ -1,9 +1,11 @@
 """Layers shared by every architecture: the train/eval `Mode`, BatchNorm, Dropout.
 
 Every model threads one `train` argument through its modules. It is either a
-plain bool or a `Mode`, which additionally names BatchNorm modules that must
-stay in inference mode while the rest of the network trains (frozen blocks:
-they normalise with their running statistics and never update them).
+plain bool or a `Mode`, which additionally names the parts of the network that
+stay in inference mode while the rest trains: BatchNorm modules that normalise
+with their running statistics and never update them, and frozen modules,
+inside which dropout and drop-path are off. A frozen trunk under a `Mode`
+therefore computes exactly what it computes at evaluation.
 """
 import dataclasses
 from typing import Any, Union
@@ -22,6 +24,8 @@ class Mode:
     train: whether the network is being trained (dropout on, BN batch stats).
     frozen_bn: '/'-joined module paths of BatchNorm layers kept in inference
       mode even when `train` is True.
+    frozen_modules: '/'-joined paths of modules all of whose parameters are
+      frozen; dropout and drop-path inside them are off (`stochastic`).
     bn_momentum: when > 0, the running-statistics momentum of every BatchNorm
       (PyTorch convention: weight of the new batch), in place of the
       architecture's own; TF-trained weights use 0.01, which leaves the
@@ -30,6 +34,7 @@ class Mode:
   train: bool
   frozen_bn: frozenset = frozenset()
   bn_momentum: float = 0.0  # > 0: overrides every BatchNorm's momentum (timm's --bn-momentum)
+  frozen_modules: frozenset = frozenset()
 
 
 TrainArg = Union[bool, Mode]
@@ -37,6 +42,15 @@ TrainArg = Union[bool, Mode]
 
 def is_training(train: TrainArg) -> bool:
   return train.train if isinstance(train, Mode) else bool(train)
+
+
+def stochastic(train: TrainArg, path: tuple) -> bool:
+  """True if dropout / drop-path at module `path` is on: training, and not inside a frozen module."""
+  if not is_training(train):
+    return False
+  if isinstance(train, Mode):
+    return not any("/".join(path[:i]) in train.frozen_modules for i in range(1, len(path)))
+  return True
 
 
 def bn_uses_batch_stats(train: TrainArg, path: tuple) -> bool:
@@ -91,12 +105,12 @@ def jax_rsqrt(x):
 
 
 class Dropout(nn.Module):
-  """Dropout that reads the shared `train` argument (rng stream 'dropout')."""
+  """Dropout that reads the shared `train` argument (rng stream 'dropout'); off in frozen modules."""
   rate: float
 
   @nn.compact
   def __call__(self, x, train: TrainArg):
-    return nn.Dropout(self.rate, deterministic=not is_training(train))(x)
+    return nn.Dropout(self.rate, deterministic=not stochastic(train, self.path))(x)
 
 
 def torch_conv(features: int, kernel: int, stride: int, dtype: Any, name: str,
