@@ -119,6 +119,13 @@ def test_evaluate_and_load_best_use_the_selected_checkpoint(image_folder, tmp_pa
   assert run.class_names == ["cat", "dog", "wolf"]
   logits = run.model.apply(run.variables, np.zeros((2, 16, 16, 3), np.float32))
   assert logits.shape == (2, 3)
+  # A run written before a config key was declared still loads (the key takes its default).
+  path = tmp_path / "run" / "config.json"
+  saved = json.load(open(path))
+  del saved["model"]["init"]
+  path.write_text(json.dumps(saved))
+  assert checkpoint.read_config(str(tmp_path / "run")).model.init == "native"
+  assert checkpoint.load_best(str(tmp_path / "run")).step == out["best"]["step"]
 
 
 def test_workdir_of_another_config_is_refused_and_left_intact(image_folder, tmp_path):
