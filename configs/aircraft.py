@@ -20,7 +20,9 @@ and flip only). Data is read from the annotation files directly (the
 Result here: not run (no dataset on the development machine, CPU only).
 """
 from configs import default
-from ftlab import config_args, sweep
+from ftlab.configuration import args as config_args
+from ftlab.sweeps import grid
+
 
 # Column order of the strategy table (the guide's order, then scratch).
 STRATEGY_ORDER = ["linear_probe", "freeze_shallow", "full_ft", "full_ft_head_lr",
@@ -57,6 +59,6 @@ def get_sweep(arg=None):
   """The guide's table: 6 strategies x 2 models x 3 seeds."""
   del arg
   models = ["mobilenet_v3_small", "resnet18"]
-  return sweep.cross(
-      sweep.zip_(**{"model.name": models, "model.pretrained": models}),
-      sweep.product(**{"strategy.name": STRATEGY_ORDER, "seed": [0, 1, 2]}))
+  return grid.cross(
+      grid.zip_(**{"model.name": models, "model.pretrained": models}),
+      grid.product(**{"strategy.name": STRATEGY_ORDER, "seed": [0, 1, 2]}))

@@ -45,7 +45,7 @@ def get_config(arg=None):
   config.data.annotation = "variant"   # aircraft: variant | family | manufacturer
 
   config.strategy = ml_collections.ConfigDict()
-  config.strategy.name = "full_ft"     # a key of ftlab.strategy.PRESETS, or "custom"
+  config.strategy.name = "full_ft"     # a key of ftlab.training.strategy.PRESETS, or "custom"
   config.strategy.freeze_blocks = 7    # freeze_shallow: number of leading trunk blocks frozen
   config.strategy.head_lr_mult = 10.0  # full_ft_head_lr: classifier LR multiplier
   config.strategy.deep_lr_mults = (1.05, 1.1, 1.15)  # full_ft_deep_lr: last blocks' LR multipliers
@@ -56,7 +56,7 @@ def get_config(arg=None):
   config.strategy.l2sp_alpha = 0.01    # l2sp: pull towards the pretrained weights
   config.strategy.l2sp_beta = 0.01     # l2sp: decay of the new head
   config.strategy.cache_features = True  # linear probe with augment=False: train the head on cached features
-  config.strategy.rules = ()           # custom: ((regex, action), ...), see ftlab/strategy.py
+  config.strategy.rules = ()           # custom: ((regex, action), ...), see ftlab/training/strategy.py
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "sgd"        # sgd | adam | adamw
@@ -79,6 +79,6 @@ def get_config(arg=None):
   config.train.stop_after_steps = 0    # >0: stop (checkpointed) after this many steps, for tests and preemption drills
   # JAX's persistent compilation cache ('' = off): later runs of the same step
   # (other seeds of a sweep, resumes) load it instead of compiling, which on
-  # CPU also skips the compiler's ~1 GB memory peak (ftlab/runtime.py).
+  # CPU also skips the compiler's ~1 GB memory peak (ftlab/training/runtime.py).
   config.train.compilation_cache_dir = "~/.cache/ftlab/xla"
   return config

@@ -12,12 +12,14 @@ The weights' BatchNorm momentum (0.01, from TF) would leave the running
 statistics on ImageNet after a two-epoch run, so `model.bn_momentum=0.1`.
 
 Config arguments: `configs/demo.py:model=tiny_cnn,strategy=linear_probe,pretrained=`.
-Result (2 CPU cores, 2026-11-23, with ftlab.runtime's XLA flags): full_ft seed 0
+Result (2 CPU cores, 2026-11-23, with ftlab.training.runtime's XLA flags): full_ft seed 0
 test top-1 95.54% in about 1 min wall time (cold compilation cache); the
 sweep's table (6 strategies x 2 seeds) is in README.md.
 """
 from configs import default
-from ftlab import config_args, sweep
+from ftlab.configuration import args as config_args
+from ftlab.sweeps import grid
+
 
 STRATEGY_ORDER = ["linear_probe", "freeze_shallow", "full_ft", "full_ft_head_lr",
                   "full_ft_deep_lr", "scratch"]
@@ -50,4 +52,4 @@ def get_config(arg=None):
 def get_sweep(arg=None):
   """The demo table: the seed guide's five strategies plus scratch, two seeds."""
   del arg
-  return sweep.product(**{"strategy.name": STRATEGY_ORDER, "seed": [0, 1]})
+  return grid.product(**{"strategy.name": STRATEGY_ORDER, "seed": [0, 1]})

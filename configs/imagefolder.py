@@ -12,7 +12,7 @@ carved from `train`; a folder with its own `test/` sets
 --config.data.test_split=test --config.data.val_split=val.
 """
 from configs import default
-from ftlab import config_args
+from ftlab.configuration import args as config_args
 
 
 def get_config(arg=None):

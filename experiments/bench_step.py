@@ -11,7 +11,7 @@ frameworks train the same architecture from the same weights (ResNet-18:
 torchvision's random init; Lite0: the packaged ImageNet weights with a new
 100-class head), each in its own subprocess (so peak RSS is its own):
 
-* ftlab: the train step of `ftlab.steps` (uint8 NHWC in, normalised inside),
+* ftlab: the train step of `ftlab.training.steps` (uint8 NHWC in, normalised inside),
   jitted with `donate_argnums=(0,)`; compile time and the step's FLOPs (XLA
   cost analysis of the compiled program) are reported.
 * PyTorch (`torch.set_num_threads` = cores): SGD momentum 0.9 (weight decay
@@ -45,7 +45,7 @@ RSS stays the first round's (ftlab's cold compile).
 model, image_size, strategy, ftlab_images_per_s, torch_images_per_s, ratio
 (ftlab / torch), ftlab_peak_rss_mb, torch_peak_rss_mb, peak_flops_share,
 ratio_min, ratio_max, rounds.
-The ftlab workers apply `ftlab.runtime.configure_xla()` as ftlab's entry
+The ftlab workers apply `ftlab.training.runtime.configure_xla()` as ftlab's entry
 points do (`--xla_defaults`: XLA's own defaults instead); XLA_FLAGS set in
 the environment take precedence over it. The
 `*_cpu` / `own_cores` columns give the CPU cores a worker kept busy while
@@ -61,6 +61,7 @@ import statistics
 import tempfile
 
 import benchlib
+
 
 MODELS = ("resnet18", "efficientnet_lite0")
 STRATEGIES = ("full_ft", "linear_probe")
@@ -94,9 +95,9 @@ def torch_model(model: str):
 
 def prepare_worker(spec: dict) -> dict:
   """Writes each model's shared weights (.npz of the torch state dict) and the JPEGs."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
-  from PIL import Image  # pylint: disable=import-outside-toplevel
   out = {"weights": {}, "notes": {}}
   for model in spec["models"]:
     net = torch_model(model)
@@ -129,8 +130,9 @@ def load_torch_weights(setup, state, path: str):
   """`state` with every parameter and BN statistic from the torch state dict at `path`."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from ftlab import state as state_lib  # pylint: disable=import-outside-toplevel
+
   from ftlab.pretrained import layout  # pylint: disable=import-outside-toplevel
+  from ftlab.training import state as state_lib  # pylint: disable=import-outside-toplevel
   with np.load(path) as npz:
     state_dict = {k: npz[k] for k in npz.files}
   converted = layout.torch_to_flax(state_dict, state_lib.variables_of(state))
@@ -146,8 +148,9 @@ def load_torch_weights(setup, state, path: str):
 def ftlab_worker(spec: dict) -> dict:
   """Compiles and times ftlab's train step on the shared weights."""
   import jax  # pylint: disable=import-outside-toplevel
-  from ftlab.steps import make_train_step  # pylint: disable=import-outside-toplevel
-  from ftlab import runtime  # pylint: disable=import-outside-toplevel
+
+  from ftlab.training import runtime  # pylint: disable=import-outside-toplevel
+  from ftlab.training.steps import make_train_step  # pylint: disable=import-outside-toplevel
   runtime.use_compilation_cache(spec.get("compilation_cache", ""))
   config = benchlib.ftlab_config(spec["model"], spec["image_size"], spec["strategy"], spec["dtype"])
   setup, state = benchlib.build_state(config)
@@ -182,6 +185,7 @@ def _torch_train_modes(net, model: str, strategy: str) -> None:
 def torch_worker(spec: dict) -> dict:
   """Times an idiomatic PyTorch training step (one layout / compile variant)."""
   import time  # pylint: disable=import-outside-toplevel
+
   import numpy as np  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   torch.set_num_threads(benchlib.num_cores())
@@ -245,6 +249,7 @@ def peak_worker(spec: dict) -> dict:
 def pipeline_worker(spec: dict) -> dict:
   """Images/s of the train input pipeline (decode + augment + batch) over the JPEGs."""
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   from ftlab.data.pipeline import Augment, Loader  # pylint: disable=import-outside-toplevel
   from ftlab.data.sources import Split  # pylint: disable=import-outside-toplevel
   paths = sorted(os.path.join(spec["image_dir"], f) for f in os.listdir(spec["image_dir"]))
@@ -278,7 +283,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="ftlab compute dtype")
   parser.add_argument("--xla_defaults", action="store_true",
-                      help="time ftlab with XLA's default CPU flags instead of ftlab.runtime's")
+                      help="time ftlab with XLA's default CPU flags instead of ftlab.training.runtime's")
   parser.add_argument("--compilation_cache", default="",
                       help="JAX compilation cache dir for the ftlab workers (default off: every "
                       "row compiles cold; a second run with the same dir measures warm runs)")

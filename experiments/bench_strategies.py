@@ -42,6 +42,7 @@ import argparse
 
 import benchlib
 
+
 MODELS = ("resnet18", "efficientnet_lite0")
 STRATEGIES = ("full_ft", "linear_probe", "freeze_shallow", "full_ft_head_lr", "bitfit")
 ROW_KEYS = ("model", "image_size", "strategy", "trainable_params", "step_ms", "images_per_s",
@@ -58,7 +59,8 @@ MEASURABLY_BELOW = 0.95
 def step_worker(spec: dict) -> dict:
   """Compiles and times one strategy's train step; returns its row and diagnostics."""
   import jax  # pylint: disable=import-outside-toplevel
-  from ftlab.steps import make_train_step  # pylint: disable=import-outside-toplevel
+
+  from ftlab.training.steps import make_train_step  # pylint: disable=import-outside-toplevel
   config = benchlib.ftlab_config(spec["model"], spec["image_size"], spec["strategy"],
                                  spec["dtype"], spec["freeze_blocks"])
   setup, state = benchlib.build_state(config)
@@ -97,10 +99,12 @@ def cache_worker(spec: dict) -> dict:
   """Times a linear-probe epoch on images, feature extraction, and a cached-feature epoch."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from ftlab import feature_cache  # pylint: disable=import-outside-toplevel
+
   from ftlab.data.pipeline import Loader  # pylint: disable=import-outside-toplevel
   from ftlab.data.sources import Split  # pylint: disable=import-outside-toplevel
-  from ftlab.steps import make_train_step, make_trunk_step  # pylint: disable=import-outside-toplevel
+  from ftlab.evaluation import feature_cache  # pylint: disable=import-outside-toplevel
+  from ftlab.training.steps import (make_train_step,  # pylint: disable=import-outside-toplevel
+                                    make_trunk_step)
   config = benchlib.ftlab_config(spec["model"], spec["image_size"], "linear_probe", spec["dtype"])
   setup, state = benchlib.build_state(config)
   n = spec["epoch_batches"]

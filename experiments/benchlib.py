@@ -7,7 +7,7 @@
   time other processes took while we timed (`ForeignLoad`, read from
   /proc/stat) is measured, a contended round of steps is re-timed, and the
   parent waits for a quiet machine before starting each worker.
-* ftlab states are built the way `ftlab.train` builds them: a config from
+* ftlab states are built the way `ftlab.training.trainer` builds them: a config from
   `configs.default`, `state.build_setup` and `state.initial_state` (random
   init), steps jitted with `donate_argnums=(0,)` and compiled ahead of time.
 """
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
 
 BATCH = 32
 NUM_CLASSES = 100  # a fine-tuning target's head (e.g. FGVC-Aircraft's 100 variants)
@@ -173,7 +174,8 @@ def ftlab_config(model: str, image_size: int, strategy: str, dtype: str = "float
 def build_state(config, total_steps: int = 1000):
   """(setup, state) as the training loop builds them, from random init."""
   import jax  # pylint: disable=import-outside-toplevel
-  from ftlab import state as state_lib  # pylint: disable=import-outside-toplevel
+
+  from ftlab.training import state as state_lib  # pylint: disable=import-outside-toplevel
   setup = state_lib.build_setup(config, NUM_CLASSES, total_steps, 0, 100)
   state = state_lib.initial_state(setup, config, jax.random.key(config.seed), load_weights=False)
   return setup, state
@@ -191,7 +193,7 @@ def compile_step(fn, *args, donate: Tuple[int, ...] = (0,)):
   """(compiled executable, seconds to lower and compile) of `jax.jit(fn)` on `args`."""
   import jax  # pylint: disable=import-outside-toplevel
   start = time.perf_counter()
-  from ftlab import runtime  # pylint: disable=import-outside-toplevel
+  from ftlab.training import runtime  # pylint: disable=import-outside-toplevel
   compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
   seconds = time.perf_counter() - start
   runtime.release_free_memory()  # as ftlab's Trainer does after each compilation
@@ -229,11 +231,11 @@ def serve_worker(workers: Dict, spec_json: str) -> None:
   """The `--worker=<spec>` side of `run_worker`: ftlab's XLA settings, then the worker.
 
   `spec['xla_defaults']` keeps XLA's own defaults (to measure what
-  `ftlab.runtime` changes); the settings reach only this worker process.
+  `ftlab.training.runtime` changes); the settings reach only this worker process.
   """
   spec = json.loads(spec_json)
   if not spec.get("xla_defaults", False):
-    from ftlab import runtime  # pylint: disable=import-outside-toplevel
+    from ftlab.training import runtime  # pylint: disable=import-outside-toplevel
     runtime.configure_xla()
   emit(workers[spec["kind"]](spec))
 

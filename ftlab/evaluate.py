@@ -10,10 +10,14 @@ the metrics.
 import json
 import os
 
-import jax
 from absl import app, flags
+import jax
 
-from ftlab import checkpoint, runtime, steps, train, writers
+from ftlab.configuration import files
+from ftlab.training import results
+from ftlab.training import run as run_lib
+from ftlab.training import runtime, steps, writers
+
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A finished or partial ftlab run directory.")
@@ -22,12 +26,12 @@ flags.mark_flag_as_required("workdir")
 
 
 def evaluate_run(workdir: str, split: str) -> dict:
-  config = checkpoint.read_config(workdir)
-  run = train.prepare(config, workdir, for_training=False)
+  config = files.read_config(workdir)
+  run = run_lib.prepare(config, workdir, for_training=False)
   if split not in run.loaders:
     raise ValueError(f"{workdir} has no {split!r} split (config.data.{split}_split is empty)")
-  out = train.evaluate_best(run, jax.jit(steps.make_eval_step(run.setup)), split)
-  train.write_json_atomic(os.path.join(workdir, f"eval_{split}.json"), out)
+  out = results.evaluate_best(run, jax.jit(steps.make_eval_step(run.setup)), split)
+  files.write_json_atomic(os.path.join(workdir, f"eval_{split}.json"), out)
   run.ckpts.close()
   return out
 

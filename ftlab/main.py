@@ -4,12 +4,13 @@
   python -m ftlab.main --config=configs/aircraft.py:model=resnet18,strategy=full_ft --workdir=...
   python -m ftlab.main --config=configs/imagefolder.py --config.data.root=/data/mine --workdir=...
 
-This file is intentionally kept short: the run lives in `ftlab/train.py`.
+This file is intentionally kept short: the run lives in `ftlab/training/trainer.py`.
 """
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ftlab import parallel, runtime, train, writers
+from ftlab.training import parallel, runtime, trainer, writers
+
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (optionally `path:arg`).",
@@ -28,7 +29,7 @@ def main(argv):
   writers.quiet_library_logs()
   parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   logging.info("config:\n%s", FLAGS.config)
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ writes `image,rank,class,probability` rows.
 `--pretrained` takes a registered weights name (the model of the same name is
 built), a directory written by `ftlab.convert` (its meta.json names the
 model), or a weights file together with `--arch`. `--workdir` uses the best
-checkpoint of a training run through `ftlab.checkpoint.load_best`.
+checkpoint of a training run through `ftlab.training.checkpoint.load_best`.
 """
 import csv
 import dataclasses
@@ -19,14 +19,16 @@ import pathlib
 import sys
 from typing import Any, Callable, List, Sequence
 
+from PIL import Image
+from absl import app, flags
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
-from PIL import Image
 
-from ftlab import models, runtime
+from ftlab import models
 from ftlab.pretrained import load, registry
+from ftlab.training import runtime
+
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
 RESIZE_RATIO = 256 / 224  # the usual ImageNet evaluation: resize 256, center crop 224
@@ -140,7 +142,8 @@ def from_pretrained(source: str, arch: str = None) -> Predictor:
 
 def from_workdir(workdir: str) -> Predictor:
   """A Predictor for a fine-tuned run's best checkpoint."""
-  from ftlab import checkpoint  # pylint: disable=import-outside-toplevel  # pulls in training code
+  from ftlab.training import \
+    checkpoint  # pylint: disable=import-outside-toplevel  # pulls in training code
   run = checkpoint.load_best(workdir)
   data = run.config.get("data", {})
   return Predictor(run.model, run.variables, run.spec, list(run.class_names),

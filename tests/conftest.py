@@ -1,13 +1,14 @@
 """Shared fixtures: small generated image datasets and tiny configs."""
 import os
 
+from PIL import Image
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 
 from configs import default
-from ftlab import runtime
+from ftlab.training import runtime
+
 
 runtime.configure_xla()  # what every ftlab entry point runs: the tests check those numerics
 

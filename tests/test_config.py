@@ -4,13 +4,14 @@ import os
 import subprocess
 import sys
 
-import pytest
 from absl import flags
 from ml_collections import config_flags
+import pytest
 
 from configs import aircraft, default, demo, imagefolder
-from ftlab import config_args
+from ftlab.configuration import args as config_args
 from tests.conftest import make_image_folder
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

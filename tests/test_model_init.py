@@ -12,18 +12,20 @@ dense U(+-1/sqrt(units)), zero biases).
 """
 import math
 
+from efficientnet_lite_pytorch import EfficientNet
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import torchvision
-from efficientnet_lite_pytorch import EfficientNet
-from flax import traverse_util
 
 from configs import default
-from ftlab import models, state
+from ftlab import models
 from ftlab.models import densenet
+from ftlab.training import state
+
 
 NUM_CLASSES = 1000  # enough dense biases for their bound to show
 # RBG keys compile far faster than threefry (seconds per model); the

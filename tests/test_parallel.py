@@ -11,8 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ftlab import state as state_lib, steps, train
+from ftlab.training import run as run_lib
+from ftlab.training import state as state_lib
+from ftlab.training import steps, trainer
 from tests.conftest import tiny_config
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,11 +23,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _run_in_subprocess(root, workdir, devices, overrides, extra_env=None, args=()):
   code = textwrap.dedent(f"""
       import json, sys
-      from ftlab import parallel, train
+      from ftlab.training import parallel, trainer
       from tests.conftest import tiny_config
       if len(sys.argv) > 1:
         parallel.initialize(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
-      out = train.train_and_evaluate(tiny_config({root!r}, **{overrides!r}), sys.argv[4] if len(sys.argv) > 4 else {workdir!r})
+      out = trainer.train_and_evaluate(tiny_config({root!r}, **{overrides!r}), sys.argv[4] if len(sys.argv) > 4 else {workdir!r})
       print("RESULT" + json.dumps({{k: out[k] for k in ("test", "num_devices", "history")}}))
   """)
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
@@ -40,7 +43,7 @@ def _result(proc):
 
 
 def _final_params(config, workdir):
-  run = train.prepare(config, workdir, for_training=False)
+  run = run_lib.prepare(config, workdir, for_training=False)
   state, _ = run.ckpts.restore_latest(run.template)
   run.ckpts.close()
   return jax.device_get(state_lib.variables_of(state))
@@ -93,7 +96,7 @@ def test_bfloat16_compute_is_finite_and_close_to_float32(image_folder, tmp_path)
   losses = {}
   for dtype in ("float32", "bfloat16"):
     config = tiny_config(image_folder, **{"model.dtype": dtype})
-    run = train.prepare(config, str(tmp_path / dtype), for_training=False)
+    run = run_lib.prepare(config, str(tmp_path / dtype), for_training=False)
     state = run.template(0)
     assert all(v.dtype == jnp.float32 for v in state.trainable.values())
     step = jax.jit(steps.make_train_step(run.setup))
@@ -110,10 +113,10 @@ def test_bfloat16_compute_is_finite_and_close_to_float32(image_folder, tmp_path)
 
 def test_train_step_compiles_once(image_folder, tmp_path, monkeypatch):
   config = tiny_config(image_folder, **{"train.num_epochs": 3.0, "train.eval_every_epochs": 10.0})
-  run = train.prepare(config, str(tmp_path / "run"))
-  state, meta = train.restore_or_init(run)
-  trainer = train.Trainer(run, state, meta)
-  trainer.train(2)
+  run = run_lib.prepare(config, str(tmp_path / "run"))
+  state, meta = run_lib.restore_or_init(run)
+  loop = trainer.Trainer(run, state, meta)
+  loop.train(2)
   compiles = []
 
   def on_duration(event, duration, **kw):
@@ -123,8 +126,8 @@ def test_train_step_compiles_once(image_folder, tmp_path, monkeypatch):
 
   jax.monitoring.register_event_duration_secs_listener(on_duration)
   try:
-    trainer.train(run.schedule.total_steps - 1)
+    loop.train(run.schedule.total_steps - 1)
   finally:
     jax.monitoring.unregister_event_duration_listener(on_duration)
-  assert int(trainer.state.step) == run.schedule.total_steps - 1
+  assert int(loop.state.step) == run.schedule.total_steps - 1
   assert compiles == []

@@ -1,4 +1,4 @@
-"""Tests for ftlab.report, ftlab.stats and ftlab.plots on hand-written fixtures.
+"""Tests for ftlab.report, ftlab.reports.stats and ftlab.reports.plots on hand-written fixtures.
 
 tests/fixtures/report_sweep holds a 2 model x 3 strategy x 3 seed sweep
 (strategy order linear_probe, freeze_shallow, full_ft; not alphabetical):
@@ -17,13 +17,13 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 from PIL import Image
+import numpy as np
 import pytest
 
-from ftlab import plots
-from ftlab import report
-from ftlab import stats
+from ftlab.reports import (collect, csv_format, json_format, latex, markdown, outputs, pivot, plots,
+                           stats)
+
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "report_sweep"
 T_975_DF2 = 4.302653  # Student t 97.5% quantile, 2 degrees of freedom (tables).
@@ -119,15 +119,15 @@ def workdir(tmp_path):
 
 
 def _build(workdir, **spec):
-  return report.build(report.collect(workdir), report.Spec(**spec))
+  return pivot.build(collect.collect(workdir), pivot.Spec(**spec))
 
 
 def test_markdown_is_exactly_as_expected(workdir):
-  assert report.to_markdown(_build(workdir)) == EXPECTED_MD.replace("WORKDIR", str(workdir))
+  assert markdown.to_markdown(_build(workdir)) == EXPECTED_MD.replace("WORKDIR", str(workdir))
 
 
 def test_csv_is_exactly_as_expected(workdir):
-  text = report.to_csv(_build(workdir))
+  text = csv_format.to_csv(_build(workdir))
   assert text == EXPECTED_CSV
   rows = list(csv.DictReader(io.StringIO(text)))
   assert [r["strategy"] for r in rows[:3]] == ["linear_probe", "freeze_shallow", "full_ft"]
@@ -178,21 +178,21 @@ def test_lower_is_better_metric_and_filters(workdir):
   assert not rep.spec.higher_is_better and rep.spec.scale == 1.0
   # Every finished run has minival_loss 1.1: all numeric cells tie and are bold.
   assert [c.best for c in rep.cells.values() if c.summary] == [True] * 5
-  only = report.build(report.collect(workdir), report.Spec(), only=["seed=0"])
+  only = pivot.build(collect.collect(workdir), pivot.Spec(), only=["seed=0"])
   assert only.cells["resnet18", "full_ft"].summary.n == 1
   flipped = _build(workdir, rows=("strategy",), cols=("model",))
   assert flipped.rows == ["linear_probe", "freeze_shallow", "full_ft"]
-  reordered = report.build(report.collect(workdir), report.Spec(),
+  reordered = pivot.build(collect.collect(workdir), pivot.Spec(),
                            strategy_order=["full_ft", "linear_probe"])
   assert reordered.cols == ["full_ft", "linear_probe", "freeze_shallow"]
 
 
 def test_latex_and_json(workdir):
   rep = _build(workdir)
-  tex = report.to_latex(rep)
+  tex = latex.to_latex(rep)
   assert tex.count(r"\toprule") == 4 and tex.count(r"\bottomrule") == 4
   assert r"\textbf{82.00 $\pm$ 2.00 (n=3)}" in tex and r"linear\_probe" in tex
-  data = report.to_json(rep)
+  data = json_format.to_json(rep)
   cell = next(c for c in data["cells"] if c["row"] == "resnet18" and c["col"] == "full_ft")
   assert cell["values"] == {"0": pytest.approx(78.0), "1": pytest.approx(79.0),
                             "2": pytest.approx(80.0)}
@@ -207,7 +207,7 @@ def test_cli_writes_all_formats_and_names_bad_files(workdir):
   assert out.stdout.rstrip("\n") == EXPECTED_MD.replace("WORKDIR", str(workdir)).rstrip("\n")
   bad = workdir / "model=mnv3_small,strategy=linear_probe,seed=2" / "results.json"
   assert f"warning: {bad}: does not parse" in out.stderr
-  for fmt in report.FORMATS:
+  for fmt in outputs.FORMATS:
     assert (workdir / f"report.{fmt}").stat().st_size > 0
 
 
@@ -253,7 +253,7 @@ def test_plot_helpers():
 
 
 def test_reference_table_follows_our_column_order(workdir):
-  md = report.to_markdown(_build(workdir, reference="mindcv"))
+  md = markdown.to_markdown(_build(workdir, reference="mindcv"))
   section = md[md.index("## MindCV"):]
   assert ("| model | linear_probe | freeze_shallow | full_ft | full_ft_head_lr "
           "| full_ft_deep_lr |") in section
@@ -287,15 +287,15 @@ def test_equal_one_image_gains_are_not_significant(tmp_path, with_correct):
   cell = rep.cells["resnet18", "freeze_shallow"]
   assert cell.values == {0: 301 / 359 * 100, 1: 341 / 359 * 100}  # exact, not float32
   assert (cell.delta.p, cell.delta.significant) == (None, None)
-  md = report.to_markdown(rep)
+  md = markdown.to_markdown(rep)
   row = next(line for line in md.splitlines() if line.startswith("| resnet18 | +0.28"))
   assert row == "| resnet18 | +0.28 ± 0.00 (n=2, no test: equal differences) |"
-  assert "no test: equal differences" in report.to_latex(rep)
-  csv_row = next(r for r in csv.DictReader(io.StringIO(report.to_csv(rep)))
+  assert "no test: equal differences" in latex.to_latex(rep)
+  csv_row = next(r for r in csv.DictReader(io.StringIO(csv_format.to_csv(rep)))
                  if r["strategy"] == "freeze_shallow")
   assert (csv_row["p_value"], csv_row["significant"]) == ("", "")
   assert csv_row["test_note"] == "no test: equal differences"
-  data = report.to_json(rep)
+  data = json_format.to_json(rep)
   delta = next(c["delta"] for c in data["cells"] if c["col"] == "freeze_shallow")
   assert (delta["p"], delta["significant"], delta["note"]) == (
       None, None, "no test: equal differences")
@@ -318,25 +318,25 @@ def test_runs_selected_on_val_are_named(tmp_path):
       _write_run(tmp_path, strategy, seed, {"val": {"top1": 0.5 + seed / 10}},
                  selection_split=split)
   rep = _build(tmp_path, metric="val.top1")
-  md = report.to_markdown(rep)
+  md = markdown.to_markdown(rep)
   note = ("Note: 2 of 4 finished runs selected their checkpoint on `val` "
           "(config.data.minival_fraction=0): their `val` numbers were used for "
           "checkpoint selection and are not held out.")
   assert note in md
   assert "This report's metric `val.top1` is a `val` number: for those runs" in md
-  data = report.to_json(rep)
+  data = json_format.to_json(rep)
   assert data["selected_on_val"] == ["strategy=linear_probe,seed=0",
                                      "strategy=linear_probe,seed=1"]
   assert len(data["notes"]) == 2
-  rows = {r["strategy"]: r for r in csv.DictReader(io.StringIO(report.to_csv(rep)))}
+  rows = {r["strategy"]: r for r in csv.DictReader(io.StringIO(csv_format.to_csv(rep)))}
   assert rows["linear_probe"]["n_selected_on_val"] == "2"
   assert rows["full_ft"]["n_selected_on_val"] == "0"
-  assert "selected their checkpoint on" in report.to_latex(rep)
+  assert "selected their checkpoint on" in latex.to_latex(rep)
   # A test.* metric: the note stays, without the sentence about the metric.
   for strategy in ("full_ft", "linear_probe"):
     for seed in (0, 1):
       path = tmp_path / f"strategy={strategy},seed={seed}" / "results.json"
       data = json.loads(path.read_text())
       path.write_text(json.dumps({**data, "test": {"top1": 0.4}}))
-  md = report.to_markdown(_build(tmp_path))
+  md = markdown.to_markdown(_build(tmp_path))
   assert note in md and "is a `val` number" not in md

@@ -1,4 +1,4 @@
-"""ftlab.runtime: the XLA CPU flags every entry point applies before JAX starts."""
+"""ftlab.training.runtime: the XLA CPU flags every entry point applies before JAX starts."""
 import ctypes
 import ctypes.util
 import os
@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from ftlab import runtime
+from ftlab.training import runtime
+
 
 FLAG = "xla_cpu_experimental_ynn_fusion_type"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,7 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = """
 import importlib, sys
 importlib.import_module(sys.argv[2])  # the entry point's whole import graph
-from ftlab import runtime
+from ftlab.training import runtime
 if sys.argv[1] == "ftlab":
   runtime.configure_xla()
 import jax, jax.numpy as jnp
@@ -68,7 +69,7 @@ def test_xla_default_hands_the_convolution_to_ynnpack():
 @pytest.mark.parametrize("entry_point", ["ftlab.main", "ftlab.evaluate", "ftlab.predict"])
 def test_entry_points_apply_the_flags_before_the_backend_starts(entry_point):
   # ftlab's flags keep the convolution on XLA's Eigen kernel (the faster one,
-  # see ftlab/runtime.py): it only works if importing the entry point did not
+  # see ftlab/training/runtime.py): it only works if importing the entry point did not
   # start the backend.
   assert probe("ftlab", entry_point) == "eigen_conv"
 
@@ -98,7 +99,7 @@ def test_release_free_memory_returns_freed_heap_to_the_os():
 CACHE_PROBE = """
 import sys
 import jax, jax.numpy as jnp
-from ftlab import runtime
+from ftlab.training import runtime
 events = []
 jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
 runtime.use_compilation_cache(sys.argv[1], min_compile_s=0.0)

@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ftlab import state as state_lib
+from ftlab.training import state as state_lib
 from tests.conftest import tiny_config
+
 
 LR = 0.1
 PROBE = "fc/bias"  # trainable in every phase of lp_ft and gradual_unfreeze

@@ -1,9 +1,9 @@
-"""Tests for ftlab.stats (paired deltas on float32-rounded values) and evaluation.summarize."""
+"""Tests for ftlab.reports.stats (paired deltas on float32-rounded values) and evaluator.summarize."""
 import numpy as np
 import pytest
 
-from ftlab import evaluation
-from ftlab import stats
+from ftlab.evaluation import evaluator
+from ftlab.reports import stats
 
 
 def _f32_percent(correct: int, count: int) -> float:
@@ -49,7 +49,7 @@ def test_evaluation_summarize_counts_exactly():
   outputs = {"label": label, "pred": pred, "loss": np.ones(n, np.float32),
              "top1": (np.arange(n) < correct).astype(np.float32),
              "top5": (np.arange(n) < correct5).astype(np.float32)}
-  out = evaluation.summarize(outputs, 3)
+  out = evaluator.summarize(outputs, 3)
   assert (out["correct"], out["correct_top5"], out["count"]) == (correct, correct5, n)
   assert all(type(out[k]) is int for k in ("correct", "correct_top5", "count"))  # pylint: disable=unidiomatic-typecheck
   assert out["top1"] == correct / n and out["top5"] == correct5 / n

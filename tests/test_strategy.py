@@ -5,8 +5,9 @@ import jax
 import pytest
 
 from configs import default
-from ftlab import state as state_lib, strategy
 from ftlab.models import MODELS, get_spec
+from ftlab.training import state as state_lib
+from ftlab.training import strategy
 
 
 def _shapes(name, size=32):

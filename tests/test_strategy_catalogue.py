@@ -2,15 +2,17 @@
 import os
 import re
 
+from flax import serialization
 import jax
 import numpy as np
 import pytest
-from flax import serialization
 
 from configs import default
-from ftlab import state as state_lib, steps, strategy, train
 from ftlab.models import get_spec
 from ftlab.pretrained import load
+from ftlab.training import run as run_lib
+from ftlab.training import state as state_lib
+from ftlab.training import steps, strategy, trainer
 from tests.conftest import tiny_config
 
 
@@ -62,11 +64,11 @@ def test_lp_ft_and_gradual_unfreeze_phases():
 
 def _run(root, workdir, **overrides):
   config = tiny_config(root, **overrides)
-  return config, train.train_and_evaluate(config, workdir)
+  return config, trainer.train_and_evaluate(config, workdir)
 
 
 def _state(config, workdir):
-  run = train.prepare(config, workdir, for_training=False)
+  run = run_lib.prepare(config, workdir, for_training=False)
   state, _ = run.ckpts.restore_latest(run.template)
   start = run.template(0, load_weights=True)
   run.ckpts.close()
@@ -82,12 +84,12 @@ def test_lp_ft_changes_only_the_head_then_the_trunk(image_folder, tmp_path):
   over = {"strategy.name": "lp_ft", "train.num_epochs": 2.0, "strategy.lp_fraction": 0.5}
   config = tiny_config(image_folder, **over)
   mid_dir = str(tmp_path / "mid")
-  train.train_and_evaluate(tiny_config(image_folder, **over, **{"train.stop_after_steps": 7}), mid_dir)
+  trainer.train_and_evaluate(tiny_config(image_folder, **over, **{"train.stop_after_steps": 7}), mid_dir)
   start, mid = _state(config, mid_dir)
   for path, value in _params(start).items():
     changed = not np.array_equal(value, _params(mid)[path])
     assert changed == path.startswith("fc/"), path
-  out = train.train_and_evaluate(config, mid_dir)
+  out = trainer.train_and_evaluate(config, mid_dir)
   _, end = _state(config, mid_dir)
   assert out["num_phases"] == 2
   assert not np.array_equal(_params(end)["conv1/kernel"], _params(mid)["conv1/kernel"])
@@ -152,7 +154,7 @@ def test_frozen_trunk_has_no_backward_convolutions(image_folder, tmp_path):
   counts = {}
   for name in ("linear_probe", "freeze_shallow", "full_ft"):
     config = tiny_config(image_folder, **{"strategy.name": name, "strategy.freeze_blocks": 2})
-    run = train.prepare(config, str(tmp_path / name), for_training=False)
+    run = run_lib.prepare(config, str(tmp_path / name), for_training=False)
     state = run.template(0)
     batch = run.devices.shard_batch(next(run.loaders["train"].epoch(0)))
     step = jax.jit(steps.make_train_step(run.setup)).lower(state, batch, jax.random.key(0)).compile()

@@ -10,6 +10,10 @@ import time
 import pytest
 
 from ftlab import sweep
+from ftlab.sweeps import filters as sweep_filters
+from ftlab.sweeps import grid, naming, placement, runner
+from ftlab.sweeps import spec as sweep_spec
+
 
 FAKE_RUNNER = textwrap.dedent("""\
   # Stands in for `python -m ftlab.main`: behaviour comes from --config.fake.
@@ -39,7 +43,7 @@ FAKE_RUNNER = textwrap.dedent("""\
 
 CONFIG = textwrap.dedent("""\
   import ml_collections
-  from ftlab import sweep
+  from ftlab.sweeps import grid
 
   STRATEGY_ORDER = ["freeze_all", "full_ft"]
 
@@ -50,14 +54,14 @@ CONFIG = textwrap.dedent("""\
 
   def get_sweep(arg=None):
     if arg == "fail":
-      return sweep.zip_(**{"strategy.name": ["full_ft", "freeze_all", "linear"],
+      return grid.zip_(**{"strategy.name": ["full_ft", "freeze_all", "linear"],
                            "fake": ["ok", "fail", "ok"]})
     if arg == "resume":
-      return sweep.zip_(**{"strategy.name": ["full_ft", "freeze_all", "linear"],
+      return grid.zip_(**{"strategy.name": ["full_ft", "freeze_all", "linear"],
                            "fake": ["ok", "sleep_once", "ok"]})
     if arg == "no_results":
       return [{"fake": "no_results"}]
-    return sweep.product(**{"model.name": ["tiny_cnn", "big/net"],
+    return grid.product(**{"model.name": ["tiny_cnn", "big/net"],
                             "strategy.name": ["full_ft", "freeze_all"],
                             "optimizer.lr": [0.001]})
 """)
@@ -91,64 +95,64 @@ def _invocations(tmp):
 
 
 def test_grid_helpers():
-  assert sweep.product(a=[1, 2], b=["x", "y"]) == [
+  assert grid.product(a=[1, 2], b=["x", "y"]) == [
       {"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 2, "b": "x"}, {"a": 2, "b": "y"}]
-  assert sweep.zip_(a=[1, 2], b=["x", "y"]) == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
-  with pytest.raises(sweep.SweepError, match="equal length"):
-    sweep.zip_(a=[1], b=[1, 2])
-  assert sweep.chain(sweep.product(a=[1]), [{"b": 2}]) == [{"a": 1}, {"b": 2}]
-  assert sweep.cross(sweep.zip_(a=[1, 2]), [{"s": 0}, {"s": 1}]) == [
+  assert grid.zip_(a=[1, 2], b=["x", "y"]) == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
+  with pytest.raises(grid.SweepError, match="equal length"):
+    grid.zip_(a=[1], b=[1, 2])
+  assert grid.chain(grid.product(a=[1]), [{"b": 2}]) == [{"a": 1}, {"b": 2}]
+  assert grid.cross(grid.zip_(a=[1, 2]), [{"s": 0}, {"s": 1}]) == [
       {"a": 1, "s": 0}, {"a": 1, "s": 1}, {"a": 2, "s": 0}, {"a": 2, "s": 1}]
 
 
 def test_run_names_are_readable_sanitised_and_ordered():
-  assert sweep.run_name({"model.name": "resnet18", "strategy.name": "full_ft",
+  assert naming.run_name({"model.name": "resnet18", "strategy.name": "full_ft",
                          "seed": 0}) == "model=resnet18,strategy=full_ft,seed=0"
-  assert sweep.run_name({"seed": 0, "model.name": "resnet18"}) == "seed=0,model=resnet18"
-  assert sweep.run_name({"optimizer.lr": 1e-3, "data.root": "/a b/c"}) == (
+  assert naming.run_name({"seed": 0, "model.name": "resnet18"}) == "seed=0,model=resnet18"
+  assert naming.run_name({"optimizer.lr": 1e-3, "data.root": "/a b/c"}) == (
       "optimizer.lr=0.001,data.root=_a_b_c")
-  long = sweep.run_name({"x": "y" * 500})
-  assert len(long) == sweep.MAX_NAME_LEN and long == sweep.run_name({"x": "y" * 500})
-  with pytest.raises(sweep.SweepError, match="both get the run name"):
-    sweep.unique_names([{"m": "a/b"}, {"m": "a b"}])
+  long = naming.run_name({"x": "y" * 500})
+  assert len(long) == naming.MAX_NAME_LEN and long == naming.run_name({"x": "y" * 500})
+  with pytest.raises(grid.SweepError, match="both get the run name"):
+    naming.unique_names([{"m": "a/b"}, {"m": "a b"}])
 
 
 def test_filters_accept_unambiguous_short_keys():
   keys = ["model.name", "strategy.name", "seed", "optimizer.lr", "head.lr"]
-  filters = sweep.parse_filters(["strategy=full_ft", "seed=0", "seed=2"], keys)
+  filters = sweep_filters.parse_filters(["strategy=full_ft", "seed=0", "seed=2"], keys)
   assert filters == {"strategy.name": {"full_ft"}, "seed": {"0", "2"}}
-  assert sweep.matches({"strategy.name": "full_ft", "seed": 2}, filters)
-  assert not sweep.matches({"strategy.name": "full_ft", "seed": 1}, filters)
-  lr = sweep.parse_filters(["optimizer.lr=1e-3"], keys)
-  assert sweep.matches({"optimizer.lr": 0.001}, lr)
-  assert not sweep.matches({"optimizer.lr": 0.01}, lr)
-  with pytest.raises(sweep.SweepError, match="ambiguous"):
-    sweep.parse_filters(["lr=0.1"], keys)
-  with pytest.raises(sweep.SweepError, match="matches no"):
-    sweep.parse_filters(["dataset=x"], keys)
+  assert sweep_filters.matches({"strategy.name": "full_ft", "seed": 2}, filters)
+  assert not sweep_filters.matches({"strategy.name": "full_ft", "seed": 1}, filters)
+  lr = sweep_filters.parse_filters(["optimizer.lr=1e-3"], keys)
+  assert sweep_filters.matches({"optimizer.lr": 0.001}, lr)
+  assert not sweep_filters.matches({"optimizer.lr": 0.01}, lr)
+  with pytest.raises(grid.SweepError, match="ambiguous"):
+    sweep_filters.parse_filters(["lr=0.1"], keys)
+  with pytest.raises(grid.SweepError, match="matches no"):
+    sweep_filters.parse_filters(["dataset=x"], keys)
 
 
 def test_placement_splits_threads_and_gpus():
-  place = sweep.placement(1, 2, cpus=[0, 1, 2, 3], gpus=["0", "1", "2", "3"])
+  place = placement.placement(1, 2, cpus=[0, 1, 2, 3], gpus=["0", "1", "2", "3"])
   assert place.cpus == (2, 3)
   assert place.env["OMP_NUM_THREADS"] == "2" and "XLA_FLAGS" not in place.env
   assert place.env["CUDA_VISIBLE_DEVICES"] == "1,3"
-  shared = sweep.placement(2, 3, cpus=[0, 1], gpus=["7"])
+  shared = placement.placement(2, 3, cpus=[0, 1], gpus=["7"])
   assert shared.cpus == (0,) and shared.env["OMP_NUM_THREADS"] == "1"
   assert shared.env["XLA_FLAGS"].endswith(
       "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
   assert shared.env["CUDA_VISIBLE_DEVICES"] == "7"
   assert shared.env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.30"
-  assert "CUDA_VISIBLE_DEVICES" not in sweep.placement(0, 1, cpus=[0]).env
+  assert "CUDA_VISIBLE_DEVICES" not in placement.placement(0, 1, cpus=[0]).env
 
 
 def test_load_sweep_checks_keys(setup):
-  loaded = sweep.load_sweep(str(setup / "cfg.py"))
+  loaded = sweep_spec.load_sweep(str(setup / "cfg.py"))
   assert len(loaded.grid) == 4 and loaded.strategy_order == ("freeze_all", "full_ft")
   (setup / "bad.py").write_text(CONFIG.replace('"optimizer.lr"', '"optimiser.lr"'))
-  with pytest.raises(sweep.SweepError, match=r"bad.py: sweep key 'optimiser.lr'"):
-    sweep.load_sweep(str(setup / "bad.py"))
-  assert sweep.build_command(sweep.DEFAULT_RUNNER, "c.py:x", "w", {"seed": 1})[:3] == [
+  with pytest.raises(grid.SweepError, match=r"bad.py: sweep key 'optimiser.lr'"):
+    sweep_spec.load_sweep(str(setup / "bad.py"))
+  assert runner.build_command(runner.DEFAULT_RUNNER, "c.py:x", "w", {"seed": 1})[:3] == [
       sys.executable, "-m", "ftlab.main"]
 
 

@@ -7,24 +7,29 @@ import jax
 import numpy as np
 import pytest
 
-from ftlab import checkpoint, evaluate, state as state_lib, steps, train
+from ftlab import evaluate
+from ftlab.configuration import files
+from ftlab.training import checkpoint
+from ftlab.training import run as run_lib
+from ftlab.training import state as state_lib
+from ftlab.training import steps, trainer
 from tests.conftest import tiny_config
 
 
 def _latest_state(config, workdir):
-  run = train.prepare(config, workdir, for_training=False)
+  run = run_lib.prepare(config, workdir, for_training=False)
   state, meta = run.ckpts.restore_latest(run.template)
   run.ckpts.close()
   return state, meta
 
 
 def _initial(config, workdir):
-  run = train.prepare(config, workdir, for_training=False)
+  run = run_lib.prepare(config, workdir, for_training=False)
   return run.template(0, load_weights=True)
 
 
 def test_short_run_learns_separable_data(image_folder, tmp_path):
-  out = train.train_and_evaluate(tiny_config(image_folder, **{"train.num_epochs": 4.0}),
+  out = trainer.train_and_evaluate(tiny_config(image_folder, **{"train.num_epochs": 4.0}),
                                  str(tmp_path / "run"))
   assert out["test"]["top1"] >= 0.9
   assert out["test"]["count"] == 18  # every test image counted once despite the ragged last batch
@@ -42,7 +47,7 @@ def test_linear_probe_leaves_backbone_bit_identical(image_folder, tmp_path):
   config = tiny_config(image_folder, **{"strategy.name": "linear_probe", "train.num_epochs": 1.0})
   workdir = str(tmp_path / "run")
   start = _initial(config, workdir)
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   end, _ = _latest_state(config, workdir)
   assert int(end.step) > 3
   assert set(end.trainable) == {"fc/kernel", "fc/bias"}
@@ -54,7 +59,7 @@ def test_linear_probe_leaves_backbone_bit_identical(image_folder, tmp_path):
 
 
 def _one_step(config, root, workdir):
-  run = train.prepare(config, workdir, for_training=False)
+  run = run_lib.prepare(config, workdir, for_training=False)
   state = state_lib.initial_state(run.setup, config, jax.random.key(0))
   batch = next(run.loaders["train"].epoch(0))
   step = jax.jit(steps.make_train_step(run.setup))
@@ -79,16 +84,16 @@ def test_lr_multiplier_scales_sgd_updates(image_folder, tmp_path):
 
 def test_killed_and_resumed_run_matches_uninterrupted(image_folder, tmp_path):
   config = tiny_config(image_folder, **{"train.num_epochs": 3.0})
-  full = train.train_and_evaluate(config, str(tmp_path / "full"))
+  full = trainer.train_and_evaluate(config, str(tmp_path / "full"))
   resumed_dir = str(tmp_path / "resumed")
   stop_at = 5  # mid-epoch: the pipeline must resume at batch 5, not restart the epoch
-  partial = train.train_and_evaluate(tiny_config(image_folder, **{"train.num_epochs": 3.0,
+  partial = trainer.train_and_evaluate(tiny_config(image_folder, **{"train.num_epochs": 3.0,
                                                                   "train.stop_after_steps": stop_at}),
                                      resumed_dir)
   assert partial is None
   _, meta = _latest_state(config, resumed_dir)
   assert not os.path.exists(os.path.join(resumed_dir, "results.json"))
-  resumed = train.train_and_evaluate(config, resumed_dir)
+  resumed = trainer.train_and_evaluate(config, resumed_dir)
   assert resumed["num_steps"] == full["num_steps"]
   a, _ = _latest_state(config, str(tmp_path / "full"))
   b, _ = _latest_state(config, resumed_dir)
@@ -102,11 +107,11 @@ def test_killed_and_resumed_run_matches_uninterrupted(image_folder, tmp_path):
 def test_non_finite_loss_fails_fast_with_a_clear_message(image_folder, tmp_path):
   config = tiny_config(image_folder, **{"optimizer.lr": 1e30, "optimizer.schedule": "constant"})
   with pytest.raises(FloatingPointError, match=r"step \d+: .* is not finite"):
-    train.train_and_evaluate(config, str(tmp_path / "run"))
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
 
 
 def test_evaluate_and_load_best_use_the_selected_checkpoint(image_folder, tmp_path):
-  out = train.train_and_evaluate(tiny_config(image_folder), str(tmp_path / "run"))
+  out = trainer.train_and_evaluate(tiny_config(image_folder), str(tmp_path / "run"))
   os.remove(tmp_path / "run" / "predictions.csv")
   again = evaluate.evaluate_run(str(tmp_path / "run"), "test")
   assert again == out["test"]
@@ -124,16 +129,16 @@ def test_evaluate_and_load_best_use_the_selected_checkpoint(image_folder, tmp_pa
   saved = json.load(open(path))
   del saved["model"]["init"]
   path.write_text(json.dumps(saved))
-  assert checkpoint.read_config(str(tmp_path / "run")).model.init == "native"
+  assert files.read_config(str(tmp_path / "run")).model.init == "native"
   assert checkpoint.load_best(str(tmp_path / "run")).step == out["best"]["step"]
 
 
 def test_workdir_of_another_config_is_refused_and_left_intact(image_folder, tmp_path):
   workdir = tmp_path / "run"
-  train.train_and_evaluate(tiny_config(image_folder, **{"train.num_epochs": 1.0}), str(workdir))
+  trainer.train_and_evaluate(tiny_config(image_folder, **{"train.num_epochs": 1.0}), str(workdir))
   before = {p: p.read_bytes() for p in (workdir / "config.json", workdir / "results.json")}
   with pytest.raises(ValueError, match=r"different config \(optimizer.lr: 0.05 -> 0.5\)"):
-    train.train_and_evaluate(tiny_config(image_folder, **{"train.num_epochs": 1.0,
+    trainer.train_and_evaluate(tiny_config(image_folder, **{"train.num_epochs": 1.0,
                                                           "optimizer.lr": 0.5}), str(workdir))
   assert {p: p.read_bytes() for p in before} == before
 
@@ -155,16 +160,16 @@ def test_interruption_between_best_and_latest_saves_resumes(image_folder, tmp_pa
 
   monkeypatch.setattr(checkpoint.Checkpoints, "save_latest", killed_at_first_eval)
   with pytest.raises(_Killed):
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   monkeypatch.setattr(checkpoint.Checkpoints, "save_latest", save_latest)
-  run = train.prepare(config, workdir, for_training=False)
+  run = run_lib.prepare(config, workdir, for_training=False)
   assert run.ckpts.best.all_steps() == [first_eval] and run.ckpts.latest.all_steps() == []
   run.ckpts.close()
   # Two resumes: the first replays step 7 (best saved again) and stops, the second finishes.
-  partial = train.train_and_evaluate(
+  partial = trainer.train_and_evaluate(
       tiny_config(image_folder, **{"train.num_epochs": 3.0, "train.stop_after_steps": 9}), workdir)
   assert partial is None
-  out = train.train_and_evaluate(config, workdir)
+  out = trainer.train_and_evaluate(config, workdir)
   assert out["num_steps"] == 21 and [h["step"] for h in out["history"]] == [7, 14, 21]
   assert out["test"]["count"] == 18
 
@@ -172,9 +177,9 @@ def test_interruption_between_best_and_latest_saves_resumes(image_folder, tmp_pa
 def test_selection_on_val_is_recorded_and_zero_intervals_mean_never(image_folder, tmp_path):
   config = tiny_config(image_folder, **{"data.minival_fraction": 0.0, "train.num_epochs": 1.0,
                                         "train.log_every_steps": 0, "train.checkpoint_every_steps": 0})
-  out = train.train_and_evaluate(config, str(tmp_path / "run"))
+  out = trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert out["selection_split"] == "val" and out["num_steps"] == 9  # 72 images / batch 8
   assert [h["step"] for h in out["history"]] == [9]
   with pytest.raises(ValueError, match=r"config.train.log_every_steps=-1 must be >= 0"):
-    train.train_and_evaluate(tiny_config(image_folder, **{"train.log_every_steps": -1}),
+    trainer.train_and_evaluate(tiny_config(image_folder, **{"train.log_every_steps": -1}),
                              str(tmp_path / "bad"))

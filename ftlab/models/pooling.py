@@ -12,7 +12,7 @@ elementwise compares and the transpose of the strided views (a few fused loops).
 
 Global average pooling
 ----------------------
-With YNNPACK reductions enabled (`ftlab/runtime.py`), a `jnp.mean` over the
+With YNNPACK reductions enabled (`ftlab/training/runtime.py`), a `jnp.mean` over the
 spatial dims becomes a YNNPACK fusion that pulls in every convolution upstream
 of it that nothing else reads: in a frozen trunk (linear probe), all of
 ResNet-18's layer3 and layer4, whose convolutions are ~20% slower in YNNPACK
@@ -24,8 +24,9 @@ import functools
 from typing import Sequence, Tuple
 
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
+
 
 Pair = Tuple[int, int]
 

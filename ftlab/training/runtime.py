@@ -48,6 +48,7 @@ import logging
 import os
 from typing import Mapping, MutableMapping, Optional
 
+
 CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "individual_dot,reduce"}
 TESTED_JAXLIB = ("0.10.2",)
 

@@ -14,11 +14,11 @@ import re
 import jax
 import numpy as np
 
-from ftlab import strategy
 from ftlab.data.pipeline import Loader
 from ftlab.data.sources import Split
-from ftlab.parallel import Devices
-from ftlab.state import Setup
+from ftlab.training import strategy
+from ftlab.training.parallel import Devices
+from ftlab.training.state import Setup
 
 
 def eligible(setup: Setup, config) -> bool:

@@ -4,11 +4,11 @@ import json
 from typing import Any, Dict
 
 import jax
-import numpy as np
 from jax.experimental import multihost_utils
+import numpy as np
 
-from ftlab import metrics
-from ftlab.parallel import Devices
+from ftlab.evaluation import metrics
+from ftlab.training.parallel import Devices
 
 
 def fetch(tree):
@@ -39,7 +39,7 @@ def summarize(outputs: Dict[str, np.ndarray], num_classes: int) -> Dict[str, flo
   Accuracies are float64 fractions of integer counts (`correct`,
   `correct_top5` of `count`), not float32 means: rounded to float32, the same
   one-image gain on two seeds gives differences a few ulps apart. The report
-  reads them back with ftlab.stats.counted_fraction. An empty split gives NaN
+  reads them back with ftlab.reports.stats.counted_fraction. An empty split gives NaN
   accuracies.
   """
   cm = metrics.confusion_matrix(outputs["label"], outputs["pred"], num_classes)

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from ftlab.models import ModelSpec
 
+
 BN_SCALE = "scale"  # only BatchNorm layers (models/layers.py) have a `scale` parameter
 
 

@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ftlab import metrics, strategy
+from ftlab.evaluation import metrics
 from ftlab.models import ModelSpec
-from ftlab.state import Setup, TrainState, unflatten, variables_of
+from ftlab.training import strategy
+from ftlab.training.state import Setup, TrainState, unflatten, variables_of
 
 
 def normalize(images, spec: ModelSpec):

@@ -3,9 +3,9 @@ import json
 import logging
 import os
 
-import jax
 from absl import logging as absl_logging
 from clu import metric_writers
+import jax
 
 
 class JsonlWriter(metric_writers.MetricWriter):

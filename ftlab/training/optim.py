@@ -4,7 +4,7 @@ The optimizer only ever sees the *trainable* parameters (a flat dict keyed by
 '/'-joined path): frozen ones have no gradient and no optimizer state. Each
 trainable group gets the base schedule (linear warm-up, then cosine decay or
 constant) scaled by its LR multiplier, and weight decay scaled by its
-`wd_mult` (semantics in `ftlab/strategy.py`).
+`wd_mult` (semantics in `ftlab/training/strategy.py`).
 
 The base schedule is a function of the run's *global* step. A phased
 strategy (lp_ft, gradual_unfreeze) starts each phase with fresh optimizer
@@ -14,7 +14,8 @@ anneals once over the whole run, across phase boundaries.
 """
 import optax
 
-from ftlab.strategy import Group, Plan
+from ftlab.training.strategy import Group, Plan
+
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+
 LAMBDAS = tuple(10.0 ** e for e in range(-3, 5))
 
 

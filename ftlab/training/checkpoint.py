@@ -9,7 +9,6 @@ good checkpoint.
 """
 import dataclasses
 import json
-import logging
 import os
 from typing import Any, Callable, List, Optional
 
@@ -17,8 +16,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from configs import default
-from ftlab import state as state_lib
+from ftlab.configuration.files import read_config
+from ftlab.training import state as state_lib
 
 
 def _manager(path: str) -> ocp.CheckpointManager:
@@ -83,31 +82,6 @@ class Checkpoints:
   def close(self) -> None:
     self.latest.close()
     self.best.close()
-
-
-def _add_missing(saved: dict, defaults: ml_collections.ConfigDict, prefix: str = "") -> list:
-  """Adds to `saved` the keys of `defaults` it lacks; returns their dotted names."""
-  added = []
-  for key, value in defaults.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      added += _add_missing(saved.setdefault(key, {}), value, f"{prefix}{key}.")
-    elif key not in saved:
-      saved[key] = value
-      added.append(prefix + key)
-  return added
-
-
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The run's config.json; keys declared since it was written take their defaults (logged)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir} an ftlab run directory?")
-  with open(path, encoding="utf-8") as f:
-    saved = json.load(f)
-  added = _add_missing(saved, default.get_config())
-  if added:
-    logging.info("%s predates config keys %s: using their defaults", path, ", ".join(added))
-  return ml_collections.ConfigDict(saved)
 
 
 def read_classes(workdir: str) -> List[str]:

@@ -9,17 +9,18 @@ step is recompiled.
 import dataclasses
 from typing import Any, Dict, List
 
+from absl import logging
 import flax
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import optax
-from absl import logging
-from flax import traverse_util
 
-from ftlab import optim, strategy
 from ftlab.models import ModelSpec, get_spec
 from ftlab.models.layers import Mode
 from ftlab.pretrained import load as load_lib
+from ftlab.training import optim, strategy
+
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 

@@ -6,6 +6,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats as scipy_stats
 
+
 CONFIDENCE = 0.95
 ALPHA = 0.05
 TEST_NAME = "two-sided paired t-test over shared seeds (scipy.stats.ttest_rel)"
@@ -110,7 +111,7 @@ def paired_delta(treatment: Mapping, baseline: Mapping, alpha: float = ALPHA) ->
 def counted_fraction(block: Mapping, key: str) -> float | None:
   """`block[key]` (`top1`/`top5`) as an exact count fraction, or None.
 
-  ftlab.evaluation.summarize writes integer `correct`/`correct_top5` beside
+  ftlab.evaluation.evaluator.summarize writes integer `correct`/`correct_top5` beside
   `count`: the fraction is `correct / count` in float64. Older blocks have only
   `count` and a float32 mean: sums of 0/1 are exact in float32 below 2**24
   images and the division rounds once, so `top1 * count` is within

@@ -2,7 +2,7 @@
 
 Usage (the report writes them too, unless --noplots):
 
-  python -m ftlab.plots --workdir=runs/X [--metric=test.top1] [--rows=model]
+  python -m ftlab.reports.plots --workdir=runs/X [--metric=test.top1] [--rows=model]
       [--cols=strategy] [--predictions_run=NAME]
 
 Figures are drawn on `matplotlib.figure.Figure` objects, which render with
@@ -13,13 +13,14 @@ import pathlib
 import sys
 from typing import Sequence
 
-from absl import app
-from absl import flags
+from PIL import Image
 from matplotlib.figure import Figure
 import numpy as np
-from PIL import Image
 
-from ftlab import report as report_lib
+from ftlab.reports.collect import Record, metric_value
+from ftlab.reports.pivot import Report
+from ftlab.reports.tables import metric_title
+
 
 PLOTS_DIR = "plots"
 PREDICTIONS_FILE = "predictions.csv"
@@ -44,7 +45,7 @@ def save(fig: Figure, outdir: pathlib.Path, stem: str) -> list[pathlib.Path]:
 # Learning curves.
 
 
-def _history_series(records: Sequence[report_lib.Record]) -> list[dict]:
+def _history_series(records: Sequence[Record]) -> list[dict]:
   """Per finished run, step -> minival top-1 in %."""
   series = []
   for r in records:
@@ -65,7 +66,7 @@ def band(series: list[dict]) -> tuple[np.ndarray, ...]:
           np.array([np.min(v) for v in per_step]), np.array([np.max(v) for v in per_step]))
 
 
-def _records_by_cell(report: report_lib.Report) -> dict:
+def _records_by_cell(report: Report) -> dict:
   names = {name: (cell.row, cell.col) for cell in report.cells.values() for name in cell.runs}
   out = {}
   for r in report.records:
@@ -74,7 +75,7 @@ def _records_by_cell(report: report_lib.Report) -> dict:
   return out
 
 
-def curves_figure(report: report_lib.Report) -> Figure:
+def curves_figure(report: Report) -> Figure:
   """Minival top-1 vs step: one panel per row, a mean line and min-max band per column."""
   by_cell = _records_by_cell(report)
   fig = Figure(figsize=(5.5 * len(report.rows), 4), layout="constrained")
@@ -100,7 +101,7 @@ def curves_figure(report: report_lib.Report) -> Figure:
 # The final table as bars.
 
 
-def bars_figure(report: report_lib.Report) -> Figure:
+def bars_figure(report: Report) -> Figure:
   """Grouped bars of the pivot's means with ±1 std error bars; gaps say why."""
   spec = report.spec
   fig = Figure(figsize=(max(5.0, 1.2 * len(report.rows) * len(report.cols)), 4),
@@ -118,7 +119,7 @@ def bars_figure(report: report_lib.Report) -> Figure:
       if c.summary is None:
         ax.text(p, 0, c.status, rotation=90, ha="center", va="bottom", fontsize="small")
   ax.set_xticks(x, report.rows)
-  ax.set_ylabel(report_lib.metric_title(spec))
+  ax.set_ylabel(metric_title(spec))
   ax.set_title(f"{spec.metric}: mean over seeds, error bars ±1 std")
   ax.legend(fontsize="small")
   ax.grid(axis="y", alpha=0.3)
@@ -140,7 +141,7 @@ def pareto_front(points: Sequence[tuple[float, float]], higher_is_better: bool =
   return front
 
 
-def frontier_figure(report: report_lib.Report) -> Figure:
+def frontier_figure(report: Report) -> Figure:
   """Metric vs mean train time per cell (large marks), seeds faint, and the Pareto front."""
   spec = report.spec
   by_cell = _records_by_cell(report)
@@ -156,7 +157,7 @@ def frontier_figure(report: report_lib.Report) -> Figure:
       style = {"color": _color(j), "marker": MARKERS[i % len(MARKERS)]}
       runs = by_cell.get((row, col), [])
       xs = [r.results.get("train_time_s") for r in runs]
-      ys = [report_lib.metric_value(r, spec.metric) * spec.scale for r in runs]
+      ys = [metric_value(r, spec.metric) * spec.scale for r in runs]
       ax.scatter([x for x in xs if x is not None], [y for x, y in zip(xs, ys) if x is not None],
                  alpha=0.3, s=15, **style)
       ax.scatter([t], [cell.summary.mean], s=60, label=f"{row} / {col}", **style)
@@ -165,7 +166,7 @@ def frontier_figure(report: report_lib.Report) -> Figure:
     front = pareto_front(points, spec.higher_is_better)
     ax.plot(*zip(*front), "k--", linewidth=1, label="Pareto front")
     ax.legend(fontsize="x-small", ncol=2)
-  ax.set(xlabel="train time (s)", ylabel=report_lib.metric_title(spec),
+  ax.set(xlabel="train time (s)", ylabel=metric_title(spec),
          title="Accuracy vs training cost (means over seeds, seeds faint)")
   ax.grid(alpha=0.3)
   return fig
@@ -256,7 +257,7 @@ def predictions_figure(run_dir: pathlib.Path, n: int = GRID_IMAGES) -> Figure:
   return fig
 
 
-def predictions_run(report: report_lib.Report, name: str | None = None) -> pathlib.Path | None:
+def predictions_run(report: Report, name: str | None = None) -> pathlib.Path | None:
   """The named run's dir, else the best finished run that has predictions.csv."""
   workdir = report.collection.workdir
   if name:
@@ -264,7 +265,7 @@ def predictions_run(report: report_lib.Report, name: str | None = None) -> pathl
   finished = [r for r in report.records if r.status == "finished"
               and (r.dir / PREDICTIONS_FILE).is_file()]
   sign = 1 if report.spec.higher_is_better else -1
-  finished.sort(key=lambda r: -sign * report_lib.metric_value(r, report.spec.metric))
+  finished.sort(key=lambda r: -sign * metric_value(r, report.spec.metric))
   return finished[0].dir if finished else None
 
 
@@ -272,7 +273,7 @@ def predictions_run(report: report_lib.Report, name: str | None = None) -> pathl
 # All of them.
 
 
-def write_all(report: report_lib.Report, run_name: str | None = None) -> list[pathlib.Path]:
+def write_all(report: Report, run_name: str | None = None) -> list[pathlib.Path]:
   """Writes every figure into `<workdir>/plots/`; returns the files written."""
   outdir = report.collection.workdir / PLOTS_DIR
   if not report.rows:
@@ -291,31 +292,3 @@ def write_all(report: report_lib.Report, run_name: str | None = None) -> list[pa
   except (OSError, ValueError) as e:
     print(f"{run_dir / PREDICTIONS_FILE}: skipped the predictions grid ({e})", file=sys.stderr)
   return paths
-
-
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-  """Defines the CLI flags (only under `__main__`)."""
-  flags.DEFINE_string("workdir", None, "Sweep workdir to plot.")
-  flags.DEFINE_string("metric", "test.top1", "Dotted results.json key to compare.")
-  flags.DEFINE_string("rows", "model", "Comma-separated keys labelling the rows.")
-  flags.DEFINE_string("cols", "strategy", "Comma-separated keys labelling the columns.")
-  flags.DEFINE_string("predictions_run", None, "Run (dir name) for the predictions grid.")
-
-
-def main(argv: Sequence[str]) -> int:
-  if len(argv) > 1 or not FLAGS.workdir:
-    raise app.UsageError("usage: python -m ftlab.plots --workdir=DIR [...]")
-  spec = report_lib.Spec(FLAGS.metric, tuple(FLAGS.rows.split(",")),
-                         tuple(FLAGS.cols.split(",")))
-  report = report_lib.build(report_lib.collect(FLAGS.workdir), spec)
-  for path in write_all(report, FLAGS.predictions_run):
-    print(f"wrote {path}")
-  return 0
-
-
-if __name__ == "__main__":
-  define_flags()
-  app.run(main)

@@ -1,0 +1,75 @@
+"""Formatting one cell's numbers as text (mean ± spread, deltas, p-values, costs)."""
+
+from ftlab.reports.pivot import Cell
+
+
+def _n_note(cell: Cell) -> str:
+  parts = [f"n={cell.summary.n}"]
+  parts += [f"{k} {v}" for k, v in (("failed", cell.n_failed), ("missing", cell.n_missing)) if v]
+  return "(" + ", ".join(parts) + ")"
+
+
+def format_cell(cell: Cell, spread: str = "std") -> str:
+  """`mean ± std (n=3)`, `mean ± ci (n=3)`, `mean (n=1)`, `failed` or `missing`."""
+  if cell.summary is None:
+    return cell.status
+  s = cell.summary
+  width = s.std if spread == "std" else s.ci
+  if width is None:
+    return f"{s.mean:.2f} {_n_note(cell)}"
+  return f"{s.mean:.2f} ± {width:.2f} {_n_note(cell)}"
+
+
+def format_p(p: float) -> str:
+  return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def format_delta(cell: Cell, baseline: str) -> str:
+  """`+1.23 ± 0.45 (n=3, p=0.012) *`, or why there is no delta/test."""
+  if cell.col == baseline:
+    return "baseline"
+  d = cell.delta
+  if d is None or d.n == 0:
+    return "no shared seeds" if cell.values else cell.status
+  if d.n < 2:
+    return f"{d.mean:+.2f} (n=1, {d.note})"
+  if d.p is None:
+    return f"{d.mean:+.2f} ± {d.ci:.2f} (n={d.n}, {d.note})"
+  flag = " *" if d.significant else ""
+  return f"{d.mean:+.2f} ± {d.ci:.2f} (n={d.n}, {format_p(d.p)}){flag}"
+
+
+def format_count(n: float | None) -> str:
+  if n is None:
+    return "-"
+  for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+    if abs(n) >= div:
+      return f"{n / div:.2f}{suffix}"
+  return f"{n:.0f}"
+
+
+def format_bytes(b: float | None) -> str:
+  if b is None:
+    return "-"
+  for div, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+    if abs(b) >= div:
+      return f"{b / div:.1f} {suffix}"
+  return f"{b:.0f} B"
+
+
+def format_seconds(s: float | None) -> str:
+  if s is None:
+    return "-"
+  if s < 120:
+    return f"{s:.1f} s"
+  return f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
+
+
+def format_trainable(cost: dict) -> str:
+  n, total = cost.get("num_trainable_params"), cost.get("num_params")
+  share = f" ({100 * n / total:.1f}%)" if n is not None and total else ""
+  return format_count(n) + share
+
+
+def fixed_digits(x: float | None, digits: int) -> str:
+  return "-" if x is None else f"{x:.{digits}f}"

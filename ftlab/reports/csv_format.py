@@ -1,0 +1,41 @@
+"""The CSV report: one row per cell."""
+import csv
+import io
+
+from ftlab.reports.pivot import COST_FIELDS, Cell, Report
+
+
+def _csv_number(x: float | None, digits: int) -> str:
+  return "" if x is None else f"{x:.{digits}f}"
+
+
+def _csv_row(report: Report, cell: Cell) -> list:
+  s, d, c = cell.summary, cell.delta, cell.cost
+  return [cell.row, cell.col, report.spec.metric, cell.status,
+          s.n if s else 0, cell.n_failed, cell.n_missing,
+          _csv_number(s and s.mean, 2), _csv_number(s and s.std, 2),
+          _csv_number(s and s.ci, 2), int(cell.best),
+          _csv_number(d and d.mean, 2), _csv_number(d and d.ci, 2), d.n if d else "",
+          "" if d is None or d.p is None else f"{d.p:.4g}",
+          "" if d is None or d.significant is None else int(d.significant),
+          d.note if d else "", cell.n_selected_on_val,
+          _csv_number(c.get("num_trainable_params"), 0),
+          _csv_number(c.get("optimizer_state_bytes"), 0),
+          _csv_number(c.get("train_time_s"), 1), _csv_number(c.get("train_images_per_s"), 1),
+          _csv_number(c.get("peak_rss_mb"), 0)]
+
+
+def to_csv(report: Report) -> str:
+  """One row per cell: summary, best flag (1/0), delta vs baseline, cost."""
+  spec = report.spec
+  header = [",".join(spec.rows), ",".join(spec.cols), "metric", "status", "n", "n_failed",
+            "n_missing", "mean", "std", "ci95", "best", f"delta_vs_{spec.baseline}",
+            "delta_ci95", "delta_n", "p_value", "significant", "test_note",
+            "n_selected_on_val", *COST_FIELDS]
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator="\n")
+  writer.writerow(header)
+  for r in report.rows:
+    for c in report.cols:
+      writer.writerow(_csv_row(report, report.cells[r, c]))
+  return out.getvalue()

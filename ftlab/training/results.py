@@ -1,0 +1,102 @@
+"""The end of a run: the best checkpoint on the held-out splits, the ridge probe, results.json."""
+from __future__ import annotations
+
+import os
+import resource
+from typing import TYPE_CHECKING
+
+import jax
+
+from ftlab.configuration.files import write_json_atomic
+from ftlab.data import datasets
+from ftlab.evaluation import evaluator, feature_cache, probe
+from ftlab.training.run import Run
+from ftlab.training.steps import make_trunk_step
+
+
+if TYPE_CHECKING:  # the trainer calls `finish`: only its type is needed here
+  from ftlab.training.trainer import Trainer
+
+
+def count_bytes(tree) -> int:
+  return int(sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree)))
+
+
+def peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def evaluate_best(run: Run, eval_fn, split_name: str) -> dict:
+  """Evaluates the best checkpoint on `split_name`; writes its predictions and confusion CSVs."""
+  best = run.ckpts.restore_best(run.template)
+  if best is None:
+    raise FileNotFoundError(f"no best checkpoint in {run.workdir}/checkpoints/best")
+  outputs = evaluator.evaluate(eval_fn, best[0], run.loaders[split_name], run.devices)
+  if jax.process_index() == 0:
+    suffix = "" if split_name == "test" else f"_{split_name}"
+    evaluator.write_predictions(os.path.join(run.workdir, f"predictions{suffix}.csv"),
+                                 getattr(run.data, split_name).paths, outputs, run.data.classes)
+    evaluator.write_confusion(os.path.join(run.workdir, f"confusion{suffix}.csv"), outputs,
+                               run.data.classes)
+  return evaluator.summarize(outputs, run.setup.num_classes)
+
+
+def ridge_baseline(run: Run, trainer: Trainer) -> dict:
+  """The closed-form probe on the cached features (test features extracted once here)."""
+  trunk = jax.jit(make_trunk_step(run.setup))
+  split = lambda name: (trainer.features[name].loader.augment.features,  # pylint: disable=unnecessary-lambda-assignment
+                        trainer.features[name].loader.split.labels)
+  test = None
+  if "test" in run.loaders:
+    test = (feature_cache.extract(trunk, trainer.state, run.loaders["test"], run.devices),
+            run.data.test.labels)
+  return probe.ridge_probe(split("train"), split("minival"), test, run.setup.num_classes)
+
+
+def selection_split(data: datasets.Data) -> str:
+  """The split checkpoints were selected on: 'minival', or 'val' when no minival was carved.
+
+  With 'val', the `val` score in results.json is the one the checkpoint was
+  chosen on, not a held-out score (the report says so).
+  """
+  return "val" if data.minival is data.val else "minival"
+
+
+def results(run: Run, trainer: Trainer, held_out: dict) -> dict:
+  meta, cfg, state = trainer.meta, run.config, trainer.state
+  history = meta["history"]
+  best = next(h for h in history if h["step"] == meta["best_step"])
+  images = run.schedule.total_steps * cfg.train.batch_size
+  return {
+      "status": "finished", "config": cfg.to_dict(), "model": cfg.model.name,
+      "strategy": cfg.strategy.name, "seed": cfg.seed, "dataset": run.data.name,
+      "selection_split": selection_split(run.data),
+      "num_classes": run.setup.num_classes,
+      "num_params": sum(int(v.size) for v in {**state.trainable, **state.frozen}.values()),
+      "num_trainable_params": sum(int(v.size) for v in state.trainable.values()),
+      "optimizer_state_bytes": count_bytes(state.opt_state),
+      "best": {"step": best["step"], "minival_top1": best["minival_top1"],
+               "minival_loss": best["minival_loss"]},
+      "final": {"step": history[-1]["step"], "minival_top1": history[-1]["minival_top1"],
+                "minival_loss": history[-1]["minival_loss"]},
+      **held_out,
+      "history": history, "num_steps": run.schedule.total_steps,
+      "num_phases": len(run.setup.phases), "feature_cache": trainer.features is not None,
+      "train_time_s": meta["train_time_s"], "compile_time_s": meta["compile_time_s"],
+      "feature_cache_s": meta["feature_cache_s"],
+      "train_images_per_s": images / max(meta["train_time_s"] + meta["feature_cache_s"], 1e-9),
+      "peak_rss_mb": peak_rss_mb(), "skipped_images": len(run.data.skipped),
+      "num_devices": run.devices.count,
+  }
+
+
+def finish(run: Run, trainer: Trainer) -> dict:
+  """Held-out evaluation of the best checkpoint (and the ridge probe), then results.json."""
+  held_out = {name: evaluate_best(run, trainer.image_eval_fn, name)
+              for name in ("val", "test") if name in run.loaders}
+  if trainer.features is not None:
+    held_out["ridge_probe"] = ridge_baseline(run, trainer)
+  out = results(run, trainer, held_out)
+  if jax.process_index() == 0:
+    write_json_atomic(os.path.join(run.workdir, "results.json"), out)
+  return out
