@@ -3,14 +3,25 @@
 Usage:
 
   python -m ftlab.report --workdir=runs/X [--metric=test.top1] [--rows=model]
-      [--cols=strategy] [--formats=md,csv,tex,json] [--baseline=full_ft]
+      [--cols=strategy] [--formats=md,csv,tex,json,html] [--baseline=full_ft]
       [--only=seed=0] [--strategy_order=a,b] [--reference=mindcv] [--noplots]
 
-Collects every results.json and failed.json below the workdir, plus the grid
-of `<workdir>/sweep.json` (entries with neither file are `missing`), pivots
-the metric over rows x cols (each may be a comma-separated list of keys) and
-writes report.md (also printed), report.csv, report.tex and report.json into
-the workdir, and plots into `<workdir>/plots/` (see ftlab.reports.plots).
+Collects every run dir below the workdir (one with results.json, failed.json,
+log.txt or checkpoints/), plus the grid of `<workdir>/sweep.json`, pivots the
+metric over rows x cols (each may be a comma-separated list of keys) and writes
+report.md (also printed), report.csv, report.tex, report.json and report.html
+(self-contained: tables, figures, confusion matrices, sample predictions; see
+ftlab.reports.html) into the workdir, and plots into `<workdir>/plots/` (see
+ftlab.reports.plots; --noplots writes none there, while report.html still
+inlines its figures).
+
+A run is `finished` (results.json with status finished), `failed` (failed.json,
+or a results.json that does not parse or lacks the metric), `running` (sweep.json
+says so, results.json has status running, or the dir has checkpoints/ or
+log.txt but neither result file) or `missing` (nothing of it on disk, or a
+results.json of another status, or sweep.json says it was interrupted). Cells
+without a finished run say failed, running or missing, never a number; an
+empty workdir still writes every file, saying that no runs were found.
 
 A key (rows, cols, --only) is looked up in results.json's top level, then in
 its `config` (`model` also finds `model.name`), then in the run's sweep
@@ -50,7 +61,8 @@ def define_flags() -> None:
                     "Also tabulate published numbers, e.g. mindcv (MobileNetV3-small on "
                     "FGVC-Aircraft).")
   flags.DEFINE_string("predictions_run", None, "Run (dir name) for the predictions grid; "
-                      "default: the best finished run that has predictions.csv.")
+                      "default: the best finished run that has predictions.csv (report.html "
+                      "shows it first, then each column's best).")
 
 
 def _split_keys(text: str) -> tuple:
@@ -75,7 +87,7 @@ def main(argv: Sequence[str]) -> int:
   for problem in report.problems:
     print(f"warning: {problem}", file=sys.stderr)
   print(to_markdown(report))
-  for path in write(report, FLAGS.formats):
+  for path in write(report, FLAGS.formats, FLAGS.predictions_run):
     print(f"wrote {path}", file=sys.stderr)
   if FLAGS.plots:
     for path in plots.write_all(report, FLAGS.predictions_run):

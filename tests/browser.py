@@ -23,6 +23,7 @@ import shutil
 import signal
 import tempfile
 import time
+from typing import Any
 
 import pytest
 
@@ -90,6 +91,7 @@ class Rendered:
     js_errors: uncaught exceptions and console.error messages, in order.
     requests: every URL the page requested other than data: URLs (the page's own URL first).
     screenshot: where the screenshot was written, or None.
+    script_result: the value of `render`'s script (awaited if a promise), or None.
   """
   url: str
   dom: str
@@ -98,6 +100,7 @@ class Rendered:
   js_errors: list
   requests: list
   screenshot: str | None = None
+  script_result: Any = None
 
   @property
   def broken_images(self) -> list:
@@ -106,7 +109,8 @@ class Rendered:
 
 
 def render(html_path, screenshot_path=None, timeout_s: float = 60,
-           window_size=WINDOW_SIZE) -> Rendered:
+           window_size=WINDOW_SIZE, script: str | None = None,
+           full_page: bool = False) -> Rendered:
   """Loads a local page in headless Chromium and reads it back once it has loaded.
 
   Args:
@@ -115,6 +119,10 @@ def render(html_path, screenshot_path=None, timeout_s: float = 60,
     timeout_s: the limit for loading and reading the page; the browser is killed when it runs
       out (making sure its processes are dead can take up to STOP_S more).
     window_size: (width, height) of the viewport in CSS pixels.
+    script: a JS expression evaluated once the page has loaded (a promise is awaited), before
+      the DOM is read and the screenshot taken: e.g. clicks that the snapshot should see. An
+      exception it throws raises RuntimeError.
+    full_page: screenshot the whole page (its full height) rather than the viewport.
 
   Returns:
     The Rendered page.
@@ -134,12 +142,13 @@ def render(html_path, screenshot_path=None, timeout_s: float = 60,
   with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as tmp:
     browser = _Browser(binary, tmp, window_size, deadline)
     try:
-      return _load(browser, path.as_uri(), screenshot_path, window_size)
+      return _load(browser, path.as_uri(), screenshot_path, window_size, script, full_page)
     finally:
       browser.close()
 
 
-def _load(browser, url: str, screenshot_path, window_size) -> Rendered:
+def _load(browser, url: str, screenshot_path, window_size, script=None,
+          full_page=False) -> Rendered:
   """Opens url in a new tab of browser and reads the Rendered page from it."""
   session = browser.open_tab()
   for method in ("Page.enable", "Runtime.enable", "Network.enable"):
@@ -155,10 +164,15 @@ def _load(browser, url: str, screenshot_path, window_size) -> Rendered:
                      and e["params"]["name"] == "load"
                      and e["params"]["loaderId"] == nav["loaderId"], session)
   _evaluate(browser, _SETTLE_JS, session)  # what load handlers deferred with setTimeout(0)
+  script_result = None
+  if script is not None:
+    script_result = _evaluate(browser, script, session)
+    _evaluate(browser, _SETTLE_JS, session)
   snapshot = _evaluate(browser, _SNAPSHOT_JS, session)
   if screenshot_path is not None:
-    _screenshot(browser, session, screenshot_path)
-  return _rendered(url, snapshot, browser.events_of(session), screenshot_path)
+    _screenshot(browser, session, screenshot_path, full_page)
+  rendered = _rendered(url, snapshot, browser.events_of(session), screenshot_path)
+  return dataclasses.replace(rendered, script_result=script_result)
 
 
 def _evaluate(browser, expression: str, session):
@@ -170,9 +184,14 @@ def _evaluate(browser, expression: str, session):
   return result["result"].get("value")
 
 
-def _screenshot(browser, session, screenshot_path) -> None:
-  """Writes a PNG of the page's viewport to screenshot_path."""
-  shot = browser.call("Page.captureScreenshot", {"format": "png"}, session)
+def _screenshot(browser, session, screenshot_path, full_page: bool = False) -> None:
+  """Writes a PNG of the page's viewport (or of the whole page) to screenshot_path."""
+  params = {"format": "png"}
+  if full_page:
+    size = browser.call("Page.getLayoutMetrics", session=session)["cssContentSize"]
+    params.update(captureBeyondViewport=True, clip={
+        "x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+  shot = browser.call("Page.captureScreenshot", params, session)
   screenshot_path = pathlib.Path(screenshot_path)
   screenshot_path.parent.mkdir(parents=True, exist_ok=True)
   screenshot_path.write_bytes(base64.b64decode(shot["data"]))

@@ -5,7 +5,7 @@ tests/fixtures/report_sweep holds a 2 model x 3 strategy x 3 seed sweep
 
   resnet18:   linear_probe 50/52/54, freeze_shallow 80/82/84, full_ft 78/79/80 (% top-1)
   mnv3_small: linear_probe seed 0 48.66, seed 1 failed.json, seed 2 corrupt results.json;
-              freeze_shallow seeds 0-1 absent, seed 2 status 'running' (all missing);
+              freeze_shallow seeds 0-1 absent (missing), seed 2 status 'running' (running);
               full_ft 88/90, seed 2 results.json without `test` (failed).
 """
 import csv
@@ -33,25 +33,25 @@ EXPECTED_MD = """\
 # Fine-tuning report: WORKDIR
 
 Metric `test.top1`, in %, higher is better; rows `model`, columns `strategy`. \
-Runs: 12 finished, 3 failed, 3 missing.
+Runs: 12 finished, 3 failed, 2 missing, 1 running.
 
 ## test.top1 (%): mean ± std over seeds
 
 | model | linear_probe | freeze_shallow | full_ft |
 |---|---|---|---|
 | resnet18 | 52.00 ± 2.00 (n=3) | **82.00 ± 2.00 (n=3)** | 79.00 ± 1.00 (n=3) |
-| mnv3_small | 48.66 (n=1, failed 2) | missing | **89.00 ± 1.41 (n=2, failed 1)** |
+| mnv3_small | 48.66 (n=1, failed 2) | running | **89.00 ± 1.41 (n=2, failed 1)** |
 
 Bold: the highest mean in its row (ties all bold).
 ± is the sample standard deviation over seeds (ddof=1); n counts finished seeds; \
-failed/missing runs never contribute a number.
+failed/missing/running runs never contribute a number.
 
 ## test.top1 (%): mean ± 95% CI
 
 | model | linear_probe | freeze_shallow | full_ft |
 |---|---|---|---|
 | resnet18 | 52.00 ± 4.97 (n=3) | **82.00 ± 4.97 (n=3)** | 79.00 ± 2.48 (n=3) |
-| mnv3_small | 48.66 (n=1, failed 2) | missing | **89.00 ± 12.71 (n=2, failed 1)** |
+| mnv3_small | 48.66 (n=1, failed 2) | running | **89.00 ± 12.71 (n=2, failed 1)** |
 
 Bold: the highest mean in its row (ties all bold).
 ± is the 95% confidence-interval half-width of the mean, t(0.975, n-1)·s/√n \
@@ -62,7 +62,7 @@ Bold: the highest mean in its row (ties all bold).
 | model | linear_probe | freeze_shallow |
 |---|---|---|
 | resnet18 | -27.00 ± 2.48 (n=3, p<0.001) * | +3.00 ± 2.48 (n=3, p=0.035) * |
-| mnv3_small | -39.34 (n=1, no test) | missing |
+| mnv3_small | -39.34 (n=1, no test) | running |
 
 Δ is the mean over shared seeds of (column − full_ft) ± the 95% t half-width of that mean.
 Test: two-sided paired t-test over shared seeds (scipy.stats.ttest_rel); * marks p < 0.05 \
@@ -77,7 +77,7 @@ equal up to float32 rounding: no test.
 | resnet18 | freeze_shallow | 3 | 8.00M (72.7%) | 61.0 MiB | 3.3 min | 40.0 | 2500 MB |
 | resnet18 | full_ft | 3 | 11.00M (100.0%) | 83.9 MiB | 5.0 min | 30.0 | 3000 MB |
 | mnv3_small | linear_probe | 1 | 50.00K (2.5%) | 390.6 KiB | 100.0 s | 50.0 | 2000 MB |
-| mnv3_small | freeze_shallow | 0 | missing | missing | missing | missing | missing |
+| mnv3_small | freeze_shallow | 0 | running | running | running | running | running |
 | mnv3_small | full_ft | 2 | 2.00M (100.0%) | 15.3 MiB | 5.0 min | 30.0 | 3000 MB |
 
 Means over the finished seeds of each cell; train time excludes evaluation and \
@@ -97,17 +97,24 @@ compilation as measured by the run.
 """
 
 EXPECTED_CSV = """\
-model,strategy,metric,status,n,n_failed,n_missing,mean,std,ci95,best,delta_vs_full_ft,\
+model,strategy,metric,status,n,n_failed,n_missing,n_running,mean,std,ci95,best,delta_vs_full_ft,\
 delta_ci95,delta_n,p_value,significant,test_note,n_selected_on_val,num_trainable_params,optimizer_state_bytes,\
-train_time_s,train_images_per_s,peak_rss_mb
-resnet18,linear_probe,test.top1,ok,3,0,0,52.00,2.00,4.97,0,-27.00,2.48,3,0.0004569,1,,0,\
-100000,800000,110.0,50.0,2000
-resnet18,freeze_shallow,test.top1,ok,3,0,0,82.00,2.00,4.97,1,3.00,2.48,3,0.0351,1,,0,\
-8000000,64000000,200.0,40.0,2500
-resnet18,full_ft,test.top1,ok,3,0,0,79.00,1.00,2.48,0,,,,,,,0,11000000,88000000,300.0,30.0,3000
-mnv3_small,linear_probe,test.top1,ok,1,2,0,48.66,,,0,-39.34,,1,,,no test,0,50000,400000,100.0,50.0,2000
-mnv3_small,freeze_shallow,test.top1,missing,0,0,3,,,,0,,,,,,,0,,,,,
-mnv3_small,full_ft,test.top1,ok,2,1,0,89.00,1.41,12.71,1,,,,,,,0,2000000,16000000,300.0,30.0,3000
+train_time_s,train_images_per_s,peak_rss_mb,problems
+resnet18,linear_probe,test.top1,ok,3,0,0,0,52.00,2.00,4.97,0,-27.00,2.48,3,0.0004569,1,,0,\
+100000,800000,110.0,50.0,2000,
+resnet18,freeze_shallow,test.top1,ok,3,0,0,0,82.00,2.00,4.97,1,3.00,2.48,3,0.0351,1,,0,\
+8000000,64000000,200.0,40.0,2500,
+resnet18,full_ft,test.top1,ok,3,0,0,0,79.00,1.00,2.48,0,,,,,,,0,11000000,88000000,300.0,30.0,3000,
+mnv3_small,linear_probe,test.top1,ok,1,2,0,0,48.66,,,0,-39.34,,1,,,no test,0,50000,400000,100.0,50.0,2000,\
+"WORKDIR/model=mnv3_small,strategy=linear_probe,seed=1/failed.json: exit code 1 \
+(log: RuntimeError: out of memory); WORKDIR/model=mnv3_small,strategy=linear_probe,seed=2/results.json: \
+does not parse (Expecting ',' delimiter: line 2 column 1 (char 44))"
+mnv3_small,freeze_shallow,test.top1,running,0,0,2,1,,,,0,,,,,,,0,,,,,,\
+"WORKDIR/model=mnv3_small,strategy=freeze_shallow,seed=0: no results.json or failed.json; \
+WORKDIR/model=mnv3_small,strategy=freeze_shallow,seed=1: no results.json or failed.json; \
+WORKDIR/model=mnv3_small,strategy=freeze_shallow,seed=2/results.json: status is 'running', not finished"
+mnv3_small,full_ft,test.top1,ok,2,1,0,0,89.00,1.41,12.71,1,,,,,,,0,2000000,16000000,300.0,30.0,3000,\
+"WORKDIR/model=mnv3_small,strategy=full_ft,seed=2/results.json: no numeric 'test.top1'"
 """
 
 
@@ -128,7 +135,7 @@ def test_markdown_is_exactly_as_expected(workdir):
 
 def test_csv_is_exactly_as_expected(workdir):
   text = csv_format.to_csv(_build(workdir))
-  assert text == EXPECTED_CSV
+  assert text == EXPECTED_CSV.replace("WORKDIR", str(workdir))
   rows = list(csv.DictReader(io.StringIO(text)))
   assert [r["strategy"] for r in rows[:3]] == ["linear_probe", "freeze_shallow", "full_ft"]
 
@@ -258,7 +265,7 @@ def test_reference_table_follows_our_column_order(workdir):
   assert ("| model | linear_probe | freeze_shallow | full_ft | full_ft_head_lr "
           "| full_ft_deep_lr |") in section
   assert "| reference | 48.66 | 76.83 | 88.35 | 88.89 | 88.68 |" in section
-  assert "| mnv3_small | 48.66 | missing | 89.00 | - | - |" in section
+  assert "| mnv3_small | 48.66 | running | 89.00 | - | - |" in section
 
 
 def _write_run(workdir, strategy, seed, split_blocks, **top):

@@ -5,12 +5,13 @@ from ftlab.reports.pivot import Cell
 
 def _n_note(cell: Cell) -> str:
   parts = [f"n={cell.summary.n}"]
-  parts += [f"{k} {v}" for k, v in (("failed", cell.n_failed), ("missing", cell.n_missing)) if v]
+  parts += [f"{k} {v}" for k, v in (("failed", cell.n_failed), ("missing", cell.n_missing),
+                                    ("running", cell.n_running)) if v]
   return "(" + ", ".join(parts) + ")"
 
 
 def format_cell(cell: Cell, spread: str = "std") -> str:
-  """`mean ± std (n=3)`, `mean ± ci (n=3)`, `mean (n=1)`, `failed` or `missing`."""
+  """`mean ± std (n=3)`, `mean ± ci (n=3)`, `mean (n=1)`, `failed`, `running` or `missing`."""
   if cell.summary is None:
     return cell.status
   s = cell.summary

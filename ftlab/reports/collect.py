@@ -2,12 +2,18 @@
 import dataclasses
 import json
 import math
+import os
 import pathlib
 from typing import Any, Iterable, Sequence
 
 from ftlab.reports import stats
 from ftlab.sweeps import filters, index
 from ftlab.sweeps.grid import SweepError
+
+
+CHECKPOINTS_DIR = "checkpoints"
+NO_RUNS = ("no runs found (no sweep.json grid, and no run dir with results.json, failed.json, "
+           "log.txt or checkpoints/)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,10 +23,10 @@ class Record:
   Attributes:
     name: the run dir relative to the workdir.
     dir: the run dir.
-    status: `finished`, `failed` or `missing`.
+    status: `finished`, `failed`, `missing` or `running` (see `load_record`).
     results: the parsed results.json of a finished run, else None.
     overrides: the run's sweep overrides, when known.
-    reason: why a run is failed or missing.
+    reason: why a run is not finished (naming the file or dir), else ''.
   """
   name: str
   dir: pathlib.Path
@@ -63,27 +69,69 @@ def _failed_record(name: str, run_dir: pathlib.Path, overrides: dict) -> Record:
                 reason=f"{path}: {reason}")
 
 
-def load_record(run_dir: pathlib.Path, name: str, overrides: dict) -> Record:
-  """Reads one run dir: finished results, failed.json, or missing."""
+def _running_reason(run_dir: pathlib.Path, index_status: str | None) -> str:
+  """Why a run dir without results.json/failed.json counts as running, or ''.
+
+  sweep.json's status `running` says so; without a status from sweep.json
+  (or `pending`), a `checkpoints/` folder or `log.txt` means the run started.
+  A terminal status in sweep.json (`interrupted`, ...) means it is not running.
+  """
+  if index_status == "running":
+    return f"{run_dir}: running (sweep.json status 'running'), no {index.RESULTS_FILE} yet"
+  if index_status not in (None, "", "pending"):
+    return ""
+  started = [f for f in (f"{CHECKPOINTS_DIR}/", index.LOG_FILE)
+             if (run_dir / f.rstrip("/")).exists()]
+  if not started:
+    return ""
+  return (f"{run_dir}: running (has {' and '.join(started)}, no {index.RESULTS_FILE} or "
+          f"{index.FAILED_FILE} yet; or it stopped without writing them)")
+
+
+def load_record(run_dir: pathlib.Path, name: str, overrides: dict,
+                index_status: str | None = None) -> Record:
+  """Reads one run dir: finished, failed, running or missing.
+
+  A results.json that does not parse (truncated, corrupt) is failed; one with
+  status `running` is running; a dir with neither results.json nor
+  failed.json is running per `_running_reason`, else missing.
+
+  Args:
+    run_dir: the run's directory (it may not exist).
+    name: the run's name relative to the workdir.
+    overrides: the run's sweep overrides, when known.
+    index_status: the run's status in sweep.json, when known.
+  """
   path = run_dir / index.RESULTS_FILE
+  failed = (run_dir / index.FAILED_FILE).exists()
   if path.exists():
     data, error = _read_json_object(path)
     if data is not None and data.get("status") == "finished":
       return Record(name, run_dir, "finished", data, overrides)
     if data is None:
       return Record(name, run_dir, "failed", overrides=overrides, reason=error)
-    if not (run_dir / index.FAILED_FILE).exists():
-      return Record(name, run_dir, "missing", overrides=overrides,
+    if not failed:
+      status = "running" if data.get("status") == "running" else "missing"
+      return Record(name, run_dir, status, overrides=overrides,
                     reason=f"{path}: status is {data.get('status')!r}, not finished")
-  if (run_dir / index.FAILED_FILE).exists():
+  if failed:
     return _failed_record(name, run_dir, overrides)
+  running = _running_reason(run_dir, index_status)
+  if running:
+    return Record(name, run_dir, "running", overrides=overrides, reason=running)
+  known = "" if index_status in (None, "", "pending") else f" (sweep.json status {index_status!r})"
   return Record(name, run_dir, "missing", overrides=overrides,
-                reason=f"{run_dir}: no {index.RESULTS_FILE} or {index.FAILED_FILE}")
+                reason=f"{run_dir}: no {index.RESULTS_FILE} or {index.FAILED_FILE}{known}")
 
 
 def _run_dirs(workdir: pathlib.Path) -> list[pathlib.Path]:
-  found = {p.parent for f in (index.RESULTS_FILE, index.FAILED_FILE)
-           for p in workdir.rglob(f)}
+  """Dirs holding results.json, failed.json, log.txt or checkpoints/ (not searched inside)."""
+  markers = {index.RESULTS_FILE, index.FAILED_FILE, index.LOG_FILE}
+  found = []
+  for root, dirs, files in os.walk(workdir):
+    if markers & set(files) or CHECKPOINTS_DIR in dirs:
+      found.append(pathlib.Path(root))
+    dirs[:] = sorted(d for d in dirs if d != CHECKPOINTS_DIR)
   return sorted(found)
 
 
@@ -105,12 +153,15 @@ def collect(workdir: str | pathlib.Path) -> Collection:
     raise FileNotFoundError(f"{workdir}: workdir not found")
   problems = []
   index = _read_index(workdir, problems)
-  grid = {e["name"]: e.get("overrides", {}) for e in index.get("runs", [])
-          if isinstance(e, dict) and "name" in e}
+  entries = {e["name"]: e for e in index.get("runs", []) if isinstance(e, dict) and "name" in e}
   on_disk = {d.relative_to(workdir).as_posix(): d for d in _run_dirs(workdir)}
-  names = list(grid) + sorted(n for n in on_disk if n not in grid)
-  records = [load_record(on_disk.get(n, workdir / n), n, grid.get(n, {})) for n in names]
+  names = list(entries) + sorted(n for n in on_disk if n not in entries)
+  records = [load_record(on_disk.get(n, workdir / n), n,
+                         entries.get(n, {}).get("overrides") or {},
+                         entries.get(n, {}).get("status")) for n in names]
   problems += [r.reason for r in records if r.status != "finished"]
+  if not records:
+    problems.append(f"{workdir}: {NO_RUNS}")
   return Collection(workdir, records, index, problems)
 
 

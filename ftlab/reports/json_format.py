@@ -1,4 +1,9 @@
-"""The JSON report, at full precision."""
+"""The JSON report, at full precision.
+
+`counts` has finished/failed/missing/running; each cell has its status and the
+`problems` of its runs that are not finished; `problems` lists them all (an
+empty workdir: `cells` is [] and `problems` says no runs were found).
+"""
 import dataclasses
 
 from ftlab.reports import stats
@@ -9,7 +14,8 @@ def _cell_json(cell: Cell) -> dict:
   return {"row": cell.row, "col": cell.col, "status": cell.status,
           "values": {str(k): v for k, v in cell.values.items()},
           "summary": dataclasses.asdict(cell.summary) if cell.summary else None,
-          "n_failed": cell.n_failed, "n_missing": cell.n_missing, "best": cell.best,
+          "n_failed": cell.n_failed, "n_missing": cell.n_missing, "n_running": cell.n_running,
+          "best": cell.best, "problems": cell.problems,
           "delta": dataclasses.asdict(cell.delta) if cell.delta else None,
           "cost": cell.cost, "runs": cell.runs, "n_selected_on_val": cell.n_selected_on_val}
 
@@ -23,4 +29,5 @@ def to_json(report: Report) -> dict:
           "cols": report.cols, "baseline": spec.baseline, "alpha": spec.alpha,
           "test": stats.TEST_NAME, "confidence": stats.CONFIDENCE, "counts": run_counts(report),
           "cells": [_cell_json(report.cells[r, c]) for r in report.rows for c in report.cols],
-          "selected_on_val": val_selected(report), "notes": selection_notes(report), "problems": report.problems}
+          "selected_on_val": val_selected(report), "notes": selection_notes(report),
+          "problems": report.problems}

@@ -1,7 +1,12 @@
-"""The LaTeX report: booktabs tables."""
+"""The LaTeX report: booktabs tables.
+
+Problems (runs failed, missing or running, each naming its file) are `%`
+comments at the top, so that the file can be `\\input` into a paper as is; a
+visible note under the first table gives the run counts and points to them.
+"""
 
 from ftlab.reports.pivot import Report, selection_notes
-from ftlab.reports.tables import Table, tables
+from ftlab.reports.tables import Table, counts_text, tables
 
 
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
@@ -36,9 +41,20 @@ def table_to_latex(table: Table) -> str:
   return "\n".join(out)
 
 
+def _problem_comments(report: Report) -> str:
+  """Each problem as a `%` comment line (newlines in it folded)."""
+  if not report.problems:
+    return ""
+  lines = ["% Problems:"] + [f"% - {' '.join(str(p).split())}" for p in report.problems]
+  return "\n".join(lines) + "\n"
+
+
 def to_latex(report: Report) -> str:
-  """All tables as booktabs LaTeX; selection notes go under the first."""
+  """All tables as booktabs LaTeX; selection and problem notes go under the first."""
   out = tables(report)
   out[0].notes += selection_notes(report)
-  return "% Written by ftlab.report; needs \\usepackage{booktabs}.\n" + "\n".join(
-      table_to_latex(t) for t in out)
+  if report.problems:
+    out[0].notes.append(f"Runs: {counts_text(report)}; {len(report.problems)} problem(s) are "
+                        "listed in the comments at the top of this file.")
+  return ("% Written by ftlab.report; needs \\usepackage{booktabs}.\n"
+          + _problem_comments(report) + "\n".join(table_to_latex(t) for t in out))

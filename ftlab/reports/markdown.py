@@ -1,7 +1,7 @@
 """The Markdown report (also what `ftlab.report` prints)."""
 
-from ftlab.reports.pivot import Report, run_counts, selection_notes
-from ftlab.reports.tables import Table, tables
+from ftlab.reports.pivot import Report, selection_notes
+from ftlab.reports.tables import Table, counts_text, tables
 
 
 def _md_escape(text: str) -> str:
@@ -25,13 +25,12 @@ def table_to_markdown(table: Table) -> str:
 
 def to_markdown(report: Report) -> str:
   """The full Markdown report."""
-  spec, counts = report.spec, run_counts(report)
+  spec = report.spec
   unit = ", in %" if spec.is_fraction else ""
   better = "higher" if spec.higher_is_better else "lower"
   head = [f"# Fine-tuning report: {report.collection.workdir}", "",
           f"Metric `{spec.metric}`{unit}, {better} is better; rows `{','.join(spec.rows)}`, "
-          f"columns `{','.join(spec.cols)}`. Runs: {counts['finished']} finished, "
-          f"{counts['failed']} failed, {counts['missing']} missing.", ""]
+          f"columns `{','.join(spec.cols)}`. Runs: {counts_text(report)}.", ""]
   head += [line for note in selection_notes(report) for line in (note, "")]
   body = [table_to_markdown(t) for t in tables(report)]
   problems = []

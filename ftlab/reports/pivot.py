@@ -9,6 +9,9 @@ from ftlab.reports.collect import (Collection, Record, lookup, metric_value, sel
 from ftlab.sweeps import naming
 
 
+RUN_STATUSES = ("finished", "failed", "missing", "running")
+
+
 COST_FIELDS = ("num_trainable_params", "optimizer_state_bytes", "train_time_s",
                "train_images_per_s", "peak_rss_mb")
 
@@ -64,17 +67,22 @@ class Cell:
   runs: list = dataclasses.field(default_factory=list)
   n_failed: int = 0
   n_missing: int = 0
+  n_running: int = 0
   summary: stats.Summary | None = None
   best: bool = False
   delta: stats.PairedDelta | None = None
   cost: dict = dataclasses.field(default_factory=dict)
   n_selected_on_val: int = 0
+  problems: list = dataclasses.field(default_factory=list)
 
   @property
   def status(self) -> str:
+    """`ok` with a number; else `failed` if any run failed, `running`, then `missing`."""
     if self.summary is not None:
       return "ok"
-    return "failed" if self.n_failed else "missing"
+    if self.n_failed:
+      return "failed"
+    return "running" if self.n_running else "missing"
 
 
 @dataclasses.dataclass
@@ -129,6 +137,8 @@ def _add_record(cell: Cell, record: Record, spec: Spec, problems: list) -> None:
   if record.status != "finished":
     cell.n_failed += record.status == "failed"
     cell.n_missing += record.status == "missing"
+    cell.n_running += record.status == "running"
+    cell.problems.append(record.reason)
     return
   seed = lookup(record, "seed")
   seed = record.name if seed is None else seed
@@ -212,7 +222,8 @@ def build(collection: Collection, spec: Spec, only: Iterable[str] = (),
 
 
 def run_counts(report: Report) -> dict:
-  counts = {"finished": 0, "failed": 0, "missing": 0}
+  """How many runs are finished, failed, missing and running."""
+  counts = dict.fromkeys(RUN_STATUSES, 0)
   for r in report.records:
     counts[r.status] += 1
   return counts

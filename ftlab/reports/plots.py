@@ -66,7 +66,8 @@ def band(series: list[dict]) -> tuple[np.ndarray, ...]:
           np.array([np.min(v) for v in per_step]), np.array([np.max(v) for v in per_step]))
 
 
-def _records_by_cell(report: Report) -> dict:
+def records_by_cell(report: Report) -> dict:
+  """Finished records grouped by their (row, col) cell."""
   names = {name: (cell.row, cell.col) for cell in report.cells.values() for name in cell.runs}
   out = {}
   for r in report.records:
@@ -77,7 +78,7 @@ def _records_by_cell(report: Report) -> dict:
 
 def curves_figure(report: Report) -> Figure:
   """Minival top-1 vs step: one panel per row, a mean line and min-max band per column."""
-  by_cell = _records_by_cell(report)
+  by_cell = records_by_cell(report)
   fig = Figure(figsize=(5.5 * len(report.rows), 4), layout="constrained")
   axes = fig.subplots(1, len(report.rows), squeeze=False)[0]
   for ax, row in zip(axes, report.rows):
@@ -144,7 +145,7 @@ def pareto_front(points: Sequence[tuple[float, float]], higher_is_better: bool =
 def frontier_figure(report: Report) -> Figure:
   """Metric vs mean train time per cell (large marks), seeds faint, and the Pareto front."""
   spec = report.spec
-  by_cell = _records_by_cell(report)
+  by_cell = records_by_cell(report)
   fig = Figure(figsize=(6.5, 4.5), layout="constrained")
   ax = fig.subplots()
   points = []

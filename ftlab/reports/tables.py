@@ -4,7 +4,7 @@ import dataclasses
 from ftlab.reports import stats
 from ftlab.reports.cells import (fixed_digits, format_bytes, format_cell, format_delta,
                                  format_seconds, format_trainable)
-from ftlab.reports.pivot import Report, Spec
+from ftlab.reports.pivot import Report, Spec, run_counts
 from ftlab.reports.references import REFERENCES, Reference
 
 
@@ -16,6 +16,11 @@ class Table:
   rows: list
   bold: set = dataclasses.field(default_factory=set)
   notes: list = dataclasses.field(default_factory=list)
+
+
+def counts_text(report: Report) -> str:
+  """`12 finished, 3 failed, 2 missing, 1 running`."""
+  return ", ".join(f"{n} {status}" for status, n in run_counts(report).items())
 
 
 def metric_title(spec: Spec) -> str:
@@ -35,7 +40,7 @@ def value_table(report: Report, spread: str) -> Table:
   notes = [f"Bold: the {direction} mean in its row (ties all bold)."]
   if spread == "std":
     notes.append("± is the sample standard deviation over seeds (ddof=1); n counts "
-                 "finished seeds; failed/missing runs never contribute a number.")
+                 "finished seeds; failed/missing/running runs never contribute a number.")
   else:
     notes.append("± is the 95% confidence-interval half-width of the mean, "
                  "t(0.975, n-1)·s/√n (Student t over seeds); n=1 cells have no interval.")
@@ -93,8 +98,19 @@ def reference_table(report: Report, ref: Reference) -> Table:
                notes=[ref.note, f"Our rows: mean {report.spec.metric} over seeds."])
 
 
+def empty_table(report: Report) -> Table:
+  """What stands for the tables when no run is left to tabulate."""
+  workdir, found = report.collection.workdir, len(report.collection.records)
+  why = (f"none of the {found} runs found below {workdir} is selected (--only)" if found
+         else f"no runs found below {workdir}")
+  return Table(f"{metric_title(report.spec)}: no runs", [], [],
+               notes=[f"No runs to report: {why}; see the problems."])
+
+
 def tables(report: Report) -> list[Table]:
-  """Every table of the report, in order."""
+  """Every table of the report, in order; one `empty_table` when there are no rows."""
+  if not report.rows:
+    return [empty_table(report)]
   out = [value_table(report, "std"), value_table(report, "ci"), delta_table(report),
          cost_table(report)]
   if report.spec.reference:
