@@ -25,7 +25,7 @@ Contract for every architecture module (see `tiny.py` for the smallest one):
   convention), which `config.model.bn_momentum` may override.
 """
 import dataclasses
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
 
