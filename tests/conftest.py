@@ -1,5 +1,11 @@
 """Shared fixtures: small generated image datasets and tiny configs."""
+import importlib.util
 import os
+
+# torch's triton (which torchvision's import pulls in) segfaults when it is imported after
+# TensorFlow (clu's metric writers import it): load it first, whatever order tests import in.
+if importlib.util.find_spec("triton") is not None:
+  import triton  # noqa: F401  # pylint: disable=unused-import
 
 import jax
 import numpy as np
