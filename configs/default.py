@@ -65,6 +65,7 @@ def get_config(arg=None):
   config.optimizer.nesterov = False
   config.optimizer.weight_decay = 1e-4
   config.optimizer.warmup_epochs = 0.0
+  config.optimizer.phase_warmup_epochs = 0.0  # lp_ft, gradual_unfreeze: linear re-warm-up at each later phase's start (0 = the run's one schedule only)
   config.optimizer.schedule = "cosine"  # cosine | constant
   config.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
 

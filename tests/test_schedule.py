@@ -79,3 +79,14 @@ def test_warmup_runs_once_in_a_phased_run():
 def test_nesterov_without_momentum_is_an_error(overrides):
   with pytest.raises(ValueError, match="config.optimizer.nesterov=True needs"):
     _setup("full_ft", 10, 10, **overrides)
+
+
+def test_phase_warmup_ramps_each_later_phase_up_to_the_one_schedule():
+  total, per_epoch = 40, 10
+  config, setup = _setup("lp_ft", total, per_epoch, **{"strategy.lp_fraction": 0.5,
+                                                       "optimizer.phase_warmup_epochs": 0.5})
+  lrs = applied_lrs(config, setup, total)
+  np.testing.assert_allclose(lrs[:20], [cosine(s, total) for s in range(20)], rtol=1e-5, atol=1e-7)
+  assert lrs[20] == 0.0  # the phase's first step, as a run's first warm-up step
+  for k in (1, 3, 5, 10):
+    assert lrs[20 + k] == pytest.approx(cosine(20 + k, total) * min(k / 5, 1.0), rel=1e-5), k

@@ -10,8 +10,10 @@ The base schedule is a function of the run's *global* step. A phased
 strategy (lp_ft, gradual_unfreeze) starts each phase with fresh optimizer
 state, whose step count starts at 0, so each phase's transformation reads
 its schedule at `count + phase start`: the warm-up runs once and the cosine
-anneals once over the whole run, across phase boundaries.
+anneals once over the whole run, across phase boundaries. `config.optimizer.phase_warmup_epochs` adds a
+linear re-warm-up at the start of each later phase (off by default).
 """
+import jax.numpy as jnp
 import optax
 
 from ftlab.training.strategy import Group, Plan
@@ -35,14 +37,26 @@ def base_schedule(opt_cfg, total_steps: int, warmup_steps: int) -> optax.Schedul
   return optax.join_schedules([warm, main], [warmup_steps])
 
 
-def _scaled(schedule: optax.Schedule, mult: float, offset: int) -> optax.Schedule:
-  """`schedule` at the global step (`offset` + the phase's own count), times `mult`."""
-  return lambda count: schedule(count + offset) * mult
+def phase_schedule(base: optax.Schedule, start_step: int, rewarm_steps: int = 0) -> optax.Schedule:
+  """The LR of a phase that starts at global step `start_step`, as a function of its own count.
+
+  The base schedule is read at the global step (`start_step` + count). With
+  `rewarm_steps` > 0, a phase after the first is also multiplied by a linear
+  ramp from 0 to 1 over its first `rewarm_steps` steps
+  (`config.optimizer.phase_warmup_epochs`): the newly unfrozen layers start
+  with fresh momentum, as a run's first steps do.
+  """
+  if start_step == 0 or rewarm_steps <= 0:
+    return lambda count: base(count + start_step)
+  return lambda count: base(count + start_step) * jnp.minimum(count / rewarm_steps, 1.0)
 
 
-def group_transform(opt_cfg, group: Group, schedule: optax.Schedule,
-                    start_step: int = 0) -> optax.GradientTransformation:
-  lr = _scaled(schedule, group.action.lr_mult, start_step)
+def _scaled(schedule: optax.Schedule, mult: float) -> optax.Schedule:
+  return lambda count: schedule(count) * mult
+
+
+def group_transform(opt_cfg, group: Group, schedule: optax.Schedule) -> optax.GradientTransformation:
+  lr = _scaled(schedule, group.action.lr_mult)
   wd = opt_cfg.weight_decay * group.action.wd_mult
   if opt_cfg.name == "adamw":
     return optax.adamw(lr, weight_decay=wd)
@@ -56,7 +70,7 @@ def group_transform(opt_cfg, group: Group, schedule: optax.Schedule,
 
 
 def make_optimizer(opt_cfg, plan: Plan, total_steps: int, warmup_steps: int,
-                   start_step: int = 0) -> optax.GradientTransformation:
+                   start_step: int = 0, rewarm_steps: int = 0) -> optax.GradientTransformation:
   """The transformation for the flat dict of trainable parameters of a phase.
 
   Args:
@@ -65,14 +79,15 @@ def make_optimizer(opt_cfg, plan: Plan, total_steps: int, warmup_steps: int,
     total_steps: steps of the whole run (the schedule spans them all).
     warmup_steps: linear warm-up steps at the start of the run.
     start_step: the global step the phase starts at (its state's count is 0 there).
+    rewarm_steps: linear re-warm-up of a later phase (`phase_schedule`); 0 = none.
   """
   if opt_cfg.nesterov and not (opt_cfg.name == "sgd" and opt_cfg.momentum > 0):
     raise ValueError(f"config.optimizer.nesterov=True needs config.optimizer.name='sgd' with "
                      f"config.optimizer.momentum > 0 (got {opt_cfg.name!r}, momentum "
                      f"{opt_cfg.momentum}); Nesterov momentum without momentum does nothing")
-  schedule = base_schedule(opt_cfg, total_steps, warmup_steps)
-  transforms = {g.name: group_transform(opt_cfg, g, schedule, start_step)
-                for g in plan.trainable_groups}
+  schedule = phase_schedule(base_schedule(opt_cfg, total_steps, warmup_steps), start_step,
+                            rewarm_steps)
+  transforms = {g.name: group_transform(opt_cfg, g, schedule) for g in plan.trainable_groups}
   labels = lambda params: {p: plan.labels[p] for p in params}  # pylint: disable=unnecessary-lambda-assignment
   tx = optax.multi_transform(transforms, labels)
   if opt_cfg.grad_clip_norm:

@@ -104,8 +104,13 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
   model = spec.build(num_classes, DTYPES[config.model.dtype], config.model.init)
   image_size = config.data.image_size or spec.input_size
   shapes = param_shapes(model, image_size)
+  if config.optimizer.phase_warmup_epochs < 0:
+    raise ValueError(f"config.optimizer.phase_warmup_epochs={config.optimizer.phase_warmup_epochs} "
+                     "must be >= 0")
+  rewarm = int(round(config.optimizer.phase_warmup_epochs * steps_per_epoch))
   phases = [Phase(start, plan,
-                  optim.make_optimizer(config.optimizer, plan, total_steps, warmup_steps, start),
+                  optim.make_optimizer(config.optimizer, plan, total_steps, warmup_steps, start,
+                                       rewarm),
                   config.model.bn_momentum)
             for start, plan in strategy.build_phases(spec, config.strategy, shapes, total_steps,
                                                      steps_per_epoch)]
