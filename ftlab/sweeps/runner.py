@@ -1,17 +1,28 @@
-"""Running a sweep's runs as processes: launch, supervise, record how each ended, stop on signals."""
+"""Running a sweep's runs as processes: launch, supervise, record how each ended, stop on signals.
+
+At the terminal, one line per run as it starts and as it ends:
+
+  [3/12] start model=resnet18,strategy=full_ft
+  [3/12] finished model=resnet18,strategy=full_ft  test top-1 95.54%  1m03s  ETA 9m27s for 9 more
+  [4/12] failed model=resnet18,strategy=lp_ft  (exit 1; see <run dir>/log.txt)  12s
+
+The ETA is the mean time of the finished runs times the runs still to end,
+divided by how many go at once (`parallel`, at most the runs left).
+"""
 import dataclasses
 import os
 import pathlib
 import shlex
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
 from typing import Any, Sequence
 
 from ftlab.sweeps.index import (FAILED_FILE, LOG_FILE, RESULTS_FILE, SweepIndex, is_finished,
-                                log_tail, now, write_json)
+                                log_tail, now, read_json, write_json)
 from ftlab.sweeps.naming import format_value, unique_names
 from ftlab.sweeps.placement import Placement, placement
 from ftlab.sweeps.spec import Sweep
@@ -45,6 +56,7 @@ class _Active:
   log: Any
   log_offset: int
   started: float
+  number: int = 0  # 1-based launch order, as printed
 
 
 class Interrupted(Exception):
@@ -161,7 +173,7 @@ def execute(runs: Sequence[Run], index: SweepIndex, parallel: int = 1,
   """
   pending, active = list(runs), {}
   counts = {"finished": 0, "failed": 0}
-  total = len(pending)
+  total, durations = len(pending), []
   while pending or active:
     if _SIGNALS_RECEIVED:
       _stop(list(active.values()), index)
@@ -170,18 +182,53 @@ def execute(runs: Sequence[Run], index: SweepIndex, parallel: int = 1,
       if slot not in active and pending:
         run = pending.pop(0)
         active[slot] = _launch(run, placement(slot, parallel, cpus, gpus))
+        active[slot].number = total - len(pending)
         index.update_run(run.name, status="running", pid=active[slot].proc.pid,
                          host=socket.gethostname(), started=now())
-        print(f"[{total - len(pending)}/{total}] start {run.name}", flush=True)
+        print(f"[{active[slot].number}/{total}] start {run.name}", flush=True)
     for slot, a in list(active.items()):
       if a.proc.poll() is not None:
         del active[slot]
-        _report_end(a, _conclude(a, index), counts)
+        _report_end(a, _conclude(a, index), counts, durations, total, parallel)
     time.sleep(poll_s)
   return counts
 
 
-def _report_end(a: _Active, status: str, counts: dict) -> None:
+def duration(seconds: float) -> str:
+  """`0.4s`, `42s`, `1m03s`, `2h05m` (as ftlab.training.writers.duration, without its imports)."""
+  if seconds < 9.95:
+    return f"{max(seconds, 0.0):.1f}s"
+  seconds = int(round(seconds))
+  if seconds < 60:
+    return f"{seconds}s"
+  if seconds < 3600:
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def held_out_top1(run_dir: pathlib.Path) -> str:
+  """results.json's `test.top1` as a percentage, or `-`."""
+  try:
+    return f"{100 * float(read_json(run_dir / RESULTS_FILE)['test']['top1']):.2f}%"
+  except (OSError, ValueError, KeyError, TypeError):
+    return "-"
+
+
+def _report_end(a: _Active, status: str, counts: dict, durations: list, total: int,
+                parallel: int) -> None:
+  """Prints how a run ended and, after a finished one, the sweep's ETA."""
   counts[status] += 1
-  where = "" if status == "finished" else f" (exit {a.proc.returncode}; see {a.run.dir / LOG_FILE})"
-  print(f"{status} {a.run.name}{where}", flush=True)
+  elapsed = time.monotonic() - a.started
+  if status == "finished":
+    durations.append(elapsed)
+    what = f"test top-1 {held_out_top1(a.run.dir)}"
+  else:
+    code = a.proc.returncode
+    what = (f"(exit {code}{' without a finished ' + RESULTS_FILE if code == 0 else ''}; "
+            f"see {a.run.dir / LOG_FILE})")
+  line = f"[{a.number}/{total}] {status} {a.run.name}  {what}  {duration(elapsed)}"
+  left = total - counts["finished"] - counts["failed"]
+  if status == "finished" and left:
+    eta = statistics.mean(durations) * left / min(parallel, left)
+    line += f"  ETA {duration(eta)} for {left} more"
+  print(line, flush=True)

@@ -8,9 +8,15 @@ metrics one step late, stops with a clear message on the first non-finite
 loss or gradient, evaluates on minival for model selection, checkpoints the
 latest and best states, and evaluates the best one once on the held-out
 splits at the end.
+
+What it says at the terminal (INFO lines; see writers.py): the strategy table
+and a one-line summary at the start, `writers.Progress` lines and one line per
+minival evaluation while training, and a block with the held-out scores, the
+times and the run's files at the end.
 """
 import dataclasses
 import logging
+import os
 import time
 from typing import Dict, Iterator
 
@@ -20,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from ftlab.evaluation import evaluator, feature_cache
-from ftlab.training import optim, runtime
+from ftlab.training import optim, runtime, writers
 from ftlab.training.results import finish, selection_split
 from ftlab.training.run import Run, prepare, restore_or_init
 from ftlab.training.state import TrainState, regroup, stale_bn_warning
@@ -55,6 +61,8 @@ class Trainer:
     self.window, self.pending, self.last_train = [], None, {}
     self.progress = periodic_actions.ReportProgress(
         num_train_steps=run.schedule.total_steps, writer=run.writer, every_secs=30.0)
+    self.console = writers.Progress(run.schedule.total_steps, run.schedule.steps_per_epoch,
+                                    run.config.train.batch_size)
     self.lr = optim.base_schedule(run.config.optimizer, run.schedule.total_steps,
                                   run.schedule.warmup_steps)
     self.features = self._cache_features() if feature_cache.eligible(run.setup, run.config) else None
@@ -134,6 +142,16 @@ class Trainer:
     if out["top1"] > self.meta["best_top1"]:
       self.meta["best_top1"], self.meta["best_step"] = out["top1"], step
       self.run.ckpts.save_best(step, self.state, self.meta)
+    logging.info("step %d/%d  minival top-1 %.2f%%  loss %.4f  (best %.2f%% at step %d)", step,
+                 self.run.schedule.total_steps, 100 * out["top1"], out["loss"],
+                 100 * self.meta["best_top1"], self.meta["best_step"])
+
+  def _report_progress(self, step: int, stop: int, t_mark: float) -> None:
+    train_s = self.meta["train_time_s"] + time.perf_counter() - t_mark
+    line = self.console.line(step, train_s, self.meta["compile_time_s"],
+                             self.last_train.get("train_loss"), last=step == stop)
+    if line:
+      logging.info("%s", line)
 
   def _due(self, done: int, stop: int) -> tuple:
     """(evaluate, checkpoint) after step `done`?"""
@@ -147,6 +165,7 @@ class Trainer:
     start = int(self.state.step)
     batches = train_batches(self._loader("train"), start, self.run.schedule.steps_per_epoch)
     t_mark = time.perf_counter()
+    self.console.start(start, self.meta["train_time_s"], self.meta["compile_time_s"])
     for step in range(start, stop):
       self._enter_phase(step)
       batch = self.run.devices.shard_batch(next(batches))
@@ -160,6 +179,7 @@ class Trainer:
       log_every = self.run.config.train.log_every_steps
       if (log_every and (step + 1) % log_every == 0) or step + 1 == stop:
         self._log_train(step + 1)
+      self._report_progress(step + 1, stop, t_mark)
       evaluate_now, save_now = self._due(step + 1, stop)
       if save_now:
         self._drain()
@@ -172,27 +192,61 @@ class Trainer:
     self.run.ckpts.wait()
 
 
-def log_start(run: Run, state: TrainState) -> None:
+def summary_line(run: Run, state: TrainState) -> str:
+  """Model, image size, data, parameters, steps and devices, in one line."""
   n_train = sum(int(v.size) for v in state.trainable.values())
   n_all = n_train + sum(int(v.size) for v in state.frozen.values())
-  data = run.data
-  logging.info("dataset %s: %d classes, train %d, minival %d, val %s, test %s", data.name,
-               data.num_classes, len(data.train), len(data.minival),
-               len(data.val) if data.val else "-", len(data.test) if data.test else "-")
-  logging.info("model %s at %dpx on %d device(s); %s of %s parameters trainable",
-               run.config.model.name, run.setup.image_size, run.devices.count,
-               f"{n_train:,}", f"{n_all:,}")
+  data, sched, count = run.data, run.schedule, run.devices.count
+  sizes = ", ".join(f"{name} {len(getattr(data, name)) if getattr(data, name) else '-'}"
+                    for name in ("train", "minival", "val", "test"))
+  kind = run.devices.mesh.devices.flat[0].device_kind
+  return (f"{run.config.model.name} at {run.setup.image_size}px, {n_train:,} of {n_all:,} "
+          f"parameters trainable | {data.name}: {data.num_classes} classes, {sizes} | "
+          f"{sched.total_steps} steps ({sched.steps_per_epoch} per epoch, batch "
+          f"{run.config.train.batch_size}), minival every {sched.eval_every} | "
+          f"{count} {kind} device{'s' if count > 1 else ''}")
+
+
+def log_start(run: Run, state: TrainState) -> None:
   for i, phase in enumerate(run.setup.phases):
     logging.info("strategy %s, phase %d from step %d:\n%s", run.config.strategy.name, i,
                  phase.start, phase.plan.table())
-  logging.info("%d steps (%d per epoch), eval every %d", run.schedule.total_steps,
-               run.schedule.steps_per_epoch, run.schedule.eval_every)
-  if selection_split(data) == "val":
+  logging.info("%s", summary_line(run, state))
+  if selection_split(run.data) == "val":
     logging.warning("config.data.minival_fraction=0: checkpoints are selected on val, so the val "
                     "score in results.json is not held out (results.json: selection_split)")
   warning = stale_bn_warning(run.setup, run.schedule.total_steps)
   if warning:
     logging.warning(warning)
+
+
+def final_block(workdir: str, out: dict) -> str:
+  """The end of a run at the terminal: held-out scores, best step, times, files."""
+  lines = ["done"]
+  for name in ("test", "val"):
+    if name in out:
+      r = out[name]
+      lines.append(f"  {name:<11} top-1 {100 * r['top1']:.2f}%  ({r['correct']}/{r['count']} "
+                   f"correct)")
+  if "ridge_probe" in out:
+    ridge = out["ridge_probe"]
+    test = f"test top-1 {100 * ridge['test_top1']:.2f}%, " if "test_top1" in ridge else ""
+    lines.append(f"  {'ridge':<11} {test}minival top-1 {100 * ridge['minival_top1']:.2f}%  "
+                 "(closed-form probe on the cached features)")
+  best = out["best"]
+  lines.append(f"  {'best':<11} {out['selection_split']} top-1 {100 * best['minival_top1']:.2f}%"
+               f" at step {best['step']} of {out['num_steps']}")
+  lines.append(f"  {'time':<11} train {writers.duration(out['train_time_s'])}, compile "
+               f"{writers.duration(out['compile_time_s'])}, "
+               f"{out['train_images_per_s']:,.1f} images/s")
+  files = [("results", "results.json")]
+  if "test" in out or "val" in out:
+    files.append(("predictions", "predictions.csv" if "test" in out else "predictions_val.csv"))
+  files += [("checkpoints", "checkpoints"), ("metrics", "metrics.jsonl")]
+  lines += [f"  {label:<11} {os.path.join(workdir, name)}" for label, name in files]
+  lines[-2] += " (best, latest)"
+  lines.append(f"  {'tensorboard':<11} tensorboard --logdir {workdir}")
+  return "\n".join(lines)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
@@ -212,11 +266,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   trainer.train(stop)
   if int(trainer.state.step) < run.schedule.total_steps:
     run.ckpts.close()
+    logging.info("stopped at step %d of %d (config.train.stop_after_steps); the same command "
+                 "resumes from %s", int(trainer.state.step), run.schedule.total_steps,
+                 os.path.join(workdir, "checkpoints", "latest"))
     return None
+  held_out = [name for name in ("val", "test") if name in run.loaders]
+  if held_out:
+    logging.info("evaluating the best checkpoint (step %d) on %s", trainer.meta["best_step"],
+                 " and ".join(held_out))
   out = finish(run, trainer)
   run.ckpts.close()
   run.writer.flush()
-  logging.info("done: best minival top-1 %.4f at step %d; %s", out["best"]["minival_top1"],
-               out["best"]["step"], {k: round(v["top1"], 4) for k, v in out.items()
-                                     if k in ("val", "test")})
+  logging.info("%s", final_block(workdir, out))
   return out
