@@ -10,7 +10,7 @@ import pytest
 
 from configs import default
 from ftlab.sweeps import runner
-from ftlab.training import writers
+from ftlab.training import progress
 from tests import test_sweep
 from tests.conftest import make_image_folder, tiny_config
 
@@ -93,24 +93,24 @@ def test_verbosity_flag_brings_the_library_lines_back(runs):
 
 def test_progress_rate_excludes_compilation_and_eta_counts_the_rest():
   now = [100.0]
-  progress = writers.Progress(total_steps=100, steps_per_epoch=10, batch_size=8, every_s=10.0,
-                              clock=lambda: now[0])
-  progress.start(0, train_s=0.0, compile_s=0.0)
+  lines = progress.Progress(total_steps=100, steps_per_epoch=10, batch_size=8, every_s=10.0,
+                           clock=lambda: now[0])
+  lines.start(0, train_s=0.0, compile_s=0.0)
   now[0] += 5.0  # 3 s compiling, 2 s for 10 steps
-  assert progress.line(10, train_s=2.0, compile_s=3.0, loss=None) is None  # no loss yet
+  assert lines.line(10, train_s=2.0, compile_s=3.0, loss=None) is None  # no loss yet
   now[0] += 2.0  # 1 s for 10 more steps, 1 s evaluating
-  assert progress.line(20, train_s=3.0, compile_s=3.0, loss=0.5) == (
+  assert lines.line(20, train_s=3.0, compile_s=3.0, loss=0.5) == (
       "step 20/100  epoch 2/10  loss 0.5000  53.3 images/s  ETA 16s")
   now[0] += 1.0
-  assert progress.line(25, train_s=3.5, compile_s=3.0, loss=0.4) is None  # not due for 10 s
-  assert progress.line(26, train_s=3.6, compile_s=3.0, loss=0.4, last=True).startswith(
+  assert lines.line(25, train_s=3.5, compile_s=3.0, loss=0.4) is None  # not due for 10 s
+  assert lines.line(26, train_s=3.6, compile_s=3.0, loss=0.4, last=True).startswith(
       "step 26/100  epoch 3/10  loss 0.4000  80.0 images/s")
 
 
 @pytest.mark.parametrize("seconds,text", [(0.42, "0.4s"), (42, "42s"), (63, "1m03s"),
                                           (7500, "2h05m")])
-def test_durations_read_the_same_in_runs_and_sweeps(seconds, text):
-  assert writers.duration(seconds) == runner.duration(seconds) == text
+def test_durations_read_as_people_read_them(seconds, text):
+  assert progress.duration(seconds) == text
 
 
 def test_sweep_prints_each_run_start_end_score_time_and_eta(tmp_path):

@@ -26,6 +26,7 @@ from ftlab.sweeps.index import (FAILED_FILE, LOG_FILE, RESULTS_FILE, SweepIndex,
 from ftlab.sweeps.naming import format_value, unique_names
 from ftlab.sweeps.placement import Placement, placement
 from ftlab.sweeps.spec import Sweep
+from ftlab.training.progress import duration
 
 
 DEFAULT_RUNNER = (sys.executable, "-m", "ftlab.main")
@@ -192,18 +193,6 @@ def execute(runs: Sequence[Run], index: SweepIndex, parallel: int = 1,
         _report_end(a, _conclude(a, index), counts, durations, total, parallel)
     time.sleep(poll_s)
   return counts
-
-
-def duration(seconds: float) -> str:
-  """`0.4s`, `42s`, `1m03s`, `2h05m` (as ftlab.training.writers.duration, without its imports)."""
-  if seconds < 9.95:
-    return f"{max(seconds, 0.0):.1f}s"
-  seconds = int(round(seconds))
-  if seconds < 60:
-    return f"{seconds}s"
-  if seconds < 3600:
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def held_out_top1(run_dir: pathlib.Path) -> str:

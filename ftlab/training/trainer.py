@@ -10,7 +10,7 @@ latest and best states, and evaluates the best one once on the held-out
 splits at the end.
 
 What it says at the terminal (INFO lines; see writers.py): the strategy table
-and a one-line summary at the start, `writers.Progress` lines and one line per
+and a one-line summary at the start, `progress.Progress` lines and one line per
 minival evaluation while training, and a block with the held-out scores, the
 times and the run's files at the end.
 """
@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from ftlab.evaluation import evaluator, feature_cache
-from ftlab.training import optim, runtime, writers
+from ftlab.training import optim, progress, runtime
 from ftlab.training.results import finish, selection_split
 from ftlab.training.run import Run, prepare, restore_or_init
 from ftlab.training.state import TrainState, regroup, stale_bn_warning
@@ -61,7 +61,7 @@ class Trainer:
     self.window, self.pending, self.last_train = [], None, {}
     self.progress = periodic_actions.ReportProgress(
         num_train_steps=run.schedule.total_steps, writer=run.writer, every_secs=30.0)
-    self.console = writers.Progress(run.schedule.total_steps, run.schedule.steps_per_epoch,
+    self.console = progress.Progress(run.schedule.total_steps, run.schedule.steps_per_epoch,
                                     run.config.train.batch_size)
     self.lr = optim.base_schedule(run.config.optimizer, run.schedule.total_steps,
                                   run.schedule.warmup_steps)
@@ -236,8 +236,8 @@ def final_block(workdir: str, out: dict) -> str:
   best = out["best"]
   lines.append(f"  {'best':<11} {out['selection_split']} top-1 {100 * best['minival_top1']:.2f}%"
                f" at step {best['step']} of {out['num_steps']}")
-  lines.append(f"  {'time':<11} train {writers.duration(out['train_time_s'])}, compile "
-               f"{writers.duration(out['compile_time_s'])}, "
+  lines.append(f"  {'time':<11} train {progress.duration(out['train_time_s'])}, compile "
+               f"{progress.duration(out['compile_time_s'])}, "
                f"{out['train_images_per_s']:,.1f} images/s")
   files = [("results", "results.json")]
   if "test" in out or "val" in out:

@@ -1,0 +1,62 @@
+"""The run's progress lines on the terminal, and durations as people read them.
+
+Standard library only: the sweep CLI formats durations without importing JAX.
+"""
+import math
+import time
+from typing import Optional
+
+
+PROGRESS_EVERY_S = 10.0
+
+
+def duration(seconds: float) -> str:
+  """`0.4s`, `42s`, `1m03s`, `2h05m`."""
+  if seconds < 9.95:
+    return f"{max(seconds, 0.0):.1f}s"
+  seconds = int(round(seconds))
+  if seconds < 60:
+    return f"{seconds}s"
+  if seconds < 3600:
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+  """The run's progress lines: step, epoch, train loss, images/s over the interval, ETA.
+
+  images/s divides the images of the steps since the previous line by the
+  training time between them (`train_s`: no compilation, evaluation or
+  checkpoints, as results.json's `train_images_per_s`). The ETA is the
+  remaining steps at the mean wall time per step since `start`, compilation
+  excluded, evaluations and checkpoints included.
+  """
+
+  def __init__(self, total_steps: int, steps_per_epoch: int, batch_size: int,
+               every_s: float = PROGRESS_EVERY_S, clock=time.perf_counter):
+    self.total, self.steps_per_epoch, self.batch_size = total_steps, steps_per_epoch, batch_size
+    self.every_s, self.clock = every_s, clock
+    self.origin = self.previous = None
+    self.printed = 0
+
+  def start(self, step: int, train_s: float, compile_s: float) -> None:
+    now = self.clock()
+    self.origin = (step, now, compile_s)
+    self.previous = (step, train_s, now)
+
+  def line(self, step: int, train_s: float, compile_s: float, loss: Optional[float],
+           last: bool = False) -> Optional[str]:
+    """The line after `step` if one is due, else None."""
+    now = self.clock()
+    p_step, p_train, p_wall = self.previous
+    first = not self.printed and loss is not None
+    if step == p_step or not (last or first or now - p_wall >= self.every_s):
+      return None
+    o_step, o_wall, o_compile = self.origin
+    per_step = max(now - o_wall - (compile_s - o_compile), 0.0) / (step - o_step)
+    rate = (step - p_step) * self.batch_size / max(train_s - p_train, 1e-9)
+    self.previous, self.printed = (step, train_s, now), self.printed + 1
+    epochs = math.ceil(self.total / self.steps_per_epoch)
+    return (f"step {step}/{self.total}  epoch {math.ceil(step / self.steps_per_epoch)}/{epochs}"
+            f"  loss {'-' if loss is None else f'{loss:.4f}'}  {rate:,.1f} images/s"
+            f"  ETA {duration((self.total - step) * per_step)}")
