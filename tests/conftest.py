@@ -1,10 +1,13 @@
 """Shared fixtures: small generated image datasets and tiny configs."""
 import importlib.util
 import os
+import sys
 
 # torch's triton (which torchvision's import pulls in) segfaults when it is imported after
 # TensorFlow (clu's metric writers import it): load it first, whatever order tests import in.
-if importlib.util.find_spec("triton") is not None:
+# A subprocess that imported TensorFlow before this module (tests/test_parallel.py's runs)
+# must not load it at all: it never imports torch.
+if "tensorflow" not in sys.modules and importlib.util.find_spec("triton") is not None:
   import triton  # noqa: F401  # pylint: disable=unused-import
 
 from PIL import Image
