@@ -229,3 +229,17 @@ def test_augmented_batches_are_a_pure_function_of_seed_epoch_and_index(image_fol
   assert not np.array_equal(full[0]["image"], next(plain.epoch(1))["image"])
   jitter = Loader(data.train, 8, Augment(16, train=True, color_jitter=0.4), train=True, seed=3)
   np.testing.assert_array_equal(next(jitter.epoch(1))["image"], next(jitter.epoch(1))["image"])
+
+
+def test_config_keys_reach_the_train_loader_only(image_folder):
+  from ftlab.training import run  # pylint: disable=import-outside-toplevel
+  config = tiny_config(image_folder)
+  config.data.auto_augment, config.data.random_erasing = "rand-m7-mstd0.5", 0.25
+  data = datasets.load(config.data)
+  loaders = run.make_loaders(config, data, 16)
+  train = loaders["train"].augment
+  assert (train.policy.magnitude, train.random_erasing) == (7.0, 0.25)
+  assert all(l.augment.policy is None for k, l in loaders.items() if k != "train")
+  config.data.auto_augment = "rand-q7"
+  with pytest.raises(ValueError, match=r"config.data.auto_augment='rand-q7'"):
+    run.make_loaders(config, data, 16)
