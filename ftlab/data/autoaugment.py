@@ -186,7 +186,8 @@ def _rand(parts) -> RandAugment:
   _check(top > 0, f"maximum magnitude {top:g} must be > 0")
   _check(0 <= magnitude <= top, f"magnitude {magnitude:g} is outside [0, {top:g}] "
          "(raise the bound with -mmax)")
-  _check(num_ops >= 1 and num_ops.is_integer(), f"number of ops {num_ops:g} must be an integer >= 1")
+  _check(num_ops >= 1 and num_ops.is_integer(),
+         f"number of ops {num_ops:g} must be an integer >= 1")
   _check(0 <= prob <= 1, f"op probability {prob:g} is outside [0, 1]")
   _check(std >= 0, f"magnitude std {std:g} must be >= 0")
   _check(s.get("inc", 0.0) in (0.0, 1.0), f"inc{s.get('inc', 0.0):g} must be inc0 or inc1")
