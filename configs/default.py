@@ -38,6 +38,12 @@ def get_config(arg=None):
   config.data.rrc_min_scale = 0.08     # random-resized-crop minimum area
   config.data.hflip = True
   config.data.augment = True           # False: train images get the eval transform
+  # timm-style policy after crop+flip ('' = none): rand-m7-mstd0.5 (RandAugment;
+  # also -n<ops> -p<prob> -mmax<M> -inc1; MindCV's randaug-... is the same),
+  # original | v0 (AutoAugment ImageNet), trivialaugment; ftlab/data/autoaugment.py.
+  config.data.auto_augment = ""
+  config.data.color_jitter = 0.0       # brightness/contrast/saturation strength (timm --color-jitter); ignored when auto_augment is set, as in timm
+  config.data.random_erasing = 0.0     # probability of erasing one box (timm re_prob, 'const' mode: filled with the ImageNet mean), last
   config.data.on_bad_image = "skip"    # skip (warn and count) | error
   config.data.num_workers = 4          # decoding threads
   config.data.prefetch = 2             # batches decoded ahead

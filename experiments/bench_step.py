@@ -32,7 +32,10 @@ The input pipeline (`ftlab.data.pipeline.Loader`, train transforms: decode +
 random-resized-crop + flip + batch) is timed on 500 JPEGs of 500x375 written
 by the script, with the config's default decode threads and with one per
 core, and compared with the images/s the ftlab train step consumes
-(target: pipeline >= 2x the step's rate).
+(target: pipeline >= 2x the step's rate). One more row per size adds
+`--pipeline_auto_augment` (default rand-m7-mstd0.5, RandAugment as the
+Aircraft recipe; '' = none) on one thread per core;
+`experiments/bench_pipeline.py` times just these pipeline rows.
 
 The speed of a shared 2-core VM drifts by tens of percent between minutes.
 `--repeats=N` adds N-1 rounds in which ftlab and each row's best PyTorch
@@ -93,9 +96,23 @@ def torch_model(model: str):
   raise ValueError(f"no PyTorch original for {model!r}")
 
 
+def write_jpegs(image_dir: str) -> str:
+  """PIPELINE_IMAGES smooth noisy JPEGs of PIPELINE_WH into `image_dir` (returned)."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  os.makedirs(image_dir, exist_ok=True)
+  w, h = PIPELINE_WH
+  for i in range(PIPELINE_IMAGES):
+    coarse = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    smooth = np.asarray(coarse.resize((w, h), Image.BICUBIC), np.float32)
+    noisy = np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(os.path.join(image_dir, f"{i:04d}.jpg"), quality=90)
+  return image_dir
+
+
 def prepare_worker(spec: dict) -> dict:
   """Writes each model's shared weights (.npz of the torch state dict) and the JPEGs."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   out = {"weights": {}, "notes": {}}
@@ -113,16 +130,7 @@ def prepare_worker(spec: dict) -> dict:
     path = os.path.join(spec["dir"], f"{model}.npz")
     np.savez(path, **state)
     out["weights"][model] = path
-  rng = np.random.default_rng(0)
-  image_dir = os.path.join(spec["dir"], "jpeg")
-  os.makedirs(image_dir, exist_ok=True)
-  w, h = PIPELINE_WH
-  for i in range(PIPELINE_IMAGES):
-    coarse = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
-    smooth = np.asarray(coarse.resize((w, h), Image.BICUBIC), np.float32)
-    noisy = np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
-    Image.fromarray(noisy).save(os.path.join(image_dir, f"{i:04d}.jpg"), quality=90)
-  out["image_dir"] = image_dir
+  out["image_dir"] = write_jpegs(os.path.join(spec["dir"], "jpeg"))
   return out
 
 
@@ -254,7 +262,8 @@ def pipeline_worker(spec: dict) -> dict:
   from ftlab.data.sources import Split  # pylint: disable=import-outside-toplevel
   paths = sorted(os.path.join(spec["image_dir"], f) for f in os.listdir(spec["image_dir"]))
   split = Split(paths, np.zeros(len(paths), np.int32))
-  loader = Loader(split, benchlib.BATCH, Augment(spec["image_size"], train=True), train=True,
+  augment = Augment(spec["image_size"], train=True, auto_augment=spec.get("auto_augment", ""))
+  loader = Loader(split, benchlib.BATCH, augment, train=True,
                   seed=0, num_workers=spec["threads"], prefetch=spec["prefetch"])
   epochs = iter(range(10**6))
   run = lambda: sum(len(b["label"]) for b in loader.epoch(next(epochs)))  # pylint: disable=unnecessary-lambda-assignment
@@ -296,6 +305,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--compile_timeout", type=float, default=900.0,
                       help="seconds before a torch.compile variant is given up")
   parser.add_argument("--no_pipeline", action="store_true")
+  parser.add_argument("--pipeline_auto_augment", default="rand-m7-mstd0.5",
+                      help="config.data.auto_augment of an extra pipeline row per size (one "
+                      "decode thread per core); '' = no such row")
   parser.add_argument("--no_peak", action="store_true")
   benchlib.add_worker_flags(parser)
   args = parser.parse_args(argv)
@@ -380,6 +392,7 @@ TORCH_COLUMNS = (
     ("error", "note", ""))
 PIPE_COLUMNS = (
     ("image_size", "size", "d"), ("threads", "decode_threads", "d"),
+    ("auto_augment", "auto_augment", ""),
     ("images_per_s", "pipeline_img/s", ".1f"), ("model", "model", ""), ("strategy", "strategy", ""),
     ("step_images_per_s", "step_img/s", ".1f"), ("ratio", "pipeline/step", ".2f"),
     ("target", "target>=2x", ""))
@@ -387,13 +400,14 @@ PIPE_COLUMNS = (
 
 def pipeline_rows(pipes: dict, ftlab_results: dict) -> list:
   rows = []
-  for (size, threads), p in pipes.items():
+  for (size, threads, policy), p in pipes.items():
     for (model, s, strategy), fl in ftlab_results.items():
       if s != size:
         continue
       step_ips, ips = fl.get("images_per_s"), p.get("images_per_s")
       ratio = ips / step_ips if ips and step_ips else None
-      rows.append({"image_size": size, "threads": threads, "images_per_s": ips, "model": model,
+      rows.append({"image_size": size, "threads": threads, "auto_augment": policy or "-",
+                   "images_per_s": ips, "model": model,
                    "strategy": strategy, "step_images_per_s": step_ips, "ratio": ratio,
                    "target": None if ratio is None else
                    ("met" if ratio >= TARGET_PIPELINE_RATIO else "MISSED")})
@@ -453,17 +467,24 @@ def run_repeats(args, grid, prep, run, ftlab_results, torch_results) -> dict:
   return rounds
 
 
-def run_pipelines(sizes, prep, run) -> dict:
-  """{(size, decode threads): result} for the config's default threads and one per core."""
+def run_pipelines(sizes, prep, run, auto_augment: str = "") -> dict:
+  """{(size, decode threads, auto_augment): result}.
+
+  Plain train transforms with the config's default threads and one per core;
+  with `auto_augment`, also that policy on one thread per core.
+  """
   from configs.default import get_config  # pylint: disable=import-outside-toplevel
   data = get_config().data
+  points = [(size, threads, "") for size in sizes
+            for threads in sorted({data.num_workers, benchlib.num_cores()})]
+  if auto_augment:
+    points += [(size, benchlib.num_cores(), auto_augment) for size in sizes]
   pipes = {}
-  for size in sizes:
-    for threads in sorted({data.num_workers, benchlib.num_cores()}):
-      pipes[(size, threads)] = run(
-          {"kind": "pipeline", "image_size": size, "threads": threads,
-           "prefetch": data.prefetch, "image_dir": prep["image_dir"]},
-          f"pipeline {size}px {threads} threads")
+  for size, threads, policy in points:
+    pipes[(size, threads, policy)] = run(
+        {"kind": "pipeline", "image_size": size, "threads": threads, "auto_augment": policy,
+         "prefetch": data.prefetch, "image_dir": prep["image_dir"]},
+        f"pipeline {size}px {threads} threads {policy}".rstrip())
   return pipes
 
 
@@ -522,7 +543,8 @@ def main(argv=None) -> None:
     peak = {} if args.no_peak else run({"kind": "peak", "n": MATMUL_N}, "peak matmul")
     ftlab_results, torch_results = run_grid(args, grid, prep, run)
     rounds = run_repeats(args, grid, prep, run, ftlab_results, torch_results)
-    pipes = {} if args.no_pipeline else run_pipelines(sizes, prep, run)
+    pipes = ({} if args.no_pipeline else
+             run_pipelines(sizes, prep, run, args.pipeline_auto_augment))
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
   rows = compare_rows(grid, ftlab_results, torch_results, peak.get("peak_gflops"), rounds)

@@ -15,27 +15,54 @@ import collections
 import concurrent.futures
 import dataclasses
 import functools
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from ftlab.data import transforms
+from ftlab.data import augment_ops, autoaugment, transforms
 from ftlab.data.sources import Split
 
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
-  """How one split's images are turned into `size` x `size` arrays."""
+  """How one split's images are turned into `size` x `size` arrays.
+
+  Training, in timm's order: random-resized-crop + flip; then the
+  `auto_augment` policy (ftlab.data.autoaugment), or color jitter of
+  strength `color_jitter` when no policy is given (timm likewise drops color
+  jitter under auto-augment); then random erasing with probability
+  `random_erasing` on the uint8 image. The policy string is parsed (and
+  rejected with a ValueError) once, when the Augment is built.
+  """
   size: int
   train: bool               # random-resized-crop + flip, else resize + center crop
   min_scale: float = 0.08
   hflip: bool = True
   resize_ratio: float = 256 / 224
+  auto_augment: str = ""
+  color_jitter: float = 0.0
+  random_erasing: float = 0.0
+  policy: Optional[Callable] = dataclasses.field(init=False, repr=False, compare=False)
+
+  def __post_init__(self):
+    object.__setattr__(self, "policy", autoaugment.parse(self.auto_augment))
+    if self.color_jitter < 0:
+      raise ValueError(f"config.data.color_jitter={self.color_jitter} must be >= 0")
+    if not 0 <= self.random_erasing <= 1:
+      raise ValueError(f"config.data.random_erasing={self.random_erasing} must be in [0, 1]")
 
   def __call__(self, path: str, rng: np.random.Generator) -> np.ndarray:
-    if self.train:
-      return transforms.train_image(path, self.size, self.min_scale, self.hflip, rng)
-    return transforms.eval_image(path, self.size, self.resize_ratio)
+    if not self.train:
+      return transforms.eval_image(path, self.size, self.resize_ratio)
+    img = transforms.train_crop(path, self.size, self.min_scale, self.hflip, rng)
+    if self.policy is not None:
+      img = self.policy(img, rng)
+    elif self.color_jitter > 0:
+      img = transforms.color_jitter(img, self.color_jitter, rng)
+    image = np.asarray(img, np.uint8)
+    if self.random_erasing > 0:
+      image = transforms.random_erase(image, self.random_erasing, augment_ops.FILL, rng)
+    return image
 
 
 @dataclasses.dataclass

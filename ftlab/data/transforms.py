@@ -2,7 +2,8 @@
 
 train: random-resized-crop (torchvision's sampling: area in [min_scale, 1],
 log-uniform aspect ratio in [3/4, 4/3], 10 tries then a center crop) to
-`size`, then a horizontal flip with probability 1/2.
+`size`, then a horizontal flip with probability 1/2; then (`Augment` in
+pipeline.py) color jitter or an auto-augment policy, then random erasing.
 eval: resize the shorter side to round(size * resize_ratio), center crop.
 JPEGs are decoded at reduced resolution (`Image.draft`) when the target is
 much smaller, which is what keeps decoding cheap on CPU.
@@ -10,7 +11,7 @@ much smaller, which is what keeps decoding cheap on CPU.
 import math
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from ftlab.data.sources import DataError
 
@@ -59,8 +60,9 @@ def sample_crop(width: int, height: int, min_scale: float, rng: np.random.Genera
   return (width - w) // 2, (height - h) // 2, w, h
 
 
-def train_image(path: str, size: int, min_scale: float, hflip: bool,
-                rng: np.random.Generator) -> np.ndarray:
+def train_crop(path: str, size: int, min_scale: float, hflip: bool,
+               rng: np.random.Generator) -> Image.Image:
+  """The random-resized-crop (and flip) of `path` as a PIL RGB image."""
   width, height = image_size(path)
   left, top, w, h = sample_crop(width, height, min_scale, rng)
   flip = hflip and rng.uniform() < 0.5
@@ -69,7 +71,47 @@ def train_image(path: str, size: int, min_scale: float, hflip: bool,
   img = img.resize((size, size), Image.BILINEAR, box=box)
   if flip:
     img = img.transpose(Image.FLIP_LEFT_RIGHT)
-  return np.asarray(img, np.uint8)
+  return img
+
+
+def train_image(path: str, size: int, min_scale: float, hflip: bool,
+                rng: np.random.Generator) -> np.ndarray:
+  return np.asarray(train_crop(path, size, min_scale, hflip, rng), np.uint8)
+
+
+def color_jitter(img: Image.Image, strength: float, rng: np.random.Generator) -> Image.Image:
+  """torchvision's ColorJitter(strength, strength, strength) without hue.
+
+  Brightness, contrast and saturation factors are each uniform in
+  [max(0, 1 - strength), 1 + strength], applied in a random order.
+  """
+  enhancers = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
+  factors = rng.uniform(max(0.0, 1.0 - strength), 1.0 + strength, 3)
+  for i in rng.permutation(3):
+    img = enhancers[i](img).enhance(factors[i])
+  return img
+
+
+def random_erase(image: np.ndarray, prob: float, fill: tuple,
+                 rng: np.random.Generator) -> np.ndarray:
+  """timm's RandomErasing (one box, area 2%..1/3, aspect 0.3..3.3, 10 tries), mode 'const'.
+
+  The box is filled with `fill` (the uint8 ImageNet mean, which normalises to
+  ~0: what timm's 'const' mode writes into the normalised tensor).
+  """
+  if rng.uniform() >= prob:
+    return image
+  height, width = image.shape[:2]
+  for _ in range(10):
+    area = height * width * rng.uniform(0.02, 1 / 3)
+    aspect = math.exp(rng.uniform(math.log(0.3), math.log(1 / 0.3)))
+    h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+    if w < width and h < height:
+      top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+      image = image.copy()
+      image[top:top + h, left:left + w] = np.asarray(fill, np.uint8)
+      return image
+  return image
 
 
 def eval_image(path: str, size: int, resize_ratio: float) -> np.ndarray:
