@@ -137,10 +137,9 @@ def _drop_path_outputs(mode, model, variables, images, modules):
   return jax.tree_util.tree_map(np.asarray, (output(mode), output(False)))  # eager: no compile
 
 
-def test_drop_path_on_in_trainable_blocks_and_off_in_frozen_ones():
+def test_drop_path_on_in_trainable_blocks_and_off_in_frozen_ones(tiny):
   spec = models.MODELS["convnext_tiny"]
-  model = models.with_drop_path(spec.build(10, jnp.float32), 0.5)
-  variables = state_lib.init_variables(model, 32, jax.random.key(0))
+  model, variables = models.with_drop_path(tiny[1], 0.5), tiny[3]
   shapes = {k: v.shape for k, v in state_lib.flatten(variables["params"]).items()}
   cfg = default.get_config().strategy
   cfg.name, cfg.freeze_blocks = "freeze_shallow", 7
