@@ -178,3 +178,14 @@ def test_convert_and_predict_a_torchvision_checkpoint(tmp_path, tiny):
     ref = torch.softmax(net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())), -1).numpy()[0]
   assert [i for _, i, _, _ in ranked] == list(np.argsort(-ref, kind="stable")[:3])
   np.testing.assert_allclose([p for *_, p in ranked], np.sort(ref)[::-1][:3], atol=1e-4)
+
+
+def test_build_setup_reads_config_model_drop_path_rate():
+  config = default.get_config()
+  config.model.name, config.data.image_size = "convnext_tiny", 32
+  assert state_lib.build_setup(config, 10, 10, 0, 5).model.drop_path_rate == 0.1
+  config.model.drop_path_rate = 0.3
+  assert state_lib.build_setup(config, 10, 10, 0, 5).model.drop_path_rate == 0.3
+  config.model.name = "resnet18"
+  with pytest.raises(ValueError, match=r"config\.model\.drop_path_rate=0\.3"):
+    state_lib.build_setup(config, 10, 10, 0, 5)
