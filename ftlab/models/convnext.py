@@ -45,7 +45,8 @@ HEAD = "classifier"
 INIT = inits.TORCHVISION_CONVNEXT
 WIDTHS = (96, 192, 384, 768)
 DEPTHS = {"convnext_tiny": (3, 3, 9, 3), "convnext_small": (3, 3, 27, 3)}
-DROP_PATH_RATE = {"convnext_tiny": 0.1, "convnext_small": 0.4}  # torchvision's stochastic_depth_prob
+# torchvision's stochastic_depth_prob, the rate the IMAGENET1K_V1 weights were trained with.
+DROP_PATH_RATE = {"convnext_tiny": 0.1, "convnext_small": 0.4}
 LAYER_SCALE = 1e-6
 EPSILON = 1e-6
 
@@ -66,7 +67,7 @@ def linear(features: int, dtype: Any, name: str) -> nn.Dense:
 
 
 class Block(nn.Module):
-  """A CNBlock's `block` Sequential: depthwise 7x7 '0', LayerNorm '2', Linear '3', GELU, Linear '5'."""
+  """A CNBlock's `block`: depthwise 7x7 '0', LayerNorm '2', Linear '3', GELU, Linear '5'."""
   dtype: Any = jnp.float32
 
   @nn.compact
