@@ -24,6 +24,11 @@ def get_config(arg=None):
   # published weights: torchvision's; TF's for EfficientNet-Lite); torch =
   # each layer type as PyTorch initialises it in the PyTorch original.
   config.model.init = "native"
+  # stochastic depth of the last block (ConvNeXt), rising linearly from 0 at the
+  # first; 0 = the architecture's default, torchvision's (convnext_tiny 0.1,
+  # convnext_small 0.4: what the weights were trained with); < 0 = off. Models
+  # without drop-path accept only 0.
+  config.model.drop_path_rate = 0.0
   config.model.bn_momentum = 0.0       # > 0: BatchNorm running-stat momentum for every layer (PyTorch convention); 0 = the architecture's own
 
   config.data = ml_collections.ConfigDict()

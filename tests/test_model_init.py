@@ -23,7 +23,7 @@ import torchvision
 
 from configs import default
 from ftlab import models
-from ftlab.models import densenet
+from ftlab.models import convnext, densenet
 from ftlab.training import state
 
 
@@ -133,7 +133,29 @@ SMALL_DENSENET = {  # block_config (1, 1, 1, 1): 68 features enter the classifie
     "params/classifier/kernel": torch_default(68),
     "params/classifier/bias": constant(0.0),
 }
+SMALL_CONVNEXT = {  # one CNBlock per stage; trunc_normal_(std=0.02) cuts at +-2 = 100 std
+    "params/features/0/0/kernel": normal(0.02),
+    "params/features/0/0/bias": constant(0.0),
+    "params/features/0/1/scale": constant(1.0),
+    "params/features/1/0/block/0/kernel": normal(0.02),  # depthwise 7x7
+    "params/features/1/0/block/0/bias": constant(0.0),
+    "params/features/1/0/block/2/scale": constant(1.0),
+    "params/features/1/0/block/2/bias": constant(0.0),
+    "params/features/1/0/block/3/kernel": normal(0.02),
+    "params/features/1/0/block/5/bias": constant(0.0),
+    "params/features/1/0/layer_scale": constant(np.float32(1e-6)),
+    "params/features/2/1/kernel": normal(0.02),
+    "params/classifier/0/scale": constant(1.0),
+    "params/classifier/2/kernel": normal(0.02),
+    "params/classifier/2/bias": constant(0.0),
+}
 TORCHVISION = {
+    "convnext": (lambda: convnext.ConvNeXt(NUM_CLASSES, (1, 1, 1, 1)),
+                 lambda: torchvision.models.ConvNeXt(
+                     [torchvision.models.convnext.CNBlockConfig(c, o, 1)
+                      for c, o in zip(convnext.WIDTHS, convnext.WIDTHS[1:] + (None,))],
+                     num_classes=NUM_CLASSES),
+                 SMALL_CONVNEXT),
     "resnet18": (lambda: models.get_spec("resnet18").build(NUM_CLASSES, jnp.float32),
                  lambda: torchvision.models.resnet18(num_classes=NUM_CLASSES), RESNET18),
     "mobilenet_v3_small": (

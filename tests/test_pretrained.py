@@ -476,7 +476,8 @@ def test_load_real_lite0_for_a_new_task():
 def test_layout_conventions():
   from ftlab.pretrained import layout
   template = {"params": {"conv": {"kernel": 0}, "dw": {"kernel": 0}, "fc": {"kernel": 0, "bias": 0},
-                         "bn": {"scale": 0, "bias": 0}}}
+                         "bn": {"scale": 0, "bias": 0}},
+              "batch_stats": {"bn": {"mean": 0, "var": 0}}}
   rng = np.random.default_rng(0)
   conv, dw, fc = rng.normal(size=(8, 3, 3, 5)), rng.normal(size=(6, 1, 5, 5)), rng.normal(size=(4, 7))
   out = layout.torch_to_flax({
@@ -492,3 +493,17 @@ def test_layout_conventions():
   assert set(out["params"]["bn"]) == {"scale", "bias"}
   with pytest.raises(layout.ConversionError, match="'head.weight' has no module 'head'"):
     layout.torch_to_flax({"head.weight": fc}, template)
+
+
+def test_layout_layer_norm_and_bare_parameters():
+  """A `scale` module without batch_stats is a LayerNorm; (C, 1, 1) parameters lose their 1s."""
+  from ftlab.pretrained import layout
+  template = {"params": {"ln": {"scale": 0, "bias": 0}, "block": {"layer_scale": 0}},
+              "batch_stats": {"bn": {"mean": 0, "var": 0}}}
+  out = layout.torch_to_flax({"ln.weight": np.full(3, 2.0), "ln.bias": np.ones(3),
+                              "block.layer_scale": np.arange(3.0).reshape(3, 1, 1)}, template)
+  np.testing.assert_array_equal(out["params"]["ln"]["scale"], np.full(3, 2.0))
+  np.testing.assert_array_equal(out["params"]["block"]["layer_scale"], np.arange(3.0))
+  assert "batch_stats" not in out
+  with pytest.raises(layout.ConversionError, match="unexpected LayerNorm leaf 'running_mean'"):
+    layout.torch_to_flax({"ln.running_mean": np.zeros(3)}, template)

@@ -21,6 +21,8 @@ Contract for every architecture module (see `tiny.py` for the smallest one):
   that fully matches a '/'-joined *module* path prefix (e.g. 'layer1',
   'conv1|bn1'); `spec.head` likewise names the classifier. Together they must
   cover every parameter: strategies such as freeze_shallow(n) cut on them.
+* A model with a `drop_path_rate` attribute (ConvNeXt) takes
+  `config.model.drop_path_rate` through `with_drop_path`.
 * `spec.bn_momentum` is the architecture's own BatchNorm momentum (PyTorch
   convention), which `config.model.bn_momentum` may override.
 """
@@ -29,7 +31,7 @@ from typing import Callable
 
 import flax.linen as nn
 
-from ftlab.models import densenet, efficientnet_lite, mobilenet, resnet, tiny
+from ftlab.models import convnext, densenet, efficientnet_lite, mobilenet, resnet, tiny
 from ftlab.models.layers import BatchNorm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -78,6 +80,12 @@ MODELS = {
         head=mobilenet.HEAD, bn_momentum=mobilenet.V3_BN_MOMENTUM),
     "densenet121": ModelSpec(
         build=densenet.densenet121, blocks=densenet.BLOCKS, head=densenet.HEAD),
+    "convnext_tiny": ModelSpec(
+        build=convnext.convnext_tiny, blocks=convnext.block_names("convnext_tiny"),
+        head=convnext.HEAD),
+    "convnext_small": ModelSpec(
+        build=convnext.convnext_small, blocks=convnext.block_names("convnext_small"),
+        head=convnext.HEAD),
     "efficientnet_lite0": _lite("efficientnet_lite0", efficientnet_lite.efficientnet_lite0),
     "efficientnet_lite1": _lite("efficientnet_lite1", efficientnet_lite.efficientnet_lite1),
     "efficientnet_lite2": _lite("efficientnet_lite2", efficientnet_lite.efficientnet_lite2),
@@ -90,3 +98,18 @@ def get_spec(name: str) -> ModelSpec:
         f"config.model.name={name!r} is not a registered model; choose one of "
         f"{sorted(MODELS)}")
   return MODELS[name]
+
+
+def with_drop_path(model: nn.Module, rate: float) -> nn.Module:
+  """`model` with stochastic-depth rate `rate` (`config.model.drop_path_rate`).
+
+  0 keeps the architecture's default (ConvNeXt: torchvision's), a negative
+  rate turns drop-path off; a positive rate on a model without drop-path is a
+  ValueError naming the key.
+  """
+  if rate == 0:
+    return model
+  if not hasattr(model, "drop_path_rate"):
+    raise ValueError(f"config.model.drop_path_rate={rate}: {type(model).__name__} has no "
+                     "drop-path rate to set; leave it at 0")
+  return model.clone(drop_path_rate=max(rate, 0.0))

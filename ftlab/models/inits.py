@@ -44,6 +44,9 @@ TF_CONV = KAIMING_NORMAL_FAN_OUT
 TF_DEPTHWISE = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 # TF EfficientNet's dense_kernel_initializer: U(+-1/sqrt(units)).
 TF_DENSE = nn.initializers.variance_scaling(1.0 / 3, "fan_out", "uniform")
+# torch.nn.init.trunc_normal_(w, std=0.02) (torchvision's ConvNeXt): N(0, 0.02^2) cut at
+# +-2 in absolute terms, i.e. +-100 standard deviations (Flax's bounds are in stddevs).
+TRUNC_NORMAL_002 = nn.initializers.truncated_normal(0.02, lower=-100.0, upper=100.0)
 # Flax's nn.Conv/nn.Dense default: truncated N(0, 1 / fan_in).
 LECUN_NORMAL = nn.initializers.lecun_normal()
 
@@ -89,6 +92,9 @@ TORCHVISION_MOBILENET = Scheme(KAIMING_NORMAL_FAN_OUT, KAIMING_NORMAL_FAN_OUT,
 # torchvision's DenseNet: Kaiming-normal fan-in convs, Linear default weight, zero bias.
 TORCHVISION_DENSENET = Scheme(KAIMING_NORMAL_FAN_IN, KAIMING_NORMAL_FAN_IN,
                               TORCH_DEFAULT_KERNEL, zeros_bias)
+# torchvision's ConvNeXt: every conv (depthwise too) and Linear weight trunc_normal_(std=0.02),
+# zero biases.
+TORCHVISION_CONVNEXT = Scheme(TRUNC_NORMAL_002, TRUNC_NORMAL_002, TRUNC_NORMAL_002, zeros_bias)
 # TF's EfficientNet(-Lite) (tensorflow/tpu efficientnet_model.py), biases zero.
 TF_EFFICIENTNET = Scheme(TF_CONV, TF_DEPTHWISE, TF_DENSE, zeros_bias)
 # PyTorch's layer defaults (Conv2d and Linear reset_parameters).

@@ -1,4 +1,4 @@
-"""Layers shared by every architecture: the train/eval `Mode`, BatchNorm, Dropout.
+"""Layers shared by every architecture: the train/eval `Mode`, BatchNorm, Dropout, DropPath.
 
 Every model threads one `train` argument through its modules. It is either a
 plain bool or a `Mode`, which additionally names the parts of the network that
@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Union
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from ftlab.models import inits
@@ -119,3 +120,20 @@ def torch_conv(features: int, kernel: int, stride: int, dtype: Any, name: str,
   p = (kernel - 1) // 2
   return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((p, p), (p, p)),
                  use_bias=False, dtype=dtype, kernel_init=kernel_init, name=name)
+
+
+class DropPath(nn.Module):
+  """torchvision's StochasticDepth(p, 'row'): drops whole samples of a residual branch.
+
+  On only in training and outside frozen modules (`stochastic`); survivors are
+  scaled by 1 / (1 - rate). Uses the 'dropout' rng stream.
+  """
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, train: TrainArg):
+    if self.rate == 0.0 or not stochastic(train, self.path):
+      return x
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep, 0).astype(x.dtype)

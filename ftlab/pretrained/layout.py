@@ -7,9 +7,15 @@ variables) at that module path:
 * a module with a `kernel` of rank 4 is a convolution: OIHW -> HWIO (a
   depthwise conv's (C, 1, k, k) becomes (k, k, 1, C) by the same transpose);
 * a module with a `kernel` of rank 2 is a linear layer: (out, in) -> (in, out);
-* a module with a `scale` is a BatchNorm: weight/bias -> params scale/bias,
-  running_mean/running_var -> batch_stats mean/var; num_batches_tracked is
-  dropped.
+* a module with a `scale` and `batch_stats` is a BatchNorm: weight/bias ->
+  params scale/bias, running_mean/running_var -> batch_stats mean/var;
+  num_batches_tracked is dropped;
+* a module with a `scale` and no `batch_stats` is a LayerNorm (ConvNeXt's
+  `LayerNorm2d` and `nn.LayerNorm`): weight/bias -> params scale/bias, and it
+  has no running statistics;
+* any other leaf the Flax module holds under the same name is a bare
+  `nn.Parameter` (ConvNeXt's `layer_scale`): copied, with the singleton axes
+  of torch's (C, 1, 1) broadcasting shape dropped -> (C,).
 
 Checkpoint keys pass through `canonical_key` first. Its one rule is for
 torchvision's DenseNet checkpoints, which predate the model's current names:
@@ -47,7 +53,20 @@ def canonical_key(key: str) -> str:
   return _LEGACY_DENSE_LAYER.sub(r"\1\2.", key)
 
 
-def _leaf_target(module_path, leaf, value, template_params):
+_BATCH_NORM = {"weight": ("params", "scale"), "bias": ("params", "bias"),
+               "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
+_LAYER_NORM = {"weight": ("params", "scale"), "bias": ("params", "bias")}
+
+
+def _norm_target(module_path, leaf, value, is_batch_norm: bool):
+  """(collection, flax leaf, value) of a BatchNorm's or LayerNorm's torch leaf."""
+  kind, names = ("BatchNorm", _BATCH_NORM) if is_batch_norm else ("LayerNorm", _LAYER_NORM)
+  if leaf not in names:
+    raise ConversionError(f"unexpected {kind} leaf {leaf!r} at {'/'.join(module_path)}")
+  return names[leaf] + (value,)
+
+
+def _leaf_target(module_path, leaf, value, template_params, stats_modules=frozenset()):
   """Returns (collection, flax leaf name, converted value) or None to drop."""
   if leaf == "num_batches_tracked":
     return None
@@ -56,13 +75,8 @@ def _leaf_target(module_path, leaf, value, template_params):
     raise ConversionError(
         f"checkpoint key {'.'.join(module_path + (leaf,))!r} has no module "
         f"{'/'.join(module_path)!r} in the Flax model")
-  if "scale" in flax_module:  # BatchNorm
-    names = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-             "running_mean": ("batch_stats", "mean"),
-             "running_var": ("batch_stats", "var")}
-    if leaf not in names:
-      raise ConversionError(f"unexpected BatchNorm leaf {leaf!r} at {'/'.join(module_path)}")
-    return names[leaf] + (value,)
+  if "scale" in flax_module:  # BatchNorm (with batch_stats) or LayerNorm
+    return _norm_target(module_path, leaf, value, module_path in stats_modules)
   if leaf == "bias":
     return "params", "bias", value
   if leaf == "weight" and "kernel" in flax_module:
@@ -70,6 +84,8 @@ def _leaf_target(module_path, leaf, value, template_params):
       return "params", "kernel", conv_kernel(value)
     if value.ndim == 2:
       return "params", "kernel", linear_kernel(value)
+  if leaf in flax_module and leaf not in ("weight", "kernel"):  # a bare nn.Parameter
+    return "params", leaf, value.reshape([d for d in value.shape if d != 1] or [1])
   raise ConversionError(
       f"cannot map checkpoint key {'.'.join(module_path + (leaf,))!r} of shape "
       f"{value.shape} onto Flax module {'/'.join(module_path)!r} "
@@ -97,10 +113,11 @@ def torch_to_flax(state_dict: Mapping[str, np.ndarray], template: Mapping) -> di
     template here (`pretrained.load.merge` does that, naming both shapes).
   """
   index = _module_index(template["params"])
+  stats_modules = frozenset(_module_index(template.get("batch_stats", {})))
   flat = {}
   for key, value in state_dict.items():
     parts = tuple(canonical_key(key).split("."))
-    target = _leaf_target(parts[:-1], parts[-1], np.asarray(value), index)
+    target = _leaf_target(parts[:-1], parts[-1], np.asarray(value), index, stats_modules)
     if target is None:
       continue
     collection, leaf, converted = target

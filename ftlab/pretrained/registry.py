@@ -82,6 +82,9 @@ WEIGHTS: Mapping[str, WeightsSource] = {
     "mobilenet_v3_small": _torchvision("mobilenet_v3_small-047dcff4.pth"),
     "mobilenet_v3_large": _torchvision("mobilenet_v3_large-8738ca79.pth"),
     "densenet121": _torchvision("densenet121-a639ec97.pth"),
+    # ConvNeXt IMAGENET1K_V1 (torchvision evaluates them at resize 236 / 230, crop 224).
+    "convnext_tiny": _torchvision("convnext_tiny-983f1562.pth"),
+    "convnext_small": _torchvision("convnext_small-0c510722.pth"),
 }
 
 class WeightsNotFoundError(FileNotFoundError):

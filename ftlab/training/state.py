@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ftlab.models import ModelSpec, get_spec
+from ftlab.models import ModelSpec, get_spec, with_drop_path
 from ftlab.models.layers import Mode
 from ftlab.pretrained import load as load_lib
 from ftlab.training import optim, strategy
@@ -102,6 +102,7 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
     raise ValueError(f"config.model.dtype={config.model.dtype!r}; use one of {list(DTYPES)}")
   spec = get_spec(config.model.name)
   model = spec.build(num_classes, DTYPES[config.model.dtype], config.model.init)
+  model = with_drop_path(model, config.model.get("drop_path_rate", 0.0))
   image_size = config.data.image_size or spec.input_size
   shapes = param_shapes(model, image_size)
   if config.optimizer.phase_warmup_epochs < 0:
