@@ -7,9 +7,13 @@ variables) at that module path:
 * a module with a `kernel` of rank 4 is a convolution: OIHW -> HWIO (a
   depthwise conv's (C, 1, k, k) becomes (k, k, 1, C) by the same transpose);
 * a module with a `kernel` of rank 2 is a linear layer: (out, in) -> (in, out);
-* a module with a `scale` is a BatchNorm: weight/bias -> params scale/bias,
-  running_mean/running_var -> batch_stats mean/var; num_batches_tracked is
-  dropped.
+* a module with a `scale` is a BatchNorm (or a LayerNorm): weight/bias ->
+  params scale/bias, running_mean/running_var -> batch_stats mean/var;
+  num_batches_tracked is dropped;
+* a leaf the Flax module holds under the torch leaf's own name, with the same
+  rank, is copied unchanged: a bare `nn.Parameter` (ViT's `class_token`,
+  `encoder.pos_embedding`) or a packed projection kept in torch's layout
+  (`self_attention.in_proj_weight` (3D, D), `in_proj_bias`).
 
 Checkpoint keys pass through `canonical_key` first. Its one rule is for
 torchvision's DenseNet checkpoints, which predate the model's current names:
@@ -56,7 +60,10 @@ def _leaf_target(module_path, leaf, value, template_params):
     raise ConversionError(
         f"checkpoint key {'.'.join(module_path + (leaf,))!r} has no module "
         f"{'/'.join(module_path)!r} in the Flax model")
-  if "scale" in flax_module:  # BatchNorm
+  same = flax_module.get(leaf)
+  if leaf not in ("weight", "bias") and same is not None and same.ndim == value.ndim:
+    return "params", leaf, value
+  if "scale" in flax_module:  # BatchNorm or LayerNorm
     names = {"weight": ("params", "scale"), "bias": ("params", "bias"),
              "running_mean": ("batch_stats", "mean"),
              "running_var": ("batch_stats", "var")}

@@ -82,6 +82,8 @@ WEIGHTS: Mapping[str, WeightsSource] = {
     "mobilenet_v3_small": _torchvision("mobilenet_v3_small-047dcff4.pth"),
     "mobilenet_v3_large": _torchvision("mobilenet_v3_large-8738ca79.pth"),
     "densenet121": _torchvision("densenet121-a639ec97.pth"),
+    # ViT_B_16_Weights.IMAGENET1K_V1 (torchvision's own recipe, 81.07% top-1 at 224).
+    "vit_b_16": _torchvision("vit_b_16-c867db91.pth"),
 }
 
 class WeightsNotFoundError(FileNotFoundError):
