@@ -165,7 +165,7 @@ def test_resample_matches_torch_bicubic_and_keeps_the_class_token(old, new):
   want = want.permute(0, 2, 3, 1).reshape(1, new * new, 16).numpy()
   assert got.shape == (1, 1 + new * new, 16) and got.dtype == np.float32
   np.testing.assert_array_equal(got[:, 0], pe[:, 0])
-  assert max_diff(got[:, 1:], want) < 1e-5, max_diff(got[:, 1:], want)
+  assert max_diff(got[:, 1:], want) < 1e-6, max_diff(got[:, 1:], want)  # observed 0
 
 
 def test_checkpoint_from_another_resolution_is_resampled_at_load(tmp_path):

@@ -97,7 +97,8 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: TrainArg):
-    dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
+    dense = functools.partial(nn.Dense, dtype=self.dtype,
+                              kernel_init=nn.initializers.xavier_uniform(),
                               bias_init=_bias_normal_1e6)
     y = nn.gelu(dense(self.mlp, name="0")(x), approximate=False)
     y = Dropout(self.dropout, name="2")(y, train)
@@ -131,7 +132,8 @@ class Layers(nn.Module):
   def __call__(self, x, train: TrainArg):
     v = self.variant
     for i in range(v.layers):
-      x = EncoderBlock(v.heads, v.mlp, self.dropout, self.dtype, name=f"encoder_layer_{i}")(x, train)
+      x = EncoderBlock(v.heads, v.mlp, self.dropout, self.dtype,
+                       name=f"encoder_layer_{i}")(x, train)
     return x
 
 
@@ -153,7 +155,8 @@ def check_image_size(height: int, width: int, patch: int) -> None:
   """A ValueError naming config.data.image_size unless `patch` divides both sides."""
   if height % patch or width % patch:
     size = height if height == width else (height, width)
-    raise ValueError(f"config.data.image_size={size} is not divisible by the ViT patch size {patch}")
+    raise ValueError(
+        f"config.data.image_size={size} is not divisible by the ViT patch size {patch}")
 
 
 class VisionTransformer(nn.Module):
@@ -189,7 +192,8 @@ class VisionTransformer(nn.Module):
                 kernel_init=nn.initializers.normal(math.sqrt(1 / fan_in)), name="conv_proj")(x)
     x = x.reshape(x.shape[0], -1, v.hidden)
     token = self.param("class_token", nn.initializers.zeros, (1, 1, v.hidden), jnp.float32)
-    x = jnp.concatenate([jnp.broadcast_to(token.astype(self.dtype), (x.shape[0], 1, v.hidden)), x], 1)
+    token = jnp.broadcast_to(token.astype(self.dtype), (x.shape[0], 1, v.hidden))
+    x = jnp.concatenate([token, x], axis=1)
     x = Encoder(v, self.dropout, self.dtype, name="encoder")(x, train)
     return x[:, 0]
 

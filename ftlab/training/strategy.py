@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from ftlab.models import ModelSpec
 
 
-BN_SCALE = "scale"  # only BatchNorm layers (models/layers.py) have a `scale` parameter
+BN_SCALE = "scale"  # BatchNorm layers (models/layers.py) have a `scale`; so do ViT LayerNorms
 
 
 class StrategyError(ValueError):
