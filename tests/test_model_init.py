@@ -23,7 +23,7 @@ import torchvision
 
 from configs import default
 from ftlab import models
-from ftlab.models import convnext, densenet
+from ftlab.models import convnext, densenet, vit
 from ftlab.training import state
 
 
@@ -51,8 +51,8 @@ def torch_flat(net: torch.nn.Module) -> dict:
       key = "batch_stats/" + "/".join(path) + "/" + leaf[len("running_"):]
     elif leaf == "weight":  # a BatchNorm's weight is its scale
       key = "params/" + "/".join(path) + ("/scale" if value.ndim == 1 else "/kernel")
-    else:
-      key = "params/" + "/".join(path) + "/" + leaf
+    else:  # a bias, or a bare parameter such as ViT's class_token
+      key = "/".join(["params", *path, leaf])
     flat[key] = value.detach().numpy()
   return flat
 
@@ -149,6 +149,26 @@ SMALL_CONVNEXT = {  # one CNBlock per stage; trunc_normal_(std=0.02) cuts at +-2
     "params/classifier/2/kernel": normal(0.02),
     "params/classifier/2/bias": constant(0.0),
 }
+VIT_D, VIT_MLP = 384, 1536  # ViT-S widths, one layer, at 32 px (a 2x2 grid)
+SMALL_VIT = {
+    "params/conv_proj/kernel": normal(math.sqrt(1 / (3 * 16 * 16))),
+    "params/conv_proj/bias": constant(0.0),
+    "params/class_token": constant(0.0),
+    "params/encoder/pos_embedding": normal(0.02),
+    "params/encoder/layers/encoder_layer_0/self_attention/in_proj_weight":
+        uniform(math.sqrt(6 / (VIT_D + 3 * VIT_D))),  # Xavier on (3D, D)
+    "params/encoder/layers/encoder_layer_0/self_attention/in_proj_bias": constant(0.0),
+    "params/encoder/layers/encoder_layer_0/self_attention/out_proj/kernel": torch_default(VIT_D),
+    "params/encoder/layers/encoder_layer_0/self_attention/out_proj/bias": constant(0.0),
+    "params/encoder/layers/encoder_layer_0/mlp/0/kernel": uniform(math.sqrt(6 / (VIT_D + VIT_MLP))),
+    "params/encoder/layers/encoder_layer_0/mlp/0/bias": normal(1e-6),
+    "params/encoder/layers/encoder_layer_0/mlp/3/kernel": uniform(math.sqrt(6 / (VIT_D + VIT_MLP))),
+    "params/encoder/layers/encoder_layer_0/ln_1/scale": constant(1.0),
+    "params/encoder/layers/encoder_layer_0/ln_1/bias": constant(0.0),
+    "params/encoder/ln/scale": constant(1.0),
+    "params/heads/head/kernel": constant(0.0),
+    "params/heads/head/bias": constant(0.0),
+}
 TORCHVISION = {
     "convnext": (lambda: convnext.ConvNeXt(NUM_CLASSES, (1, 1, 1, 1)),
                  lambda: torchvision.models.ConvNeXt(
@@ -166,6 +186,10 @@ TORCHVISION = {
                  lambda: torchvision.models.DenseNet(block_config=(1, 1, 1, 1),
                                                      num_classes=NUM_CLASSES),
                  SMALL_DENSENET),
+    "vit": (lambda: vit.VisionTransformer(NUM_CLASSES, vit.VARIANTS["vit_s_16"]._replace(layers=1)),
+            lambda: torchvision.models.VisionTransformer(32, 16, 1, 6, VIT_D, VIT_MLP,
+                                                         num_classes=NUM_CLASSES),
+            SMALL_VIT),
 }
 
 

@@ -92,7 +92,8 @@ def covers(spec: models.ModelSpec, params) -> list:
   """Problems with `spec.blocks` + `spec.head` as a partition of `params`.
 
   Every parameter must have exactly one rule fully matching some '/'-joined
-  prefix of its module path, and every rule must own some parameter.
+  prefix of its module path or its whole path, and every rule must own some
+  parameter.
 
   Returns:
     Human-readable problems; empty when the rules partition the parameters.
@@ -101,7 +102,7 @@ def covers(spec: models.ModelSpec, params) -> list:
   owned = {rule: 0 for rule in rules}
   problems = []
   for path in traverse_util.flatten_dict(params):
-    prefixes = ["/".join(path[:i]) for i in range(1, len(path))]
+    prefixes = ["/".join(path[:i]) for i in range(1, len(path) + 1)]
     owners = [r for r in rules if any(re.fullmatch(r, p) for p in prefixes)]
     if len(owners) != 1:
       problems.append(f"{'/'.join(path)} is matched by {owners}")

@@ -281,7 +281,7 @@ def test_registry_urls_are_torchvisions():
       "resnet50": tvm.ResNet50_Weights, "mobilenet_v2": tvm.MobileNet_V2_Weights,
       "mobilenet_v3_small": tvm.MobileNet_V3_Small_Weights,
       "mobilenet_v3_large": tvm.MobileNet_V3_Large_Weights,
-      "densenet121": tvm.DenseNet121_Weights,
+      "densenet121": tvm.DenseNet121_Weights, "vit_b_16": tvm.ViT_B_16_Weights,
   }
   for name, weights in official.items():
     entry = registry.WEIGHTS[name]

@@ -19,7 +19,9 @@ Contract for every architecture module (see `tiny.py` for the smallest one):
   `layer1/0/conv1/kernel`), so converted weights drop in.
 * `spec.blocks` lists the trunk's blocks from shallow to deep, each a regex
   that fully matches a '/'-joined *module* path prefix (e.g. 'layer1',
-  'conv1|bn1'); `spec.head` likewise names the classifier. Together they must
+  'conv1|bn1') or a whole parameter path (ViT's 'class_token',
+  'encoder/pos_embedding', which sit directly in a module with other
+  children); `spec.head` likewise names the classifier. Together they must
   cover every parameter: strategies such as freeze_shallow(n) cut on them.
 * A model with a `drop_path_rate` attribute (ConvNeXt) takes
   `config.model.drop_path_rate` through `with_drop_path`.
@@ -31,7 +33,7 @@ from typing import Callable
 
 import flax.linen as nn
 
-from ftlab.models import convnext, densenet, efficientnet_lite, mobilenet, resnet, tiny
+from ftlab.models import convnext, densenet, efficientnet_lite, mobilenet, resnet, tiny, vit
 from ftlab.models.layers import BatchNorm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -89,6 +91,8 @@ MODELS = {
     "efficientnet_lite0": _lite("efficientnet_lite0", efficientnet_lite.efficientnet_lite0),
     "efficientnet_lite1": _lite("efficientnet_lite1", efficientnet_lite.efficientnet_lite1),
     "efficientnet_lite2": _lite("efficientnet_lite2", efficientnet_lite.efficientnet_lite2),
+    "vit_b_16": ModelSpec(build=vit.vit_b_16, blocks=vit.BLOCKS, head=vit.HEAD),
+    "vit_s_16": ModelSpec(build=vit.vit_s_16, blocks=vit.BLOCKS, head=vit.HEAD),
 }
 
 

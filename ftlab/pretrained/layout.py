@@ -13,9 +13,12 @@ variables) at that module path:
 * a module with a `scale` and no `batch_stats` is a LayerNorm (ConvNeXt's
   `LayerNorm2d` and `nn.LayerNorm`): weight/bias -> params scale/bias, and it
   has no running statistics;
-* any other leaf the Flax module holds under the same name is a bare
-  `nn.Parameter` (ConvNeXt's `layer_scale`): copied, with the singleton axes
-  of torch's (C, 1, 1) broadcasting shape dropped -> (C,).
+* a leaf the Flax module holds under the torch leaf's own name, with the same
+  rank, is copied unchanged: a bare `nn.Parameter` (ViT's `class_token`,
+  `encoder.pos_embedding`) or a packed projection kept in torch's layout
+  (`self_attention.in_proj_weight` (3D, D), `in_proj_bias`); with another
+  rank (ConvNeXt's `layer_scale`, (C, 1, 1) in torch) the singleton axes of
+  torch's broadcasting shape are dropped -> (C,).
 
 Checkpoint keys pass through `canonical_key` first. Its one rule is for
 torchvision's DenseNet checkpoints, which predate the model's current names:
@@ -75,6 +78,9 @@ def _leaf_target(module_path, leaf, value, template_params, stats_modules=frozen
     raise ConversionError(
         f"checkpoint key {'.'.join(module_path + (leaf,))!r} has no module "
         f"{'/'.join(module_path)!r} in the Flax model")
+  same = flax_module.get(leaf)
+  if leaf not in ("weight", "bias") and same is not None and same.ndim == value.ndim:
+    return "params", leaf, value
   if "scale" in flax_module:  # BatchNorm (with batch_stats) or LayerNorm
     return _norm_target(module_path, leaf, value, module_path in stats_modules)
   if leaf == "bias":

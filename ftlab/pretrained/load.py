@@ -8,6 +8,9 @@ name, a `.pth`/`.pt`/`.safetensors` file, or a directory written by
 * same shape: loaded;
 * different shape inside the head (`spec.head`): kept from the template, i.e.
   re-initialised — the usual case when the task has its own classes;
+* a ViT `pos_embedding` of another grid (the model's image size differs from
+  the checkpoint's): resampled bicubically, class token kept
+  (`posemb.resample`), and listed as `resized`;
 * different shape elsewhere: an error naming the entry and both shapes;
 * only in the checkpoint: `unexpected` (ignored); only in the model: `missing`
   (kept from the template). `strict=True` turns either into an error.
@@ -28,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization, traverse_util
 
-from ftlab.pretrained import layout, pth, registry
+from ftlab.pretrained import layout, posemb, pth, registry
 
 VARIABLES_FILE = "variables.msgpack"
 META_FILE = "meta.json"
@@ -53,6 +56,8 @@ class LoadReport:
     loaded: entries taken from the checkpoint.
     reinitialized: head entries kept from the template because their shape
       differs; `shapes[name]` is (checkpoint shape, model shape).
+    resized: position embeddings resampled to the model's patch grid;
+      `shapes[name]` is (checkpoint shape, model shape).
     missing: model entries absent from the checkpoint (kept from the template).
     unexpected: checkpoint entries the model does not have (ignored);
       `reasons[name]` says why when the key did not convert.
@@ -61,6 +66,7 @@ class LoadReport:
   total: int = 0
   loaded: List[str] = dataclasses.field(default_factory=list)
   reinitialized: List[str] = dataclasses.field(default_factory=list)
+  resized: List[str] = dataclasses.field(default_factory=list)
   missing: List[str] = dataclasses.field(default_factory=list)
   unexpected: List[str] = dataclasses.field(default_factory=list)
   shapes: Dict[str, Tuple[tuple, tuple]] = dataclasses.field(default_factory=dict)
@@ -69,9 +75,12 @@ class LoadReport:
   def summary(self) -> str:
     """A few lines for the training log: counts and the names that matter."""
     reinit = [f"{n} {self.shapes[n][0]} -> {self.shapes[n][1]}" for n in self.reinitialized]
+    resized = [f"{n} {self.shapes[n][0]} -> {self.shapes[n][1]}" for n in self.resized]
     return "\n".join([
         f"loaded {len(self.loaded)} of {self.total} arrays from {self.source}",
         f"re-initialised (head shape differs): {_names(reinit)}",
+        *([f"resized (position embedding resampled bicubically): {_names(resized)}"]
+          if resized else []),
         f"missing (kept from init): {_names(self.missing)}",
         f"unexpected (ignored): {_names(self.unexpected)}",
     ])
@@ -147,6 +156,12 @@ def _kept(name, in_template, why: str, source: str):
   return in_template
 
 
+def _is_posemb(name: str, old: tuple, new: tuple) -> bool:
+  """A ViT position embedding (1, tokens, D) whose number of tokens differs."""
+  return (name.endswith("/pos_embedding") and len(old) == len(new) == 3
+          and old[0] == new[0] == 1 and old[2] == new[2])
+
+
 def _merge_entry(name, in_template, ckpt, head: bool, report: LoadReport):
   """The value for one template entry; records what happened in `report`."""
   if ckpt is None:
@@ -155,6 +170,11 @@ def _merge_entry(name, in_template, ckpt, head: bool, report: LoadReport):
   if tuple(ckpt.shape) == tuple(in_template.shape):
     report.loaded.append(name)
     return jnp.asarray(ckpt, dtype=in_template.dtype)
+  if _is_posemb(name, ckpt.shape, in_template.shape):
+    report.resized.append(name)
+    report.loaded.append(name)
+    report.shapes[name] = (tuple(ckpt.shape), tuple(in_template.shape))
+    return jnp.asarray(posemb.resample(ckpt, in_template.shape[1]), dtype=in_template.dtype)
   if head:
     report.reinitialized.append(name)
     report.shapes[name] = (tuple(ckpt.shape), tuple(in_template.shape))

@@ -85,6 +85,8 @@ WEIGHTS: Mapping[str, WeightsSource] = {
     # ConvNeXt IMAGENET1K_V1 (torchvision evaluates them at resize 236 / 230, crop 224).
     "convnext_tiny": _torchvision("convnext_tiny-983f1562.pth"),
     "convnext_small": _torchvision("convnext_small-0c510722.pth"),
+    # ViT_B_16_Weights.IMAGENET1K_V1 (torchvision's own recipe, 81.07% top-1 at 224).
+    "vit_b_16": _torchvision("vit_b_16-c867db91.pth"),
 }
 
 class WeightsNotFoundError(FileNotFoundError):

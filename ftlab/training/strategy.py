@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from ftlab.models import ModelSpec
 
 
-BN_SCALE = "scale"  # only BatchNorm layers (models/layers.py) have a `scale` parameter
+BN_SCALE = "scale"  # BatchNorm layers (models/layers.py) have a `scale`; so do ViT LayerNorms
 
 
 class StrategyError(ValueError):
@@ -162,8 +162,12 @@ def _numel(shape) -> int:
 
 
 def under(module_regex: str) -> str:
-  """Regex for every parameter under modules matching `module_regex`."""
-  return f"(?:{module_regex})/.*"
+  """Regex for every parameter under modules matching `module_regex`, or named by it.
+
+  The second form covers parameters held directly by a module that has other
+  children too (ViT's `class_token`, `encoder/pos_embedding`).
+  """
+  return f"(?:(?:{module_regex})/.*|{module_regex})"
 
 
 def _linear_probe(spec: ModelSpec, cfg) -> list:
