@@ -79,7 +79,7 @@ def _leaf_target(module_path, leaf, value, template_params, stats_modules=frozen
         f"checkpoint key {'.'.join(module_path + (leaf,))!r} has no module "
         f"{'/'.join(module_path)!r} in the Flax model")
   same = flax_module.get(leaf)
-  if leaf not in ("weight", "bias") and same is not None and same.ndim == value.ndim:
+  if leaf not in ("weight", "bias") and same is not None and np.ndim(same) == value.ndim:
     return "params", leaf, value
   if "scale" in flax_module:  # BatchNorm (with batch_stats) or LayerNorm
     return _norm_target(module_path, leaf, value, module_path in stats_modules)
