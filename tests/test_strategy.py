@@ -111,6 +111,8 @@ def test_stale_batchnorm_statistics_are_warned_about():
   assert state_lib.stale_bn_warning(_setup("efficientnet_lite0", "full_ft", 80, 0.1), 80) == ""
   assert state_lib.stale_bn_warning(_setup("efficientnet_lite0", "full_ft", 2000), 2000) == ""
   assert state_lib.stale_bn_warning(_setup("resnet18", "full_ft", 80), 80) == ""
+  # LayerNorms have a `scale` too, but no running statistics: a short ViT run has nothing stale.
+  assert state_lib.stale_bn_warning(_setup("vit_s_16", "full_ft", 20), 20) == ""
   # No BatchNorm layer updates its statistics in a linear probe: nothing to warn about.
   assert state_lib.stale_bn_warning(_setup("efficientnet_lite0", "linear_probe", 80), 80) == ""
   # lp_ft updates them only in its second half.

@@ -58,6 +58,7 @@ class Setup:
   preset: strategy.Preset
   label_smoothing: float
   l2sp: tuple  # (alpha, beta) or ()
+  batch_norms: frozenset = frozenset()  # module paths with running statistics (not LayerNorms)
 
   def phase_index(self, step: int) -> int:
     """The phase that runs step `step` (0-based)."""
@@ -90,9 +91,15 @@ def init_variables(model, image_size: int, rng) -> dict:
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
-def param_shapes(model, image_size: int) -> Dict[str, tuple]:
+def variable_shapes(model, image_size: int) -> tuple:
+  """({parameter path: shape}, '/'-joined paths of the modules holding BatchNorm statistics)."""
   tree = jax.eval_shape(lambda: init_variables(model, image_size, jax.random.key(0)))
-  return {k: v.shape for k, v in flatten(tree["params"]).items()}
+  batch_norms = frozenset(k.rsplit("/", 1)[0] for k in flatten(tree["batch_stats"]))
+  return {k: v.shape for k, v in flatten(tree["params"]).items()}, batch_norms
+
+
+def param_shapes(model, image_size: int) -> Dict[str, tuple]:
+  return variable_shapes(model, image_size)[0]
 
 
 def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
@@ -104,7 +111,7 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
   model = spec.build(num_classes, DTYPES[config.model.dtype], config.model.init)
   model = with_drop_path(model, config.model.get("drop_path_rate", 0.0))
   image_size = config.data.image_size or spec.input_size
-  shapes = param_shapes(model, image_size)
+  shapes, batch_norms = variable_shapes(model, image_size)
   if config.optimizer.phase_warmup_epochs < 0:
     raise ValueError(f"config.optimizer.phase_warmup_epochs={config.optimizer.phase_warmup_epochs} "
                      "must be >= 0")
@@ -122,7 +129,7 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
                      "empty: name the pretrained weights")
   l2sp = (config.strategy.l2sp_alpha, config.strategy.l2sp_beta) if preset.l2sp else ()
   return Setup(spec, model, image_size, num_classes, phases, preset,
-               config.train.label_smoothing, l2sp)
+               config.train.label_smoothing, l2sp, batch_norms)
 
 
 STALE_BN_SHARE = 0.05  # warn when running statistics end the run holding more of their start
@@ -139,7 +146,7 @@ def stale_bn_warning(setup: Setup, total_steps: int) -> str:
   bn_momentum = setup.phases[0].bn_momentum  # config.model.bn_momentum, shared by every phase
   momentum = bn_momentum or setup.spec.bn_momentum
   ends = [p.start for p in setup.phases[1:]] + [total_steps]
-  steps = sum(end - p.start for p, end in zip(setup.phases, ends) if p.plan.updated_bn())
+  steps = sum(end - p.start for p, end in zip(setup.phases, ends) if p.plan.updated_bn() & setup.batch_norms)
   kept = (1.0 - momentum) ** steps
   if steps == 0 or kept <= STALE_BN_SHARE:
     return ""

@@ -33,7 +33,10 @@ import jax.numpy as jnp
 from ftlab.models import ModelSpec
 
 
-BN_SCALE = "scale"  # BatchNorm layers (models/layers.py) have a `scale`; so do ViT LayerNorms
+# Normalisation layers have a `scale`: BatchNorms (models/layers.py) and LayerNorms alike. A
+# LayerNorm in these sets is harmless (it reads no Mode); `Setup.batch_norms` says which have
+# running statistics.
+BN_SCALE = "scale"
 
 
 class StrategyError(ValueError):
