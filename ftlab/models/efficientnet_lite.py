@@ -27,12 +27,11 @@ import math
 from typing import Any, Callable, NamedTuple, Tuple
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from ftlab.models import inits
 from ftlab.models.depthwise import DepthwiseConv, tf_same_padding
-from ftlab.models.layers import BatchNorm, Dropout, TrainArg, stochastic
+from ftlab.models.layers import BatchNorm, DropPath, Dropout, TrainArg
 from ftlab.models.pooling import global_avg_pool
 
 HEAD = "_fc"
@@ -137,18 +136,8 @@ def batch_norm(dtype: Any, name: str) -> BatchNorm:
   return BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype, name=name)
 
 
-class DropConnect(nn.Module):
-  """Drops whole samples of a residual branch in training (not in a frozen block); rescales the rest."""
-  rate: float
-
-  @nn.compact
-  def __call__(self, x, train: TrainArg):
-    if self.rate == 0.0 or not stochastic(train, self.path):
-      return x
-    keep = 1.0 - self.rate
-    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
-    return jnp.where(mask, x / keep, 0).astype(x.dtype)
+class DropConnect(DropPath):
+  """EfficientNet's name for stochastic depth (`layers.DropPath`); the name keeps its module path."""
 
 
 class MBConvBlock(nn.Module):
