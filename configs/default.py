@@ -89,6 +89,11 @@ def get_config(arg=None):
   config.train.eval_every_epochs = 1.0
   config.train.checkpoint_every_steps = 100  # 0 = only at evaluations and the end
   config.train.stop_after_steps = 0    # >0: stop (checkpointed) after this many steps, for tests and preemption drills
+  # 0 < f < 1: stop (checkpointed) at step ceil(f * total steps), evaluate minival there
+  # and record it in rungs.json; the schedule stays the full run's, so the same
+  # command with a larger f (or 0 = to the end) continues exactly (ftlab.study's rungs).
+  config.train.stop_at_fraction = 0.0
+  config.train.evaluate_held_out = True  # False: results.json without val/test (a study's search trial); re-running with True evaluates the best checkpoint on them once
   # JAX's persistent compilation cache ('' = off): later runs of the same step
   # (other seeds of a sweep, resumes) load it instead of compiling, which on
   # CPU also skips the compiler's ~1 GB memory peak (ftlab/training/runtime.py).

@@ -9,7 +9,8 @@ from configs import default
 
 
 # Keys that may differ when a run is resumed (they change no result).
-RESUMABLE_CHANGES = ("train.stop_after_steps", "train.log_every_steps", "train.checkpoint_every_steps",
+RESUMABLE_CHANGES = ("train.stop_after_steps", "train.stop_at_fraction", "train.evaluate_held_out",
+                     "train.log_every_steps", "train.checkpoint_every_steps",
                      "train.compilation_cache_dir", "data.num_workers", "data.prefetch", "data.root")
 
 

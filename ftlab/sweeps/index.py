@@ -60,9 +60,9 @@ def disk_status(run_dir: pathlib.Path) -> str:
 class SweepIndex:
   """`<workdir>/sweep.json`, updated under a file lock by every writer."""
 
-  def __init__(self, workdir: pathlib.Path):
-    self.path = pathlib.Path(workdir) / INDEX_FILE
-    self._lock_path = pathlib.Path(workdir) / ".sweep.lock"
+  def __init__(self, workdir: pathlib.Path, filename: str = INDEX_FILE):
+    self.path = pathlib.Path(workdir) / filename
+    self._lock_path = pathlib.Path(workdir) / f".{filename}.lock"
 
   def _locked(self):
     handle = open(self._lock_path, "a")

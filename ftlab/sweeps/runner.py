@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ftlab.sweeps.index import (FAILED_FILE, LOG_FILE, RESULTS_FILE, SweepIndex, is_finished,
                                 log_tail, now, read_json, write_json)
@@ -40,14 +40,33 @@ def build_command(runner: Sequence[str], config_spec: str, run_dir: str,
           *(f"--config.{k}={format_value(v)}" for k, v in merged.items())]
 
 
+def held_out_top1(run_dir: pathlib.Path) -> str:
+  """results.json's `test.top1` as a percentage, or `-`."""
+  try:
+    return f"{100 * float(read_json(run_dir / RESULTS_FILE)['test']['top1']):.2f}%"
+  except (OSError, ValueError, KeyError, TypeError):
+    return "-"
+
+
+def held_out_outcome(run_dir: pathlib.Path) -> str:
+  return f"test top-1 {held_out_top1(run_dir)}"
+
+
 @dataclasses.dataclass
 class Run:
-  """One grid entry, ready to launch."""
+  """One grid entry, ready to launch.
+
+  `done(dir)` says whether the process achieved what it was launched for
+  (default: a finished results.json; a study's rung stop has its own) and
+  `outcome(dir)` what the end-of-run line says about it.
+  """
   index: int
   name: str
   overrides: dict
   dir: pathlib.Path
   command: list
+  done: Callable[[pathlib.Path], bool] = is_finished
+  outcome: Callable[[pathlib.Path], str] = held_out_outcome
 
 
 @dataclasses.dataclass
@@ -114,11 +133,12 @@ def _conclude(active: _Active, index: SweepIndex) -> str:
   active.log.close()
   run, code = active.run, active.proc.returncode
   elapsed = round(time.monotonic() - active.started, 3)
-  if code == 0 and is_finished(run.dir):
+  if code == 0 and run.done(run.dir):
     index.update_run(run.name, status="finished", exit_code=0, elapsed_s=elapsed, pid=None)
     return "finished"
   reason = (f"exit code {code}" if code != 0
-            else f"exit code 0 but {run.dir / RESULTS_FILE} is missing or not finished")
+            else f"exit code 0 but {run.dir / RESULTS_FILE} is missing or not finished "
+                 "(or, for a study trial, rungs.json lacks its rung)")
   write_json(run.dir / FAILED_FILE, {
       "name": run.name, "overrides": run.overrides, "exit_code": code, "reason": reason,
       "command": run.command, "log": str(run.dir / LOG_FILE), "elapsed_s": elapsed,
@@ -146,7 +166,7 @@ def _stop(active: list[_Active], index: SweepIndex, grace_s: float = 10.0) -> No
     except subprocess.TimeoutExpired:
       os.killpg(a.proc.pid, signal.SIGKILL)
       a.proc.wait()
-    if a.proc.returncode == 0 and is_finished(a.run.dir):
+    if a.proc.returncode == 0 and a.run.done(a.run.dir):
       _conclude(a, index)
     else:
       a.log.close()
@@ -195,14 +215,6 @@ def execute(runs: Sequence[Run], index: SweepIndex, parallel: int = 1,
   return counts
 
 
-def held_out_top1(run_dir: pathlib.Path) -> str:
-  """results.json's `test.top1` as a percentage, or `-`."""
-  try:
-    return f"{100 * float(read_json(run_dir / RESULTS_FILE)['test']['top1']):.2f}%"
-  except (OSError, ValueError, KeyError, TypeError):
-    return "-"
-
-
 def _report_end(a: _Active, status: str, counts: dict, durations: list, total: int,
                 parallel: int) -> None:
   """Prints how a run ended and, after a finished one, the sweep's ETA."""
@@ -210,7 +222,7 @@ def _report_end(a: _Active, status: str, counts: dict, durations: list, total: i
   elapsed = time.monotonic() - a.started
   if status == "finished":
     durations.append(elapsed)
-    what = f"test top-1 {held_out_top1(a.run.dir)}"
+    what = a.run.outcome(a.run.dir)
   else:
     code = a.proc.returncode
     what = (f"(exit {code}{' without a finished ' + RESULTS_FILE if code == 0 else ''}; "

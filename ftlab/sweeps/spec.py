@@ -42,7 +42,7 @@ def parse_config_spec(spec: str) -> tuple[str, str | None]:
   return path, (arg if sep else None)
 
 
-def _import_file(path: str):
+def import_file(path: str):
   if not os.path.isfile(path):
     raise SweepError(f"{path}: config file not found")
   digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:10]
@@ -67,13 +67,13 @@ def _validate_grid(grid: Any, path: str) -> tuple:
   return tuple(dict(o) for o in grid)
 
 
-def _check_keys_exist(config: Any, grid: tuple, path: str) -> None:
-  """Fails early when a sweep key does not name a field of get_config()."""
+def check_keys_exist(config: Any, grid: tuple, path: str, what: str = "sweep") -> None:
+  """Fails early when a sweep (or study) key does not name a field of get_config()."""
   for key in dict.fromkeys(k for overrides in grid for k in overrides):
     node = config
     for part in key.split("."):
       if not hasattr(node, "keys") or part not in node:
-        raise SweepError(f"{path}: sweep key {key!r} is not a field of get_config()")
+        raise SweepError(f"{path}: {what} key {key!r} is not a field of get_config()")
       node = node[part]
 
 
@@ -109,13 +109,13 @@ def load_sweep(config_spec: str, fixed: Iterable[str] = ()) -> Sweep:
     The expanded `Sweep`.
   """
   path, arg = parse_config_spec(config_spec)
-  module = _import_file(path)
+  module = import_file(path)
   if not hasattr(module, "get_sweep"):
     raise SweepError(f"{path}: no get_sweep(); not a sweep config")
   grid = _validate_grid(module.get_sweep() if arg is None else module.get_sweep(arg), path)
   fixed = parse_fixed(fixed, grid)
   if hasattr(module, "get_config"):
     config = module.get_config() if arg is None else module.get_config(arg)
-    _check_keys_exist(config, grid + (fixed,), path)
+    check_keys_exist(config, grid + (fixed,), path)
   unique_names(grid)
   return Sweep(path, arg, grid, _strategy_order(module, grid), fixed)

@@ -41,13 +41,13 @@ def evaluate_best(run: Run, eval_fn, split_name: str) -> dict:
   return evaluator.summarize(outputs, run.setup.num_classes)
 
 
-def ridge_baseline(run: Run, trainer: Trainer) -> dict:
+def ridge_baseline(run: Run, trainer: Trainer, with_test: bool = True) -> dict:
   """The closed-form probe on the cached features (test features extracted once here)."""
   trunk = jax.jit(make_trunk_step(run.setup))
   split = lambda name: (trainer.features[name].loader.augment.features,  # pylint: disable=unnecessary-lambda-assignment
                         trainer.features[name].loader.split.labels)
   test = None
-  if "test" in run.loaders:
+  if "test" in run.loaders and with_test:
     test = (feature_cache.extract(trunk, trainer.state, run.loaders["test"], run.devices),
             run.data.test.labels)
   return probe.ridge_probe(split("train"), split("minival"), test, run.setup.num_classes)
@@ -71,6 +71,7 @@ def results(run: Run, trainer: Trainer, held_out: dict) -> dict:
       "status": "finished", "config": cfg.to_dict(), "model": cfg.model.name,
       "strategy": cfg.strategy.name, "seed": cfg.seed, "dataset": run.data.name,
       "selection_split": selection_split(run.data),
+      "held_out_evaluated": bool(cfg.train.evaluate_held_out),
       "num_classes": run.setup.num_classes,
       "num_params": sum(int(v.size) for v in {**state.trainable, **state.frozen}.values()),
       "num_trainable_params": sum(int(v.size) for v in state.trainable.values()),
@@ -92,10 +93,11 @@ def results(run: Run, trainer: Trainer, held_out: dict) -> dict:
 
 def finish(run: Run, trainer: Trainer) -> dict:
   """Held-out evaluation of the best checkpoint (and the ridge probe), then results.json."""
+  evaluate = run.config.train.evaluate_held_out
   held_out = {name: evaluate_best(run, trainer.image_eval_fn, name)
-              for name in ("val", "test") if name in run.loaders}
+              for name in ("val", "test") if name in run.loaders and evaluate}
   if trainer.features is not None:
-    held_out["ridge_probe"] = ridge_baseline(run, trainer)
+    held_out["ridge_probe"] = ridge_baseline(run, trainer, with_test=evaluate)
   out = results(run, trainer, held_out)
   if jax.process_index() == 0:
     write_json_atomic(os.path.join(run.workdir, "results.json"), out)

@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from ftlab.evaluation import evaluator, feature_cache
-from ftlab.training import optim, progress, runtime
+from ftlab.training import optim, progress, rungs, runtime
 from ftlab.training.results import finish, selection_split
 from ftlab.training.run import Run, prepare, restore_or_init
 from ftlab.training.state import TrainState, regroup, stale_bn_warning
@@ -129,10 +129,14 @@ class Trainer:
     self.run.writer.write_scalars(step, avg)
     self.last_train, self.window = avg, []
 
-  def _evaluate(self, step: int) -> None:
-    out = evaluator.summarize(
+  def evaluate_minival(self) -> dict:
+    """The current state's minival summary (no checkpoint, no history entry)."""
+    return evaluator.summarize(
         evaluator.evaluate(self.eval_fn, self.state, self._loader("minival"), self.run.devices),
         self.run.setup.num_classes)
+
+  def _evaluate(self, step: int) -> None:
+    out = self.evaluate_minival()
     self.run.writer.write_scalars(step, {f"minival_{k}": v for k, v in out.items()})
     self.meta["history"].append({
         "step": step, "minival_top1": out["top1"], "minival_loss": out["loss"],
@@ -249,6 +253,19 @@ def final_block(workdir: str, out: dict) -> str:
   return "\n".join(lines)
 
 
+def stop_step(config, step: int, total_steps: int) -> int:
+  """Where this invocation stops: the end, or earlier by `stop_after_steps`/`stop_at_fraction`."""
+  stop = total_steps
+  if config.train.stop_after_steps:
+    stop = min(stop, step + config.train.stop_after_steps)
+  fraction = config.train.stop_at_fraction
+  if not 0.0 <= fraction <= 1.0:
+    raise ValueError(f"config.train.stop_at_fraction={fraction} must be in [0, 1] (0 = the end)")
+  if fraction:
+    stop = min(stop, rungs.rung_step(fraction, total_steps))
+  return stop
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   """Trains (resuming from `workdir` if it holds a checkpoint), evaluates, writes results.
 
@@ -260,17 +277,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   state, meta = restore_or_init(run)
   log_start(run, state)
   trainer = Trainer(run, state, meta)
-  stop = run.schedule.total_steps
-  if config.train.stop_after_steps:
-    stop = min(stop, int(state.step) + config.train.stop_after_steps)
+  stop = stop_step(config, int(state.step), run.schedule.total_steps)
   trainer.train(stop)
   if int(trainer.state.step) < run.schedule.total_steps:
+    if config.train.stop_at_fraction:
+      rungs.record(workdir, config.train.stop_at_fraction, int(trainer.state.step),
+                   run.schedule.total_steps, config.train.batch_size,
+                   trainer.evaluate_minival(), trainer.meta["history"])
     run.ckpts.close()
-    logging.info("stopped at step %d of %d (config.train.stop_after_steps); the same command "
-                 "resumes from %s", int(trainer.state.step), run.schedule.total_steps,
-                 os.path.join(workdir, "checkpoints", "latest"))
+    logging.info("stopped at step %d of %d (config.train.stop_after_steps/stop_at_fraction); "
+                 "the same command resumes from %s", int(trainer.state.step),
+                 run.schedule.total_steps, os.path.join(workdir, "checkpoints", "latest"))
     return None
-  held_out = [name for name in ("val", "test") if name in run.loaders]
+  held_out = [name for name in ("val", "test")
+              if name in run.loaders and config.train.evaluate_held_out]
   if held_out:
     logging.info("evaluating the best checkpoint (step %d) on %s", trainer.meta["best_step"],
                  " and ".join(held_out))

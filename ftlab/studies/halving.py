@@ -1,0 +1,72 @@
+"""Successive halving (Jamieson & Talwalkar 2016; Li et al.'s Hyperband bracket), pure.
+
+A strategy's n trials all start; at each rung (a fraction of the full run's
+steps) they are ranked by minival top-1 and the best `n // eta` (at least
+one) go on to the next rung, from their checkpoints. Rungs are at fractions
+eta^-(R-1), ..., eta^-1, 1 of the full step budget, with R the largest
+number of rungs (at most `max_rungs`) such that every rung keeps at least
+one trial: 4 trials at eta=3 give rungs 1/3 and 1 (4 trials, then 1); 9 give
+1/9, 1/3, 1 (9, 3, 1); fewer than eta trials give one rung, the full run.
+
+Ranking: higher score first; a failed trial (score None) is last; ties go to
+the lower minival loss, then to the trial declared first in the grid.
+"""
+import dataclasses
+import math
+from typing import Sequence
+
+
+def num_rungs(n_trials: int, eta: int, max_rungs: int) -> int:
+  rungs = 1
+  while rungs < max_rungs and eta ** rungs <= n_trials:
+    rungs += 1
+  return rungs
+
+
+def rung_fractions(n_trials: int, eta: int, max_rungs: int) -> tuple:
+  """The budget fraction of each rung, the last being 1."""
+  r = num_rungs(n_trials, eta, max_rungs)
+  return tuple(float(eta) ** (i - (r - 1)) for i in range(r))
+
+
+def keep(n: int, eta: int) -> int:
+  """How many of n trials go on to the next rung."""
+  return max(1, n // eta)
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+  """A trial at a rung: `top1` None when it failed."""
+  order: int
+  top1: float | None
+  loss: float | None = None
+
+
+def rank(scores: Sequence[Score]) -> list:
+  """Best first (see the module docstring for ties and failures)."""
+  def key(s: Score):
+    failed = s.top1 is None
+    loss = s.loss if s.loss is not None and math.isfinite(s.loss) else math.inf
+    return (failed, -(s.top1 or 0.0), loss, s.order)
+  return sorted(scores, key=key)
+
+
+def promote(scores: Sequence[Score], eta: int) -> list:
+  """The orders of the trials that go on: the best `keep(n, eta)`, failed ones never."""
+  ranked = [s for s in rank(scores)[:keep(len(scores), eta)] if s.top1 is not None]
+  return [s.order for s in ranked]
+
+
+def best(scores: Sequence[Score]) -> list:
+  """The order of the best trial (as a one-element list), or [] when every one failed."""
+  ranked = rank(scores)
+  return [ranked[0].order] if ranked and ranked[0].top1 is not None else []
+
+
+def search_equivalents(n_trials: int, eta: int, max_rungs: int) -> float:
+  """Full runs' worth of training successive halving costs over `n_trials` (search only)."""
+  total, previous, alive = 0.0, 0.0, n_trials
+  for f in rung_fractions(n_trials, eta, max_rungs):
+    total += alive * (f - previous)
+    previous, alive = f, keep(alive, eta)
+  return total

@@ -1,0 +1,120 @@
+"""A study on SLURM: each round an array job, and a dependent job that plans the next one.
+
+`ftlab.study --slurm=FILE` plans the study from its files, freezes the
+round's runs into `<workdir>/slurm/round-<n>.json`, writes FILE (the array
+job: task i runs the round's run i through `ftlab.study --round_file --task=i`,
+with the bookkeeping of a local run: log.txt, failed.json, runs.json) and
+`FILE.next.sh` (the promotion step: the same `ftlab.study --slurm=FILE`,
+after the array job has ended, `--dependency=afterany`), and submits both
+with sbatch. When the plan has nothing left, the chain ends and writes
+decisions.json.
+"""
+import json
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+from typing import Sequence
+
+from ftlab.studies import driver, planner, space
+from ftlab.sweeps import index as index_lib
+from ftlab.sweeps.grid import SweepError
+from ftlab.sweeps.naming import sanitise
+from ftlab.sweeps.runner import execute
+
+
+SLURM_DIR = "slurm"
+
+
+def _round_number(workdir: pathlib.Path) -> int:
+  return len(list((workdir / SLURM_DIR).glob("round-*.json"))) + 1
+
+
+def _study_command(config_spec: str, workdir: pathlib.Path, runner: Sequence[str] | None,
+                   overrides: Sequence[str]) -> list:
+  cmd = [sys.executable, "-m", "ftlab.study", f"--config={config_spec}", f"--workdir={workdir}"]
+  if runner is not None:
+    cmd.append(f"--runner={shlex.join(runner)}")
+  return cmd + [f"--override={o}" for o in overrides]
+
+
+def _script(header: list, command: list) -> str:
+  return "\n".join(["#!/bin/bash", *header, "set -euo pipefail",
+                    f"cd {shlex.quote(os.getcwd())}", f"exec {shlex.join(command)}", ""])
+
+
+def write_round(study: space.Study, workdir: pathlib.Path, script: pathlib.Path,
+                tasks: Sequence[planner.Task], runner: Sequence[str] | None,
+                parallel: int, sbatch: Sequence[str], config_spec: str,
+                overrides: Sequence[str]) -> tuple:
+  """Writes the round's task file, its array script and the promotion script; returns them."""
+  workdir = workdir.resolve()
+  number = _round_number(workdir)
+  round_file = workdir / SLURM_DIR / f"round-{number:03d}.json"
+  round_file.parent.mkdir(parents=True, exist_ok=True)
+  index_lib.write_json(round_file, {"tasks": [
+      {"dir": str(t.dir.resolve()), "overrides": t.overrides, "stage": t.stage, "what": t.what}
+      for t in tasks]})
+  base = _study_command(config_spec, workdir, runner, overrides)
+  name = sanitise(workdir.name)
+  array = f"0-{len(tasks) - 1}" + (f"%{parallel}" if parallel > 1 else "")
+  task_cmd = base + [f"--round_file={round_file}"]
+  array_text = _script([f"# ftlab.study round {number}: {len(tasks)} runs",
+                        f"#SBATCH --job-name={name}-r{number}", f"#SBATCH --array={array}",
+                        f"#SBATCH --output={workdir}/{SLURM_DIR}/round-{number:03d}-%a.out",
+                        *(f"#SBATCH {o}" for o in sbatch)], task_cmd)
+  array_text = array_text.replace(f"exec {shlex.join(task_cmd)}",
+                                  f'exec {shlex.join(task_cmd)} --task="${{SLURM_ARRAY_TASK_ID}}"')
+  sbatch_flags = [f"--sbatch={o}" for o in sbatch]
+  next_cmd = base + [f"--slurm={script.resolve()}", f"--parallel={parallel}", *sbatch_flags]
+  next_text = _script([f"# ftlab.study after round {number}: plan and submit the next round",
+                       f"#SBATCH --job-name={name}-plan{number}",
+                       f"#SBATCH --output={workdir}/{SLURM_DIR}/plan-{number:03d}.out"], next_cmd)
+  next_script = script.with_name(script.name + ".next.sh")
+  script.write_text(array_text)
+  next_script.write_text(next_text)
+  return round_file, script, next_script
+
+
+def _sbatch(*args: str) -> str:
+  out = subprocess.run(["sbatch", "--parsable", *args], check=True, capture_output=True, text=True)
+  return out.stdout.strip().split(";")[0]
+
+
+def step(study: space.Study, workdir: pathlib.Path, script: str, runner: Sequence[str] | None,
+         submit: bool, sbatch: Sequence[str], parallel: int, config_spec: str,
+         overrides: Sequence[str]) -> int:
+  """Plans; writes (and submits) the next round and its promotion job, or ends the chain."""
+  driver.write_study_file(study, workdir)
+  plan = planner.plan(study, workdir)
+  driver.write_decisions(plan, study, workdir)
+  if plan.done:
+    print(f"study done: {workdir / driver.DECISIONS_FILE}", flush=True)
+    return 0
+  round_file, array, after = write_round(study, workdir, pathlib.Path(script), plan.tasks,
+                                         runner, parallel, sbatch, config_spec, overrides)
+  print(f"wrote {array} ({len(plan.tasks)} array tasks, {round_file}) and {after}", flush=True)
+  if submit:
+    job = _sbatch(str(array))
+    follow = _sbatch(f"--dependency=afterany:{job}", str(after))
+    print(f"submitted array job {job} and the promotion job {follow} after it", flush=True)
+  return 0
+
+
+def run_task(study: space.Study, workdir: pathlib.Path, round_file: str, task: int,
+             runner: Sequence[str]) -> int:
+  """One array task: run `task` of the round file, with a local run's bookkeeping."""
+  try:
+    tasks = json.loads(pathlib.Path(round_file).read_text())["tasks"]
+  except (OSError, ValueError, KeyError) as e:
+    raise SweepError(f"{round_file}: unreadable round file ({e})") from e
+  if not 0 <= task < len(tasks):
+    raise SweepError(f"--task={task} is outside the {len(tasks)} runs of {round_file}")
+  t = tasks[task]
+  chosen = planner.Task(pathlib.Path(t["dir"]), t["overrides"], t["stage"], t["what"])
+  runs = driver.to_runs([chosen], workdir.resolve(), study, runner)
+  index = index_lib.SweepIndex(workdir, driver.RUNS_FILE)
+  driver.register(index, runs, [chosen])
+  counts = execute(runs, index, 1)
+  return 1 if counts["failed"] else 0
