@@ -6,7 +6,14 @@ Usage:
       [--cols=strategy] [--formats=md,csv,tex,json,html] [--baseline=full_ft]
       [--only=seed=0] [--strategy_order=a,b] [--reference=mindcv] [--noplots]
 
-Collects every run dir below the workdir (one with results.json, failed.json,
+A study's workdir (one with study.json, written by ftlab.study) gets the study
+report instead (ftlab/reports/study_output.py): the tuned strategies' test
+top-1 with the chosen hyperparameters, paired deltas, the untuned table when
+the study ran it, every trial per rung, the cost in images against a full
+grid, a sensitivity plot per size and a data-size plot; report.md, .json and
+.html (the other formats are not written for studies).
+
+Otherwise it collects every run dir below the workdir (one with results.json, failed.json,
 log.txt or checkpoints/), plus the grid of `<workdir>/sweep.json`, pivots the
 metric over rows x cols (each may be a comma-separated list of keys) and writes
 report.md (also printed), report.csv, report.tex, report.json and report.html
@@ -28,17 +35,19 @@ its `config` (`model` also finds `model.name`), then in the run's sweep
 overrides. Unreadable or incomplete result files are reported by path and
 counted as `failed`; they never stop the report.
 """
+import pathlib
 import sys
 from typing import Sequence
 
 from absl import app, flags
 
-from ftlab.reports import plots, stats
+from ftlab.reports import plots, stats, study_output, study_results
 from ftlab.reports.collect import collect
 from ftlab.reports.markdown import to_markdown
 from ftlab.reports.outputs import FORMATS, write
 from ftlab.reports.pivot import Spec, build
 from ftlab.reports.references import REFERENCES
+from ftlab.studies.space import STUDY_FILE
 
 
 FLAGS = flags.FLAGS
@@ -69,6 +78,22 @@ def _split_keys(text: str) -> tuple:
   return tuple(k.strip() for k in text.split(",") if k.strip())
 
 
+def _study_report() -> int:
+  """A study's workdir (study.json): tuned tables, trials, cost, sensitivity and size plots."""
+  try:
+    results = study_results.load(FLAGS.workdir, FLAGS.baseline)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  for problem in results.problems:
+    print(f"warning: {problem}", file=sys.stderr)
+  print(study_output.to_markdown(results))
+  formats = [f for f in FLAGS.formats if f in study_output.FORMATS]
+  for path in study_output.write(results, formats, FLAGS.plots):
+    print(f"wrote {path}", file=sys.stderr)
+  return 0
+
+
 def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -77,6 +102,8 @@ def main(argv: Sequence[str]) -> int:
   unknown = set(FLAGS.formats) - set(FORMATS)
   if unknown:
     raise app.UsageError(f"--formats: unknown {sorted(unknown)}; choose from {FORMATS}")
+  if (pathlib.Path(FLAGS.workdir) / STUDY_FILE).exists():
+    return _study_report()
   spec = Spec(FLAGS.metric, _split_keys(FLAGS.rows), _split_keys(FLAGS.cols),
               FLAGS.baseline, FLAGS.alpha, FLAGS.reference)
   try:

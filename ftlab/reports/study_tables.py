@@ -1,0 +1,124 @@
+"""A study's tables (tuned, paired deltas, untuned, every trial, cost) as format-neutral text."""
+from ftlab.reports.cells import format_p
+from ftlab.reports.study_results import Row, StudyResults
+from ftlab.reports.tables import Table
+from ftlab.studies.planner import fraction_text
+from ftlab.sweeps.naming import format_value
+
+
+def hparams_text(hparams: dict | None) -> str:
+  """`lr=0.01, weight_decay=0.0001` (the last part of each dotted key)."""
+  if not hparams:
+    return "-"
+  return ", ".join(f"{k.rsplit('.', 1)[-1]}={format_value(v)}" for k, v in hparams.items())
+
+
+def value_text(row: Row) -> str:
+  """`96.10 ± 0.59 (n=2)`, `96.10 (n=1)`, or the status (searching, running, failed)."""
+  s = row.summary
+  if s is None:
+    return row.status
+  missing = len(row.statuses) - s.n
+  note = f"n={s.n}" + (f", {missing} {'running' if row.status == 'running' else 'failed'}"
+                       if missing else "")
+  return f"{s.mean:.2f} ± {s.ci:.2f} ({note})" if s.ci is not None else f"{s.mean:.2f} ({note})"
+
+
+def delta_text(row: Row, baseline: str) -> str:
+  if row.strategy == baseline:
+    return "baseline"
+  d = row.delta
+  if d is None or d.mean is None:
+    return "-"
+  ci = f" ± {d.ci:.2f}" if d.ci is not None else ""
+  test = format_p(d.p) if d.p is not None else d.note
+  star = " *" if d.significant else ""
+  return f"{d.mean:+.2f}{ci} (n={d.n}, {test}){star}"
+
+
+def _grid(results: StudyResults, rows: list, cell) -> tuple:
+  strategies = list(results.study.strategies)
+  table_rows, bold = [], set()
+  for i, size in enumerate(results.study.sizes):
+    by = {r.strategy: r for r in rows if r.size == size}
+    table_rows.append([size] + [cell(by[s]) for s in strategies])
+    means = {j: by[s].summary.mean for j, s in enumerate(strategies, 1) if by[s].summary}
+    if means:
+      top = max(means.values())
+      bold |= {(i, j) for j, m in means.items() if m == top}
+  return ["size"] + strategies, table_rows, bold
+
+
+def tuned_table(results: StudyResults) -> Table:
+  header, rows, bold = _grid(results, results.tuned,
+                             lambda r: f"{value_text(r)} @ {hparams_text(r.chosen)}"
+                             if r.summary else value_text(r))
+  seeds = ", ".join(str(s) for s in results.study.final_seeds)
+  return Table("Tuned strategies: test top-1 %, mean ± 95% CI over the final seeds", header,
+               rows, bold, [f"Each strategy's hyperparameters were chosen on minival by "
+                            f"successive halving (eta={results.study.eta}) with seed "
+                            f"{results.study.search_seed}, then re-run with seeds {seeds}; "
+                            "`@` gives the chosen point. Bold: the best mean of the row."])
+
+
+def delta_table(results: StudyResults) -> Table:
+  header, rows, _ = _grid(results, results.tuned, lambda r: delta_text(r, results.baseline))
+  return Table(f"Tuned, paired against {results.baseline} (points, over shared seeds)", header,
+               rows, set(), ["Two-sided paired t-test (scipy.stats.ttest_rel); * p < 0.05."])
+
+
+def untuned_table(results: StudyResults) -> Table:
+  header, rows, bold = _grid(results, results.untuned, value_text)
+  return Table("Untuned: every strategy at the config's own recipe (test top-1 %)", header, rows,
+               bold, ["The table a plain sweep gives: one shared recipe for every strategy."])
+
+
+def _trial_cells(sp, trial) -> list:
+  cells, chosen = [], sp.winner is not None and sp.winner.order == trial.order
+  for i, f in enumerate(sp.fractions):
+    entry = next((e for e in sp.rungs[i] if e.trial.order == trial.order), None) \
+        if i < len(sp.rungs) else None
+    if entry is None:
+      cells.append("")
+      continue
+    r = entry.result
+    text = f"{100 * r.top1:.2f}" if r.top1 is not None else r.status
+    last = i + 1 == len(sp.fractions)
+    cells.append(text + (" chosen" if last and chosen else " →" if entry.promoted and not last
+                         else ""))
+  return cells
+
+
+def trials_table(results: StudyResults) -> Table:
+  depth = max(len(sp.fractions) for sp in results.plan.strategies)
+  header = ["size", "strategy", "hyperparameters"] + [f"rung {i + 1}" for i in range(depth)]
+  rows = []
+  for sp in results.plan.strategies:
+    for trial in results.study.trials(sp.size, sp.strategy):
+      cells = _trial_cells(sp, trial)
+      rows.append([sp.size, sp.strategy, hparams_text(trial.hparams)]
+                  + cells + [""] * (depth - len(cells)))
+  return Table("Every trial: minival top-1 % at each rung", header, rows, set(),
+               ["Rungs are fractions of the full run's steps (for 4 trials at eta 3: 1/3, then "
+                "all); → went on to the next rung; chosen: the strategy's final point. The test "
+                "split is never evaluated during the search."])
+
+
+def cost_table(results: StudyResults) -> Table:
+  im = results.images
+  grid = im["full_grid"]
+  ratio = f"{im['total'] / grid:.2f}x of a full grid" if grid else "-"
+  rows = [["search (successive halving)", f"{im['search']:,}"],
+          ["final seeds (beyond the search seed)", f"{im['final']:,}"],
+          ["search + final", f"{im['total']:,} ({ratio})"],
+          ["a full grid without halving", f"{grid:,}" if grid else "unknown"]]
+  if results.study.untuned:
+    rows.append(["untuned runs", f"{im['untuned']:,}"])
+  return Table("Cost: training images through the network (steps x batch)", ["", "images"], rows)
+
+
+def tables(results: StudyResults) -> list:
+  out = [tuned_table(results), delta_table(results)]
+  if results.study.untuned:
+    out.append(untuned_table(results))
+  return out + [trials_table(results), cost_table(results)]

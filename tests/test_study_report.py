@@ -1,0 +1,72 @@
+"""ftlab.report on a study's workdir, from hand-written trial files: the tables exactly."""
+import json
+import pathlib
+import subprocess
+import sys
+
+from ftlab.reports import study_output, study_results
+from ftlab.studies import space
+
+ROOT = pathlib.Path(__file__).parent.parent
+
+
+def _write(path: pathlib.Path, data: dict) -> None:
+  path.mkdir(parents=True, exist_ok=True)
+  (path / "results.json").write_text(json.dumps(data))
+
+
+def _results(minival: float, test_correct: int | None, steps: int = 90) -> dict:
+  out = {"status": "finished", "num_steps": steps, "config": {"train": {"batch_size": 10}},
+         "best": {"step": steps, "minival_top1": minival, "minival_loss": 0.5},
+         "held_out_evaluated": test_correct is not None}
+  if test_correct is not None:
+    out["test"] = {"top1": test_correct / 359, "correct": test_correct, "count": 359}
+  return out
+
+
+def make_study(workdir: pathlib.Path) -> None:
+  """Two strategies of two LRs each (fewer than eta: one rung, the full run), seeds 0 and 1."""
+  study = space.Study("cfg.py", {"linear_probe": [{"optimizer.lr": 0.1}, {"optimizer.lr": 1.0}],
+                                 "full_ft": [{"optimizer.lr": 0.01}, {"optimizer.lr": 0.1}]},
+                      (0, 1), {"all": {}}, 3, 3, False, {})
+  workdir.mkdir(parents=True)
+  (workdir / space.STUDY_FILE).write_text(json.dumps(space.to_json(study)))
+  search = workdir / "search" / "all"
+  _write(search / "linear_probe" / "optimizer.lr=0.1", _results(0.90, 300))   # chosen
+  _write(search / "linear_probe" / "optimizer.lr=1.0", _results(0.80, None))
+  _write(search / "full_ft" / "optimizer.lr=0.01", _results(0.85, None))
+  _write(search / "full_ft" / "optimizer.lr=0.1", _results(0.95, 340))        # chosen
+  _write(workdir / "final" / "all" / "linear_probe" / "seed=1", _results(0.91, 310))
+  _write(workdir / "final" / "all" / "full_ft" / "seed=1", _results(0.96, 345))
+
+
+def test_tuned_tables_from_hand_written_trials(tmp_path):
+  make_study(tmp_path / "st")
+  text = study_output.to_markdown(study_results.load(tmp_path / "st"))
+  # linear_probe: 300/359 = 83.565%, 310/359 = 86.351%: mean 84.958, 95% CI 12.706 * 1.393
+  # full_ft: 340/359 = 94.708%, 345/359 = 96.100%: mean 95.404, CI 12.706 * 0.696
+  assert ("| all | 84.96 ± 17.70 (n=2) @ lr=0.1 | **95.40 ± 8.85 (n=2) @ lr=0.1** |" in text), text
+  # the paired delta: -11.14 and -9.75 points on seeds 0, 1
+  assert "| all | -10.45 ± 8.85 (n=2, p=0.042) * | baseline |" in text, text
+  assert "| all | linear_probe | lr=0.1 | 90.00 chosen |" in text
+  assert "| all | full_ft | lr=0.01 | 85.00 |" in text
+  # two trials per strategy, fewer than eta: no halving, so the full grid's cost
+  assert "| search + final | 5,400 (1.00x of a full grid) |" in text
+  report = study_output.to_json(study_results.load(tmp_path / "st"))
+  lp = report["strategies"][0]
+  assert lp["chosen"] == {"optimizer.lr": 0.1} and lp["final_seeds"] == [0, 1]
+  assert lp["test_top1"] == {"0": 300 / 359, "1": 310 / 359}
+  assert report["images"] == {"search": 3600, "final": 1800, "untuned": 0, "total": 5400,
+                              "full_grid": 5400}
+
+
+def test_report_cli_writes_the_study_files(tmp_path):
+  make_study(tmp_path / "st")
+  (tmp_path / "st" / "final" / "all" / "full_ft" / "seed=1" / "results.json").unlink()
+  out = subprocess.run([sys.executable, "-m", "ftlab.report", f"--workdir={tmp_path / 'st'}"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert "95.40" not in out.stdout and "94.71 (n=1, 1 running) @ lr=0.1" in out.stdout
+  for name in ("report.md", "report.json", "report.html", "plots/sensitivity_all.png"):
+    assert (tmp_path / "st" / name).exists(), name
+  assert "<h1>Study report</h1>" in (tmp_path / "st" / "report.html").read_text()
