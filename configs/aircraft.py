@@ -6,6 +6,8 @@
   python -m ftlab.sweep --config=configs/aircraft.py --workdir=runs/air_sweep \
       --config.data.root=...   # or set root in this file; see get_sweep
   python -m ftlab.report --workdir=runs/air_sweep
+  python -m ftlab.study --config=configs/aircraft.py --workdir=runs/air_study \
+      --config.data.root=...   # every strategy tuned on minival; see get_study
 
 Recipe (MindCV guide): MobileNetV3-small pretrained on ImageNet, batch 8,
 image 600, SGD momentum 0.9, lr 0.002 cosine, weight decay 2e-5, label
@@ -29,6 +31,7 @@ Result here: not run (no dataset on the development machine, CPU only).
 """
 from configs import default
 from ftlab.configuration import args as config_args
+from ftlab.studies import space
 from ftlab.sweeps import grid
 
 
@@ -71,3 +74,13 @@ def get_sweep(arg=None):
   return grid.cross(
       grid.zip_(**{"model.name": models, "model.pretrained": models}),
       grid.product(**{"strategy.name": STRATEGY_ORDER, "seed": [0, 1, 2]}))
+
+
+def get_study(arg=None):
+  """The guide's strategies, each with its own LR tuned on minival (5 LRs around the guide's
+  0.002; the head alone 4x higher), successive halving at eta 3, then seeds 0, 1, 2."""
+  del arg
+  fine_tune = space.log_grid(0.0005, 0.008, 5)   # 0.0005 ... 0.008, the guide's 0.002 in the middle
+  head = space.log_grid(0.002, 0.032, 5)
+  return space.study({s: {"optimizer.lr": head if s in ("linear_probe", "scratch") else fine_tune}
+                      for s in STRATEGY_ORDER}, final_seeds=[0, 1, 2], eta=3)
