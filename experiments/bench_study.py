@@ -1,0 +1,135 @@
+"""What a tuned study costs against the untuned sweep (and a full grid), measured in one run.
+
+  python experiments/bench_study.py [--config=configs/demo.py] [--workdir=/tmp/bench_study]
+      [--parallel=1] [--full_grid] [--json=FILE] [--config.x=v ...]
+
+Runs, one after the other on this machine, each with its own cold
+compilation cache:
+  1. the config's untuned sweep (`get_sweep`: every strategy at the config's
+     recipe over its seeds), through `ftlab.sweep`;
+  2. its study (`get_study`: every strategy's LRs by successive halving on
+     minival, then the final seeds), through `ftlab.study`;
+  3. with `--full_grid`, the same study without halving (every trial to the
+     end: `max_rungs=1`), the grid that halving approximates.
+and prints the wall time and the training images (steps x batch) of each,
+the number a full grid needs, and with `--full_grid`, per strategy, whether
+halving chose what the full grid chose and the test-accuracy cost
+(full grid's choice minus halving's, mean over the final seeds) when not.
+
+Targets (issue #14): the study <= 2x the untuned sweep in images trained and
+in wall time; a full grid >= 4x (it is (trials + seeds - 1) / seeds x: 2.5x
+for 4 LRs and 2 seeds).
+"""
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ftlab.reports import study_results  # noqa: E402  # pylint: disable=wrong-import-position
+from ftlab.studies import driver, space  # noqa: E402  # pylint: disable=wrong-import-position
+from ftlab.sweeps.placement import available_cpus  # noqa: E402  # pylint: disable=wrong-import-position
+from ftlab.sweeps.runner import DEFAULT_RUNNER  # noqa: E402  # pylint: disable=wrong-import-position
+
+
+def _timed(cmd: list, log: pathlib.Path) -> float:
+  t0 = time.perf_counter()
+  with open(log, "w") as f:
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+  return time.perf_counter() - t0
+
+
+def sweep_images(workdir: pathlib.Path) -> tuple:
+  """(images trained, {strategy: [test top-1]}) of a finished sweep."""
+  images, tests = 0, {}
+  for path in workdir.glob("*/results.json"):
+    r = json.loads(path.read_text())
+    images += r["num_steps"] * r["config"]["train"]["batch_size"]
+    tests.setdefault(r["strategy"], []).append(100 * r["test"]["top1"])
+  return images, tests
+
+
+def run_full_grid(args, overrides: list, cache: str) -> tuple:
+  study = space.load_study(args.config, overrides + [f"train.compilation_cache_dir={cache}"])
+  grid = dataclasses.replace(study, max_rungs=1)
+  workdir = pathlib.Path(args.workdir) / "full_grid"
+  t0 = time.perf_counter()
+  driver.run(grid, workdir, list(DEFAULT_RUNNER), args.parallel, available_cpus(), [], cache)
+  return time.perf_counter() - t0, study_results.load(workdir)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default="configs/demo.py")
+  parser.add_argument("--workdir", default="/tmp/bench_study")
+  parser.add_argument("--parallel", type=int, default=1)
+  parser.add_argument("--full_grid", action="store_true")
+  parser.add_argument("--json", default="")
+  args, rest = parser.parse_known_args()
+  overrides = [a[len("--config."):] for a in rest if a.startswith("--config.")]
+  work = pathlib.Path(args.workdir)
+  shutil.rmtree(work, ignore_errors=True)
+  work.mkdir(parents=True)
+  flags = [f"--config.{o}" for o in overrides]
+  rows = {}
+  for name, module in (("untuned sweep", "ftlab.sweep"), ("study", "ftlab.study")):
+    key = name.split()[-1]
+    cache = str(work / f"cache_{key}")
+    cmd = [sys.executable, "-m", module, f"--config={args.config}", f"--workdir={work / key}",
+           f"--parallel={args.parallel}", *flags, f"--config.train.compilation_cache_dir={cache}"]
+    print(f"running the {name}: {' '.join(cmd)}", flush=True)
+    rows[name] = {"wall_s": _timed(cmd, work / f"{key}.log")}
+  rows["untuned sweep"]["images"], untuned_tests = sweep_images(work / "sweep")
+  study = study_results.load(work / "study")
+  rows["study"]["images"] = study.images["total"]
+  full_grid_images = study.images["full_grid"]
+  out = {"config": args.config, "overrides": overrides, "cpu": _cpu(), "rows": rows,
+         "full_grid_images": full_grid_images,
+         "chosen": {r.strategy: r.chosen for r in study.tuned},
+         "tuned_test": {r.strategy: r.summary.mean if r.summary else None for r in study.tuned},
+         "untuned_test": {s: sum(v) / len(v) for s, v in untuned_tests.items()}}
+  base = rows["untuned sweep"]
+  print(f"\n{'':<16}{'wall':>10}{'images':>12}{'x untuned (wall, images)':>28}")
+  for name, r in rows.items():
+    print(f"{name:<16}{r['wall_s']:>9.0f}s{r['images']:>12,}"
+          f"{r['wall_s'] / base['wall_s']:>14.2f}x{r['images'] / base['images']:>13.2f}x")
+  print(f"{'full grid':<16}{'':>10}{full_grid_images:>12,}{'':>14}"
+        f"{full_grid_images / base['images']:>13.2f}x")
+  if args.full_grid:
+    wall, grid = run_full_grid(args, overrides, str(work / "cache_full_grid"))
+    out["full_grid"] = {"wall_s": wall, "images": grid.images["total"], "agree": {}}
+    print(f"{'full grid (run)':<16}{wall:>9.0f}s{grid.images['total']:>12,}"
+          f"{wall / base['wall_s']:>14.2f}x{grid.images['total'] / base['images']:>13.2f}x")
+    for halved, full in zip(study.tuned, grid.tuned):
+      same = halved.chosen == full.chosen
+      cost = (full.summary.mean - halved.summary.mean
+              if not same and full.summary and halved.summary else 0.0)
+      out["full_grid"]["agree"][halved.strategy] = {"same": same, "halving": halved.chosen,
+                                                    "full_grid": full.chosen, "test_cost": cost}
+      print(f"  {halved.strategy}: halving chose {halved.chosen}, the full grid {full.chosen}"
+            + ("" if same else f" (test cost of halving's choice {cost:+.2f} points)"))
+  print("\ntest top-1 %: " + ", ".join(
+      f"{s} tuned {out['tuned_test'][s]:.2f} / untuned {out['untuned_test'].get(s, float('nan')):.2f}"
+      for s in out["tuned_test"] if out["tuned_test"][s] is not None))
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+def _cpu() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      name = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+  except (OSError, StopIteration):
+    name = "unknown"
+  return f"{name}, {len(os.sched_getaffinity(0))} cores"
+
+
+if __name__ == "__main__":
+  main()
