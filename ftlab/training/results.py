@@ -70,7 +70,7 @@ def results(run: Run, trainer: Trainer, held_out: dict) -> dict:
   return {
       "status": "finished", "config": cfg.to_dict(), "model": cfg.model.name,
       "strategy": cfg.strategy.name, "seed": cfg.seed, "dataset": run.data.name,
-      "selection_split": selection_split(run.data),
+      "selection_split": selection_split(run.data), "data_subset": run.data.subset,
       "num_classes": run.setup.num_classes,
       "num_params": sum(int(v.size) for v in {**state.trainable, **state.frozen}.values()),
       "num_trainable_params": sum(int(v.size) for v in state.trainable.values()),
