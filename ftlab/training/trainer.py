@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from ftlab.evaluation import evaluator, feature_cache
-from ftlab.training import optim, progress, runtime
+from ftlab.training import compile_stats, optim, progress, runtime
 from ftlab.training.results import finish, selection_split
 from ftlab.training.run import Run, prepare, restore_or_init
 from ftlab.training.state import TrainState, regroup, stale_bn_warning
@@ -58,6 +58,7 @@ class Trainer:
     self.rng = jax.random.fold_in(jax.random.key(run.config.seed), 1)
     self.phase = run.setup.structure_index(int(state.step))
     self.compiled = {}
+    self.compiles = None  # compile_stats.CompileStats of this process, for results.json
     self.window, self.pending, self.last_train = [], None, {}
     self.progress = periodic_actions.ReportProgress(
         num_train_steps=run.schedule.total_steps, writer=run.writer, every_secs=30.0)
@@ -256,10 +257,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   ended the run early (its checkpoint lets the same command resume).
   """
   runtime.use_compilation_cache(config.train.compilation_cache_dir)
+  compiles = compile_stats.CompileStats().start()
+  try:
+    return _train_and_evaluate(config, workdir, compiles)
+  finally:
+    compiles.stop()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        compiles: compile_stats.CompileStats):
   run = prepare(config, workdir)
   state, meta = restore_or_init(run)
   log_start(run, state)
   trainer = Trainer(run, state, meta)
+  trainer.compiles = compiles
   stop = run.schedule.total_steps
   if config.train.stop_after_steps:
     stop = min(stop, int(state.step) + config.train.stop_after_steps)
