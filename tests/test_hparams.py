@@ -21,11 +21,15 @@ B = {**BASE, "optimizer.lr": 0.2, "optimizer.weight_decay": 5e-4, "strategy.head
      "optimizer.momentum": 0.8, "train.label_smoothing": 0.2}
 
 
+_START = []  # the initial state, built once: every config here starts from the same weights
+
+
 def _setup(overrides):
   config = tiny_config("unused", **overrides)
   setup = state_lib.build_setup(config, 3, TOTAL, WARMUP, PER_EPOCH)
-  state = state_lib.initial_state(setup, config, jax.random.key(0), load_weights=False)
-  return setup, state
+  if not _START:
+    _START.append(state_lib.initial_state(setup, config, jax.random.key(0), load_weights=False))
+  return setup, state_lib.regroup(_START[0], setup.phases[0])
 
 
 def _batch():
