@@ -54,6 +54,9 @@ def get_config(arg=None):
   config.data.rrc_min_scale = 0.08     # random-resized-crop minimum area
   config.data.hflip = True
   config.data.augment = True           # False: train images get the eval transform
+  # with augment=False: the eval transform, then a horizontal flip with probability 0.5, the
+  # only augmentation; the linear probe's feature cache caches both orientations
+  config.data.flip_only = False
   # timm-style policy after crop+flip ('' = none): rand-m7-mstd0.5 (RandAugment;
   # also -n<ops> -p<prob> -mmax<M> -inc1; MindCV's randaug-... is the same),
   # original | v0 (AutoAugment ImageNet), trivialaugment; ftlab/data/autoaugment.py.

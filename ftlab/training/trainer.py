@@ -14,7 +14,6 @@ and a one-line summary at the start, `progress.Progress` lines and one line per
 minival evaluation while training, and a block with the held-out scores, the
 times and the run's files at the end.
 """
-import dataclasses
 import logging
 import os
 import time
@@ -72,19 +71,9 @@ class Trainer:
                     else jax.jit(make_eval_step(run.setup, on_features=True)))
 
   def _cache_features(self) -> Dict[str, feature_cache.FeatureLoader]:
-    t0 = time.perf_counter()
     trunk = jax.jit(make_trunk_step(self.run.setup))
-    loaders = self.run.loaders
-    ordered_train = dataclasses.replace(loaders["train"], train=False,
-                                        batch_size=self.run.config.train.eval_batch_size)
-    out = {}
-    for name, source in (("train", ordered_train), ("minival", loaders["minival"])):
-      like = loaders[name]
-      out[name] = feature_cache.FeatureLoader(
-          feature_cache.extract(trunk, self.state, source, self.run.devices), like)
-    self.meta["feature_cache_s"] = time.perf_counter() - t0
-    logging.info("cached trunk features of %d train and %d minival images in %.1fs",
-                 len(self.run.data.train), len(self.run.data.minival), self.meta["feature_cache_s"])
+    out, self.meta["feature_cache_s"] = feature_cache.timed_cache(
+        trunk, self.state, self.run.loaders, self.run.devices, self.run.config.train.eval_batch_size)
     return out
 
   def _loader(self, name: str):
