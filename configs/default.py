@@ -38,11 +38,25 @@ def get_config(arg=None):
   config.data.val_split = "val"        # evaluated once at the end on the best checkpoint, for reference; "" = none
   config.data.test_split = "test"      # evaluated once at the end on the best checkpoint
   config.data.minival_fraction = 0.1   # share of train held out for model selection; 0 = select on val (results.json's selection_split says so)
+  # data-size subsets (ftlab/data/subsets.py), for data-size curves: k train images per class
+  # (0 = all) or a share of every class (1.0 = all); set at most one. Stratified, drawn by
+  # subset_seed (the data seed, also the minival carve-out's; independent of config.seed),
+  # nested across sizes for one subset_seed. A class with fewer than k images is an error.
+  config.data.train_per_class = 0
+  config.data.train_fraction = 1.0
+  config.data.subset_seed = 0
+  # where the minival of a subset comes from: subset (carved from the subset's own images: a
+  # user with k images per class has no more) | full (carved from the whole train split
+  # first, the same at every size, the subset drawn from the rest: controlled studies)
+  config.data.minival_from = "subset"
   config.data.image_size = 0           # 0 = the model's own input size
   config.data.eval_resize_ratio = 256 / 224
   config.data.rrc_min_scale = 0.08     # random-resized-crop minimum area
   config.data.hflip = True
   config.data.augment = True           # False: train images get the eval transform
+  # with augment=False: the eval transform, then a horizontal flip with probability 0.5, the
+  # only augmentation; the linear probe's feature cache caches both orientations
+  config.data.flip_only = False
   # timm-style policy after crop+flip ('' = none): rand-m7-mstd0.5 (RandAugment;
   # also -n<ops> -p<prob> -mmax<M> -inc1; MindCV's randaug-... is the same),
   # original | v0 (AutoAugment ImageNet), trivialaugment; ftlab/data/autoaugment.py.

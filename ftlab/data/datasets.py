@@ -5,7 +5,7 @@ import logging
 import os
 from typing import List, Optional
 
-from ftlab.data import aircraft, digits, imagefolder
+from ftlab.data import aircraft, digits, imagefolder, subsets
 from ftlab.data.sources import (DataError, Source, Split, carve_minival, check_nonempty, class_counts,
                                 filter_decodable)
 
@@ -22,6 +22,7 @@ class Data:
   val: Optional[Split]
   test: Optional[Split]     # evaluated once, at the end, on the selected checkpoint
   skipped: List[str]
+  subset: Optional[dict] = None  # subsets.describe: the data-size subset trained on (results.json)
 
   @property
   def num_classes(self) -> int:
@@ -52,13 +53,21 @@ def _clean(source: Source, name: str, cfg) -> Optional[Split]:
   return split
 
 
-def load(cfg, split_seed: int = 0) -> Data:
-  """Reads, checks and splits the dataset described by `config.data`."""
+def load(cfg) -> Data:
+  """Reads, checks and splits the dataset described by `config.data`.
+
+  The minival carve-out and the data-size subset are drawn by the data seed
+  `cfg.subset_seed`, never by the training seed (`config.seed`).
+  """
+  spec = subsets.SubsetSpec.from_config(cfg)
   source = _read_source(cfg)
   train = _clean(source, cfg.train_split, cfg)
   val = _clean(source, cfg.val_split, cfg)
   test = _clean(source, cfg.test_split, cfg)
-  train, minival = carve_minival(train, cfg.minival_fraction, split_seed)
+  if spec.active:
+    train, minival = subsets.draw(train, spec, cfg.minival_fraction, source.classes)
+  else:
+    train, minival = carve_minival(train, cfg.minival_fraction, cfg.subset_seed)
   check_every_class_trains(train, source, cfg)
   if not len(minival) and val is None:
     raise DataError("config.data.minival_fraction=0 and no config.data.val_split: "
@@ -66,7 +75,7 @@ def load(cfg, split_seed: int = 0) -> Data:
   if source.skipped:
     logging.warning("skipped %d undecodable image(s); first: %s", len(source.skipped), source.skipped[0])
   return Data(source.name, source.classes, train, minival if len(minival) else val, val, test,
-              source.skipped)
+              source.skipped, subsets.describe(spec, train, minival, source.classes))
 
 
 def check_every_class_trains(train: Split, source: Source, cfg) -> None:

@@ -33,6 +33,11 @@ class Augment:
   jitter under auto-augment); then random erasing with probability
   `random_erasing` on the uint8 image. The policy string is parsed (and
   rejected with a ValueError) once, when the Augment is built.
+
+  `flip_only` (with `train=False`): the eval transform, then a horizontal
+  flip with probability 0.5 drawn first from the example's generator, the
+  only augmentation; the linear probe's feature cache caches both
+  orientations and replays the same draw (ftlab/evaluation/feature_cache.py).
   """
   size: int
   train: bool               # random-resized-crop + flip, else resize + center crop
@@ -42,6 +47,7 @@ class Augment:
   auto_augment: str = ""
   color_jitter: float = 0.0
   random_erasing: float = 0.0
+  flip_only: bool = False   # train=False: eval transform + random horizontal flip
   policy: Optional[Callable] = dataclasses.field(init=False, repr=False, compare=False)
 
   def __post_init__(self):
@@ -50,10 +56,16 @@ class Augment:
       raise ValueError(f"config.data.color_jitter={self.color_jitter} must be >= 0")
     if not 0 <= self.random_erasing <= 1:
       raise ValueError(f"config.data.random_erasing={self.random_erasing} must be in [0, 1]")
+    if self.flip_only and self.train:
+      raise ValueError("config.data.flip_only=True needs config.data.augment=False (augment=True "
+                       "already flips, with config.data.hflip)")
 
   def __call__(self, path: str, rng: np.random.Generator) -> np.ndarray:
     if not self.train:
-      return transforms.eval_image(path, self.size, self.resize_ratio)
+      image = transforms.eval_image(path, self.size, self.resize_ratio)
+      if self.flip_only and transforms.draw_flip(rng):
+        image = np.ascontiguousarray(image[:, ::-1])
+      return image
     img = transforms.train_crop(path, self.size, self.min_scale, self.hflip, rng)
     if self.policy is not None:
       img = self.policy(img, rng)

@@ -82,19 +82,28 @@ def filter_decodable(split: Split, on_bad_image: str, num_workers: int) -> tuple
 
 def carve_minival(split: Split, fraction: float, seed: int) -> tuple:
   """Splits `split` into (train, minival), stratified by class, fixed by `seed`."""
-  if not 0.0 <= fraction < 1.0:
-    raise DataError(f"config.data.minival_fraction={fraction} must be in [0, 1)")
+  check_minival_fraction(fraction)
   rng = np.random.default_rng(seed)
   held = []
   for label in np.unique(split.labels):
     members = np.flatnonzero(split.labels == label)
-    n = int(round(len(members) * fraction))
-    if fraction > 0 and len(members) > 1:
-      n = min(max(n, 1), len(members) - 1)
-    held.extend(rng.permutation(members)[:n].tolist())
+    held.extend(rng.permutation(members)[:held_out_count(len(members), fraction)].tolist())
   held_mask = np.zeros(len(split), bool)
   held_mask[held] = True
   return split.subset(np.flatnonzero(~held_mask)), split.subset(np.flatnonzero(held_mask))
+
+
+def check_minival_fraction(fraction: float) -> None:
+  if not 0.0 <= fraction < 1.0:
+    raise DataError(f"config.data.minival_fraction={fraction} must be in [0, 1)")
+
+
+def held_out_count(members: int, fraction: float) -> int:
+  """Images of a class of `members` held out for minival: at least one, never all."""
+  n = int(round(members * fraction))
+  if fraction > 0 and members > 1:
+    n = min(max(n, 1), members - 1)
+  return n
 
 
 def check_nonempty(split: Split, where: str) -> None:

@@ -60,12 +60,17 @@ def sample_crop(width: int, height: int, min_scale: float, rng: np.random.Genera
   return (width - w) // 2, (height - h) // 2, w, h
 
 
+def draw_flip(rng: np.random.Generator) -> bool:
+  """Whether to mirror an image (p = 0.5); the feature caches replay this draw."""
+  return rng.uniform() < 0.5
+
+
 def train_crop(path: str, size: int, min_scale: float, hflip: bool,
                rng: np.random.Generator) -> Image.Image:
   """The random-resized-crop (and flip) of `path` as a PIL RGB image."""
   width, height = image_size(path)
   left, top, w, h = sample_crop(width, height, min_scale, rng)
-  flip = hflip and rng.uniform() < 0.5
+  flip = hflip and draw_flip(rng)
   img, scale = open_rgb(path, (width * size / w, height * size / h))
   box = (left * scale, top * scale, (left + w) * scale, (top + h) * scale)
   img = img.resize((size, size), Image.BILINEAR, box=box)

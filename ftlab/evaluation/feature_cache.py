@@ -8,13 +8,24 @@ on them, which is orders of magnitude cheaper than re-running the trunk. The
 batches come from the same `Loader` logic (same order per seed and epoch,
 same per-process slices), so the head trained on cached features equals the
 head trained on images, up to float rounding.
-"""
-import re
 
+With `config.data.flip_only` the one augmentation is a horizontal flip: the
+features of both orientations are cached, and each example of each step
+takes the orientation the image pipeline would have drawn for that
+(seed, epoch, index) (`transforms.draw_flip` on the same generator).
+Subsets of any size (`config.data.train_per_class`) are just smaller splits.
+"""
+import dataclasses
+import re
+import time
+from typing import Dict, Optional
+
+from absl import logging
 import jax
 import numpy as np
 
-from ftlab.data.pipeline import Loader
+from ftlab.data import transforms
+from ftlab.data.pipeline import Augment, Loader
 from ftlab.data.sources import Split
 from ftlab.training import strategy
 from ftlab.training.parallel import Devices
@@ -45,23 +56,65 @@ def extract(trunk_fn, state, loader: Loader, devices: Devices) -> np.ndarray:
   return np.concatenate(feats)
 
 
-class _Lookup:
-  """A picklable 'augment' that returns the cached feature row of an index."""
+@dataclasses.dataclass(frozen=True)
+class Mirrored:
+  """An 'augment': `augment`'s image mirrored left-right (the flipped orientation)."""
+  augment: Augment
 
-  def __init__(self, features: np.ndarray):
-    self.features = features
+  def __call__(self, path: str, rng: np.random.Generator) -> np.ndarray:
+    return np.ascontiguousarray(self.augment(path, rng)[:, ::-1])
+
+
+class _Lookup:
+  """A picklable 'augment' that returns the cached feature row of an index.
+
+  With `flipped` (the mirrored images' features), the row of the orientation
+  the image pipeline draws from the example's generator.
+  """
+
+  def __init__(self, features: np.ndarray, flipped: Optional[np.ndarray] = None):
+    self.features, self.flipped = features, flipped
 
   def __call__(self, index, rng):
-    del rng
+    if self.flipped is not None and transforms.draw_flip(rng):
+      return self.flipped[index]
     return self.features[index]
+
+
+def cache_splits(trunk_fn, state, loaders: Dict[str, Loader], devices: Devices,
+                 eval_batch_size: int) -> Dict[str, "FeatureLoader"]:
+  """FeatureLoaders for 'train' (both orientations under flip_only) and 'minival'."""
+  train = loaders["train"]
+  fixed = dataclasses.replace(train.augment, flip_only=False)
+  ordered = dataclasses.replace(train, train=False, batch_size=eval_batch_size, augment=fixed)
+  features = extract(trunk_fn, state, ordered, devices)
+  flipped = None
+  if train.augment.flip_only:
+    flipped = extract(trunk_fn, state, dataclasses.replace(ordered, augment=Mirrored(fixed)),
+                      devices)
+  return {"train": FeatureLoader(features, train, flipped),
+          "minival": FeatureLoader(extract(trunk_fn, state, loaders["minival"], devices),
+                                   loaders["minival"])}
+
+
+def timed_cache(trunk_fn, state, loaders: Dict[str, Loader], devices: Devices,
+                eval_batch_size: int) -> tuple:
+  """(`cache_splits`, its seconds), logged."""
+  t0 = time.perf_counter()
+  out = cache_splits(trunk_fn, state, loaders, devices, eval_batch_size)
+  seconds = time.perf_counter() - t0
+  flips = " (both orientations)" if out["train"].loader.augment.flipped is not None else ""
+  logging.info("cached trunk features of %d train%s and %d minival images in %.1fs",
+               len(loaders["train"].split), flips, len(loaders["minival"].split), seconds)
+  return out, seconds
 
 
 class FeatureLoader:
   """Batches {'features', 'label', 'mask'} in exactly the order `like` would batch images."""
 
-  def __init__(self, features: np.ndarray, like: Loader):
+  def __init__(self, features: np.ndarray, like: Loader, flipped: Optional[np.ndarray] = None):
     split = Split(list(range(len(features))), like.split.labels)
-    self.loader = Loader(split, like.batch_size, _Lookup(features), like.train, like.seed,
+    self.loader = Loader(split, like.batch_size, _Lookup(features, flipped), like.train, like.seed,
                          num_workers=1, prefetch=like.prefetch, process_index=like.process_index,
                          process_count=like.process_count)
 

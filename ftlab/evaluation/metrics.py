@@ -6,9 +6,12 @@ import optax
 
 
 def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0):
-  """Per-example softmax cross-entropy with optional label smoothing."""
+  """Per-example softmax cross-entropy with optional label smoothing.
+
+  `label_smoothing` may be a traced value (the train state's hparams); a Python 0 skips it.
+  """
   targets = jax.nn.one_hot(labels, num_classes)
-  if label_smoothing:
+  if not isinstance(label_smoothing, (int, float)) or label_smoothing:
     targets = optax.smooth_labels(targets, label_smoothing)
   return optax.softmax_cross_entropy(logits, targets)
 

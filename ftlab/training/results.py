@@ -70,7 +70,7 @@ def results(run: Run, trainer: Trainer, held_out: dict) -> dict:
   return {
       "status": "finished", "config": cfg.to_dict(), "model": cfg.model.name,
       "strategy": cfg.strategy.name, "seed": cfg.seed, "dataset": run.data.name,
-      "selection_split": selection_split(run.data),
+      "selection_split": selection_split(run.data), "data_subset": run.data.subset,
       "held_out_evaluated": bool(cfg.train.evaluate_held_out),
       "num_classes": run.setup.num_classes,
       "num_params": sum(int(v.size) for v in {**state.trainable, **state.frozen}.values()),
@@ -85,6 +85,7 @@ def results(run: Run, trainer: Trainer, held_out: dict) -> dict:
       "num_phases": len(run.setup.phases), "feature_cache": trainer.features is not None,
       "train_time_s": meta["train_time_s"], "compile_time_s": meta["compile_time_s"],
       "feature_cache_s": meta["feature_cache_s"],
+      "compile": trainer.compiles.summary() if trainer.compiles is not None else None,
       "train_images_per_s": images / max(meta["train_time_s"] + meta["feature_cache_s"], 1e-9),
       "peak_rss_mb": peak_rss_mb(), "skipped_images": len(run.data.skipped),
       "num_devices": run.devices.count,

@@ -45,7 +45,7 @@ def make_loaders(config, data: datasets.Data, image_size: int) -> Dict[str, Load
   train_aug = Augment(image_size, train=dcfg.augment, min_scale=dcfg.rrc_min_scale,
                       hflip=dcfg.hflip, resize_ratio=dcfg.eval_resize_ratio,
                       auto_augment=dcfg.auto_augment, color_jitter=dcfg.color_jitter,
-                      random_erasing=dcfg.random_erasing)
+                      random_erasing=dcfg.random_erasing, flip_only=dcfg.flip_only)
   eval_aug = Augment(image_size, train=False, resize_ratio=dcfg.eval_resize_ratio)
   loaders = {"train": Loader(data.train, config.train.batch_size, train_aug, True, config.seed, **common)}
   for name in ("minival", "val", "test"):

@@ -5,9 +5,15 @@ Parameters are held as two flat dicts keyed by '/'-joined path: `trainable`
 A strategy with several phases (lp_ft, gradual_unfreeze) moves parameters
 between the two at phase boundaries (`regroup`), which is the only time the
 step is recompiled.
+
+`hparams` holds the scalars a search varies (base LR, per-group LR
+multipliers and weight decays, momentum, clipping norm, label smoothing,
+L2-SP's alpha and beta) as float32 values the step reads, so runs that
+differ only in them share one compiled program (ftlab/training/optim.py).
 """
 import dataclasses
-from typing import Any, Dict, List
+import functools
+from typing import Any, Callable, Dict, List, Optional
 
 from absl import logging
 import flax
@@ -33,6 +39,7 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   anchor: Dict[str, Dict[str, jax.Array]]  # L2-SP: `l2sp_anchor` (empty otherwise)
+  hparams: Dict[str, jax.Array]  # the phase's `Phase.hparams` as float32 scalars, read by the step
 
 
 @dataclasses.dataclass
@@ -41,6 +48,12 @@ class Phase:
   plan: strategy.Plan
   tx: optax.GradientTransformation
   bn_momentum: float = 0.0
+  hparams: Dict[str, float] = dataclasses.field(default_factory=dict)  # the scalars a search varies
+  with_hparams: Optional[Callable[[dict], optax.GradientTransformation]] = None  # `tx` reading them
+
+  def transform(self, hparams: Dict[str, jax.Array]) -> optax.GradientTransformation:
+    """`tx` with its scalars read from `hparams` (TrainState.hparams, traced in the step)."""
+    return self.with_hparams(hparams=hparams)
 
   @property
   def mode(self) -> Mode:
@@ -102,6 +115,20 @@ def param_shapes(model, image_size: int) -> Dict[str, tuple]:
   return variable_shapes(model, image_size)[0]
 
 
+def loss_hparams(config) -> Dict[str, float]:
+  """The loss's scalars a search may vary (read by the step when the term is on)."""
+  return {"label_smoothing": config.train.label_smoothing,
+          "l2sp_alpha": config.strategy.l2sp_alpha, "l2sp_beta": config.strategy.l2sp_beta}
+
+
+def _phase(config, start: int, plan: strategy.Plan, total_steps: int, warmup_steps: int,
+           rewarm: int) -> Phase:
+  make = functools.partial(optim.make_optimizer, config.optimizer, plan, total_steps,
+                           warmup_steps, start, rewarm)
+  hparams = {**optim.optimizer_hparams(config.optimizer, plan), **loss_hparams(config)}
+  return Phase(start, plan, make(), config.model.bn_momentum, hparams, make)
+
+
 def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
                 steps_per_epoch: int) -> Setup:
   """Model, strategy phases and optimizers for `config`."""
@@ -116,10 +143,7 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
     raise ValueError(f"config.optimizer.phase_warmup_epochs={config.optimizer.phase_warmup_epochs} "
                      "must be >= 0")
   rewarm = int(round(config.optimizer.phase_warmup_epochs * steps_per_epoch))
-  phases = [Phase(start, plan,
-                  optim.make_optimizer(config.optimizer, plan, total_steps, warmup_steps, start,
-                                       rewarm),
-                  config.model.bn_momentum)
+  phases = [_phase(config, start, plan, total_steps, warmup_steps, rewarm)
             for start, plan in strategy.build_phases(spec, config.strategy, shapes, total_steps,
                                                      steps_per_epoch)]
   preset = strategy.get_preset(config.strategy.name)
@@ -161,7 +185,9 @@ def regroup(state: TrainState, phase: Phase) -> TrainState:
   params = {**state.frozen, **state.trainable}
   trainable = {k: v for k, v in params.items() if phase.plan.trainable(k)}
   frozen = {k: v for k, v in params.items() if not phase.plan.trainable(k)}
-  return state.replace(trainable=trainable, frozen=frozen, opt_state=phase.tx.init(trainable))
+  hparams = {k: jnp.float32(v) for k, v in phase.hparams.items()}
+  return state.replace(trainable=trainable, frozen=frozen, opt_state=phase.tx.init(trainable),
+                       hparams=hparams)
 
 
 def _load_pretrained(setup: Setup, config, variables: dict) -> tuple:
@@ -195,5 +221,6 @@ def initial_state(setup: Setup, config, rng, load_weights: bool = True, phase: i
   params = flatten(variables["params"])
   anchor = l2sp_anchor(params, loaded) if setup.l2sp else {}
   state = TrainState(step=jnp.zeros((), jnp.int32), trainable=params, frozen={},
-                     batch_stats=variables["batch_stats"], opt_state=None, anchor=anchor)
+                     batch_stats=variables["batch_stats"], opt_state=None, anchor=anchor,
+                     hparams={})
   return regroup(state, setup.phases[phase])

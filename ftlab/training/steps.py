@@ -37,9 +37,12 @@ def make_train_step(setup: Setup, phase_index: int = 0, on_features: bool = Fals
     variables = {"params": unflatten({**state.frozen, **trainable}), "batch_stats": state.batch_stats}
     logits, updates = setup.model.apply(variables, inputs, train=phase.mode, part=part,
                                         mutable=["batch_stats"], rngs={"dropout": rng})
-    loss = metrics.cross_entropy(logits, labels, setup.num_classes, setup.label_smoothing).mean()
+    hp = state.hparams  # values, not constants: one program for every value (optim.py)
+    smoothing = hp["label_smoothing"] if setup.label_smoothing else 0.0
+    loss = metrics.cross_entropy(logits, labels, setup.num_classes, smoothing).mean()
     if setup.l2sp:
-      loss = loss + strategy.l2sp_penalty(trainable, state.anchor, *setup.l2sp)
+      loss = loss + strategy.l2sp_penalty(trainable, state.anchor, hp["l2sp_alpha"],
+                                          hp["l2sp_beta"])
     return loss, (logits, updates.get("batch_stats", state.batch_stats))
 
   def train_step(state: TrainState, batch, rng):
@@ -48,7 +51,8 @@ def make_train_step(setup: Setup, phase_index: int = 0, on_features: bool = Fals
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (logits, batch_stats)), grads = grad_fn(state.trainable, state, inputs, part,
                                                    batch["label"], rng)
-    updates, opt_state = phase.tx.update(grads, state.opt_state, state.trainable)
+    tx = phase.transform(state.hparams)
+    updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
     step_metrics = {
         "loss": loss,

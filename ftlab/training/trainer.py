@@ -14,7 +14,6 @@ and a one-line summary at the start, `progress.Progress` lines and one line per
 minival evaluation while training, and a block with the held-out scores, the
 times and the run's files at the end.
 """
-import dataclasses
 import logging
 import os
 import time
@@ -26,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from ftlab.evaluation import evaluator, feature_cache
-from ftlab.training import optim, progress, rungs, runtime
+from ftlab.training import compile_stats, optim, progress, rungs, runtime
 from ftlab.training.results import finish, selection_split
 from ftlab.training.run import Run, prepare, restore_or_init
 from ftlab.training.state import TrainState, regroup, stale_bn_warning
@@ -58,6 +57,7 @@ class Trainer:
     self.rng = jax.random.fold_in(jax.random.key(run.config.seed), 1)
     self.phase = run.setup.structure_index(int(state.step))
     self.compiled = {}
+    self.compiles = None  # compile_stats.CompileStats of this process, for results.json
     self.window, self.pending, self.last_train = [], None, {}
     self.progress = periodic_actions.ReportProgress(
         num_train_steps=run.schedule.total_steps, writer=run.writer, every_secs=30.0)
@@ -71,19 +71,9 @@ class Trainer:
                     else jax.jit(make_eval_step(run.setup, on_features=True)))
 
   def _cache_features(self) -> Dict[str, feature_cache.FeatureLoader]:
-    t0 = time.perf_counter()
     trunk = jax.jit(make_trunk_step(self.run.setup))
-    loaders = self.run.loaders
-    ordered_train = dataclasses.replace(loaders["train"], train=False,
-                                        batch_size=self.run.config.train.eval_batch_size)
-    out = {}
-    for name, source in (("train", ordered_train), ("minival", loaders["minival"])):
-      like = loaders[name]
-      out[name] = feature_cache.FeatureLoader(
-          feature_cache.extract(trunk, self.state, source, self.run.devices), like)
-    self.meta["feature_cache_s"] = time.perf_counter() - t0
-    logging.info("cached trunk features of %d train and %d minival images in %.1fs",
-                 len(self.run.data.train), len(self.run.data.minival), self.meta["feature_cache_s"])
+    out, self.meta["feature_cache_s"] = feature_cache.timed_cache(
+        trunk, self.state, self.run.loaders, self.run.devices, self.run.config.train.eval_batch_size)
     return out
 
   def _loader(self, name: str):
@@ -273,10 +263,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   ended the run early (its checkpoint lets the same command resume).
   """
   runtime.use_compilation_cache(config.train.compilation_cache_dir)
+  compiles = compile_stats.CompileStats().start()
+  try:
+    return _train_and_evaluate(config, workdir, compiles)
+  finally:
+    compiles.stop()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        compiles: compile_stats.CompileStats):
   run = prepare(config, workdir)
   state, meta = restore_or_init(run)
   log_start(run, state)
   trainer = Trainer(run, state, meta)
+  trainer.compiles = compiles
   stop = stop_step(config, int(state.step), run.schedule.total_steps)
   trainer.train(stop)
   if int(trainer.state.step) < run.schedule.total_steps:
