@@ -11,7 +11,9 @@ compilation cache:
      minival, then the final seeds), through `ftlab.study`;
   3. with `--full_grid`, the same study without halving (every trial to the
      end: `max_rungs=1`), the grid that halving approximates.
-and prints the wall time and the training images (steps x batch) of each,
+and prints the wall time, the train and compile seconds summed over the
+runs (from results.json and rungs.json) and the training images (steps x
+batch) of each,
 the number a full grid needs, and with `--full_grid`, per strategy, whether
 halving chose what the full grid chose and the test-accuracy cost
 (full grid's choice minus halving's, mean over the final seeds) when not.
@@ -56,6 +58,22 @@ def sweep_images(workdir: pathlib.Path) -> tuple:
   return images, tests
 
 
+def run_seconds(workdir: pathlib.Path) -> dict:
+  """Train and compile seconds summed over the run dirs below `workdir` (a run's latest record:
+  results.json, else its last rung stop in rungs.json)."""
+  total = {"train_s": 0.0, "compile_s": 0.0}
+  for rung_file in workdir.rglob("rungs.json"):
+    if not (rung_file.parent / "results.json").exists():
+      last = json.loads(rung_file.read_text())["rungs"][-1]
+      total["train_s"] += last.get("train_time_s", 0.0)
+      total["compile_s"] += last.get("compile_time_s", 0.0)
+  for path in workdir.rglob("results.json"):
+    r = json.loads(path.read_text())
+    total["train_s"] += r["train_time_s"]
+    total["compile_s"] += r["compile_time_s"]
+  return total
+
+
 def run_full_grid(args, overrides: list, cache: str) -> tuple:
   study = space.load_study(args.config, overrides + [f"train.compilation_cache_dir={cache}"])
   grid = dataclasses.replace(study, max_rungs=1)
@@ -87,6 +105,8 @@ def main() -> None:
     print(f"running the {name}: {' '.join(cmd)}", flush=True)
     rows[name] = {"wall_s": _timed(cmd, work / f"{key}.log")}
   rows["untuned sweep"]["images"], untuned_tests = sweep_images(work / "sweep")
+  for name, key in (("untuned sweep", "sweep"), ("study", "study")):
+    rows[name].update(run_seconds(work / key))
   study = study_results.load(work / "study")
   rows["study"]["images"] = study.images["total"]
   full_grid_images = study.images["full_grid"]
@@ -96,16 +116,18 @@ def main() -> None:
          "tuned_test": {r.strategy: r.summary.mean if r.summary else None for r in study.tuned},
          "untuned_test": {s: sum(v) / len(v) for s, v in untuned_tests.items()}}
   base = rows["untuned sweep"]
-  print(f"\n{'':<16}{'wall':>10}{'images':>12}{'x untuned (wall, images)':>28}")
+  print(f"\n{'':<16}{'wall':>10}{'train':>9}{'compile':>9}{'images':>12}"
+        f"{'x untuned (wall, images)':>28}")
   for name, r in rows.items():
-    print(f"{name:<16}{r['wall_s']:>9.0f}s{r['images']:>12,}"
-          f"{r['wall_s'] / base['wall_s']:>14.2f}x{r['images'] / base['images']:>13.2f}x")
-  print(f"{'full grid':<16}{'':>10}{full_grid_images:>12,}{'':>14}"
+    print(f"{name:<16}{r['wall_s']:>9.0f}s{r['train_s']:>8.0f}s{r['compile_s']:>8.0f}s"
+          f"{r['images']:>12,}{r['wall_s'] / base['wall_s']:>14.2f}x"
+          f"{r['images'] / base['images']:>13.2f}x")
+  print(f"{'full grid':<16}{'':>28}{full_grid_images:>12,}{'':>14}"
         f"{full_grid_images / base['images']:>13.2f}x")
   if args.full_grid:
     wall, grid = run_full_grid(args, overrides, str(work / "cache_full_grid"))
     out["full_grid"] = {"wall_s": wall, "images": grid.images["total"], "agree": {}}
-    print(f"{'full grid (run)':<16}{wall:>9.0f}s{grid.images['total']:>12,}"
+    print(f"{'full grid (run)':<16}{wall:>9.0f}s{'':>18}{grid.images['total']:>12,}"
           f"{wall / base['wall_s']:>14.2f}x{grid.images['total'] / base['images']:>13.2f}x")
     for halved, full in zip(study.tuned, grid.tuned):
       same = halved.chosen == full.chosen

@@ -10,7 +10,8 @@ evaluation schedule, so the best checkpoint is unaffected) and records it in
 
   {"rungs": [{"fraction": 0.333333, "step": 27, "total_steps": 80,
               "train_images": 864, "minival_top1": 0.81, "minival_loss": 0.62,
-              "best_minival_top1": 0.81}, ...]}
+              "best_minival_top1": 0.81, "train_time_s": 30.1,
+              "compile_time_s": 41.0}, ...]}
 
 `best_minival_top1` is the best of the run's scheduled minival evaluations up
 to the stop and this one: the score the run would select on if it ended here.
@@ -49,13 +50,18 @@ def read(workdir: str) -> dict:
 
 
 def record(workdir: str, fraction: float, step: int, total_steps: int, batch_size: int,
-           summary: dict, history: list) -> dict:
-  """Adds (or replaces) this stop's record in rungs.json; returns it."""
-  scheduled = [h["minival_top1"] for h in history if h["step"] <= step]
+           summary: dict, meta: dict) -> dict:
+  """Adds (or replaces) this stop's record in rungs.json; returns it.
+
+  `meta` is the trainer's (history, and the run's train and compile seconds
+  so far, summed over its invocations).
+  """
+  scheduled = [h["minival_top1"] for h in meta["history"] if h["step"] <= step]
   entry = {"fraction": fraction, "step": step, "total_steps": total_steps,
            "train_images": step * batch_size, "minival_top1": summary["top1"],
            "minival_loss": summary["loss"],
-           "best_minival_top1": max(scheduled + [summary["top1"]])}
+           "best_minival_top1": max(scheduled + [summary["top1"]]),
+           "train_time_s": meta["train_time_s"], "compile_time_s": meta["compile_time_s"]}
   rungs = read(workdir)
   rungs[fraction_key(fraction)] = entry
   ordered = sorted(rungs.values(), key=lambda r: r["fraction"])

@@ -283,7 +283,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if config.train.stop_at_fraction:
       rungs.record(workdir, config.train.stop_at_fraction, int(trainer.state.step),
                    run.schedule.total_steps, config.train.batch_size,
-                   trainer.evaluate_minival(), trainer.meta["history"])
+                   trainer.evaluate_minival(), trainer.meta)
     run.ckpts.close()
     logging.info("stopped at step %d of %d (config.train.stop_after_steps/stop_at_fraction); "
                  "the same command resumes from %s", int(trainer.state.step),
