@@ -49,8 +49,11 @@ class Progress:
     """The line after `step` if one is due, else None."""
     now = self.clock()
     p_step, p_train, p_wall = self.previous
+    # A line waits for the first fetched loss (one step behind) unless it is the last: a
+    # compilation longer than `every_s` would otherwise make step 1's line say `loss -`.
     first = not self.printed and loss is not None
-    if step == p_step or not (last or first or now - p_wall >= self.every_s):
+    due = now - p_wall >= self.every_s and loss is not None
+    if step == p_step or not (last or first or due):
       return None
     o_step, o_wall, o_compile = self.origin
     per_step = max(now - o_wall - (compile_s - o_compile), 0.0) / (step - o_step)

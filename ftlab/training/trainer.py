@@ -285,9 +285,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                    run.schedule.total_steps, config.train.batch_size,
                    trainer.evaluate_minival(), trainer.meta)
     run.ckpts.close()
-    logging.info("stopped at step %d of %d (config.train.stop_after_steps/stop_at_fraction); "
-                 "the same command resumes from %s", int(trainer.state.step),
-                 run.schedule.total_steps, os.path.join(workdir, "checkpoints", "latest"))
+    key = "stop_at_fraction" if config.train.stop_at_fraction else "stop_after_steps"
+    logging.info("stopped at step %d of %d (config.train.%s); the same command resumes from %s",
+                 int(trainer.state.step), run.schedule.total_steps, key,
+                 os.path.join(workdir, "checkpoints", "latest"))
     return None
   held_out = [name for name in ("val", "test")
               if name in run.loaders and config.train.evaluate_held_out]
