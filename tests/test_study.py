@@ -5,7 +5,6 @@ place of `python -m ftlab.main` (a deterministic score per LR, no JAX);
 tests/test_study_train.py checks the training side (rungs, held-out) for real.
 """
 import json
-import os
 import pathlib
 import signal
 import subprocess

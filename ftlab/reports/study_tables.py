@@ -2,7 +2,6 @@
 from ftlab.reports.cells import format_p
 from ftlab.reports.study_results import Row, StudyResults
 from ftlab.reports.tables import Table
-from ftlab.studies.planner import fraction_text
 from ftlab.sweeps.naming import format_value
 
 

@@ -14,7 +14,7 @@ import pathlib
 import shlex
 from typing import Sequence
 
-from ftlab.studies import cost, decisions, planner, space, trials
+from ftlab.studies import cost, decisions, halving, planner, space, trials
 from ftlab.sweeps import index as index_lib
 from ftlab.sweeps.grid import SweepError
 from ftlab.sweeps.runner import Run, build_command, execute
@@ -101,11 +101,12 @@ def write_decisions(plan: planner.Plan, study: space.Study, workdir: pathlib.Pat
 
 
 def print_round(number: int, tasks: Sequence[planner.Task]) -> None:
+  """`study round 2: 8 runs (6 search rung 2/2 (all of the steps), 2 final)`."""
   whats = {}
   for t in tasks:
-    whats[t.what if t.stage == trials.SEARCH else t.stage] = whats.get(
-        t.what if t.stage == trials.SEARCH else t.stage, 0) + 1
-  parts = ", ".join(f"{n} {'search ' + w if w.startswith('rung') else w}" for w, n in whats.items())
+    what = f"search {t.what}" if t.stage == trials.SEARCH else t.stage
+    whats[what] = whats.get(what, 0) + 1
+  parts = ", ".join(f"{n} {w}" for w, n in whats.items())
   print(f"study round {number}: {len(tasks)} runs ({parts})", flush=True)
 
 
@@ -120,7 +121,6 @@ def dry_run(study: space.Study, workdir: pathlib.Path, runner: Sequence[str]) ->
 
 def budget_text(study: space.Study) -> str:
   """The study's cost in full-run equivalents against an untuned sweep and a full grid."""
-  from ftlab.studies import halving  # pylint: disable=import-outside-toplevel
   seeds, lines, search, grid_total = len(study.final_seeds), [], 0.0, 0.0
   for strategy, g in study.strategies.items():
     fractions = halving.rung_fractions(len(g), study.eta, study.max_rungs)
