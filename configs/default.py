@@ -85,6 +85,17 @@ def get_config(arg=None):
   config.train.eval_batch_size = 64
   config.train.num_epochs = 10.0
   config.train.label_smoothing = 0.0
+  # Mixup/CutMix in the train step (timm's Mixup, batch mode; ftlab/training/mixup.py):
+  # 0 alphas = off. Label smoothing applies to the mixed targets; train top-1
+  # counts the dominant label. Not with cached features (they are then not cached).
+  config.train.mixup_alpha = 0.0       # Beta(alpha, alpha) of mixup's lam (timm --mixup, e.g. 0.8)
+  config.train.cutmix_alpha = 0.0      # Beta(alpha, alpha) of CutMix's lam (timm --cutmix, e.g. 1.0)
+  config.train.mixup_prob = 1.0        # probability that a batch is mixed at all (timm --mixup-prob)
+  config.train.mixup_switch_prob = 0.5  # both alphas > 0: probability of CutMix instead of mixup (timm --mixup-switch-prob)
+  # EMA of the trainable weights and updating BatchNorm statistics (timm
+  # --model-ema-decay, MindCV ema_decay; ftlab/training/ema.py); 0 = off.
+  config.train.ema_decay = 0.0         # e.g. 0.9998; evaluated on minival beside the raw weights
+  config.train.select_ema = False      # True: checkpoint selection and test use the EMA weights (needs ema_decay > 0)
   config.train.log_every_steps = 10     # 0 = only at the end
   config.train.eval_every_epochs = 1.0
   config.train.checkpoint_every_steps = 100  # 0 = only at evaluations and the end
