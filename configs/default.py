@@ -32,9 +32,11 @@ def get_config(arg=None):
   config.model.bn_momentum = 0.0       # > 0: BatchNorm running-stat momentum for every layer (PyTorch convention); 0 = the architecture's own
 
   config.data = ml_collections.ConfigDict()
-  config.data.kind = "imagefolder"     # imagefolder | aircraft | digits
-  config.data.root = ""                # dataset root directory
-  config.data.train_split = "train"
+  config.data.kind = "imagefolder"     # imagefolder | aircraft | digits | tfds
+  config.data.root = ""                # dataset root directory (imagefolder, aircraft, digits)
+  config.data.name = ""                # tfds: a TFDS catalog name (oxford_flowers102, food101, ...; name/config:version)
+  config.data.data_dir = ""            # tfds: the TFDS data directory; "" = TFDS's default (~/tensorflow_datasets)
+  config.data.train_split = "train"    # tfds: TFDS split strings (train[:90%], validation, test)
   config.data.val_split = "val"        # evaluated once at the end on the best checkpoint, for reference; "" = none
   config.data.test_split = "test"      # evaluated once at the end on the best checkpoint
   config.data.minival_fraction = 0.1   # share of train held out for model selection; 0 = select on val (results.json's selection_split says so)
@@ -52,7 +54,7 @@ def get_config(arg=None):
   config.data.on_bad_image = "skip"    # skip (warn and count) | error
   config.data.num_workers = 4          # decoding threads
   config.data.prefetch = 2             # batches decoded ahead
-  config.data.download = False         # aircraft: download the official archive into root
+  config.data.download = False         # aircraft: download the official archive into root; tfds: the builder's download_and_prepare (array_record)
   config.data.annotation = "variant"   # aircraft: variant | family | manufacturer
 
   config.strategy = ml_collections.ConfigDict()
