@@ -67,7 +67,8 @@ def test_a_parameter_unfrozen_at_a_phase_boundary_starts_its_ema_at_its_value(im
   state = state_lib.regroup(state, run.setup.phases[1])
   assert set(state.ema["params"]) == set(state.trainable) and len(state.trainable) > 2
   np.testing.assert_array_equal(state.ema["params"]["fc/kernel"], head)  # the average goes on
-  np.testing.assert_array_equal(state.ema["params"]["conv1/kernel"], state.trainable["conv1/kernel"])
+  np.testing.assert_array_equal(state.ema["params"]["conv1/kernel"],
+                                state.trainable["conv1/kernel"])
 
 
 def _latest(config, workdir):

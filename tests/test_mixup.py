@@ -65,7 +65,8 @@ def test_prob_and_switch_prob_follow_timm():
   half = mixup_lib.Mixup(0.8, 1.0, prob=0.5, switch_prob=0.25)
   kinds = {"none": 0, "cutmix": 0, "mixup": 0}
   for seed in range(400):
-    lam, use_cutmix = mixup_lib._draw(half, jax.random.key(seed))  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    lam, use_cutmix = mixup_lib._draw(half, jax.random.key(seed))
     kinds["none" if float(lam) == 1.0 else "cutmix" if bool(use_cutmix) else "mixup"] += 1
   assert abs(kinds["none"] - 200) < 40
   assert abs(kinds["cutmix"] - 50) < 25 and abs(kinds["mixup"] - 150) < 35

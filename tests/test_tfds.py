@@ -65,7 +65,8 @@ def test_trains_on_a_tfds_dataset_and_names_its_classes(tfds_dir, tmp_path):
   assert json.load(open(workdir / "label_map.json"))["classes"] == CLASSES
   rows = list(csv.DictReader(open(workdir / "predictions.csv")))
   assert [r["image"] for r in rows[:2]] == [f"{NAME}/test[0]", f"{NAME}/test[1]"]
-  assert {r["true"] for r in rows} == set(CLASSES) and {r["predicted"] for r in rows} <= set(CLASSES)
+  assert {r["true"] for r in rows} == set(CLASSES)
+  assert {r["predicted"] for r in rows} <= set(CLASSES)
   assert len(rows) == 18 and out["val"]["count"] == 7  # train[90%:] of 72
   titles = [ax.get_title() for ax in plots.predictions_figure(workdir).axes if ax.get_title()]
   shown = plots.pick_samples(rows)
@@ -118,7 +119,7 @@ def test_download_prepares_through_the_builder(tmp_path):
 
 
 def test_bad_names_and_splits_are_one_line_errors(tfds_dir):
-  with pytest.raises(sources.DataError, match=r"config.data.name='no_such_dataset_x' is not a TFDS"):
+  with pytest.raises(sources.DataError, match=r"data.name='no_such_dataset_x' is not a TFDS"):
     datasets.load(_config(tfds_dir, **{"data.name": "no_such_dataset_x"}).data)
   with pytest.raises(sources.DataError, match=r"split 'validation'") as e:
     datasets.load(_config(tfds_dir, **{"data.val_split": "validation"}).data)

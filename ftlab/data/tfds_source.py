@@ -51,7 +51,8 @@ def prepare_command(name: str, data_dir: str) -> str:
 
 
 def _builder(name: str, data_dir: str, download: bool):
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  # only this kind needs it
+  # Imported here (each function): only this kind needs TFDS.
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   if not name:
     raise DataError("config.data.kind='tfds' needs config.data.name (a TFDS catalog name, e.g. "
                     "oxford_flowers102)")

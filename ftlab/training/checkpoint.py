@@ -117,4 +117,5 @@ def load_best(workdir: str) -> Run:
   state, _ = restored
   if config.train.select_ema:  # the weights the run selected and tested with
     state = ema_lib.weights(state)
-  return Run(config, setup.spec, setup.model, state_lib.variables_of(state), classes, int(state.step))
+  return Run(config, setup.spec, setup.model, state_lib.variables_of(state), classes,
+             int(state.step))

@@ -46,7 +46,10 @@ def regroup(ema: dict, trainable: Dict[str, jax.Array], batch_stats,
 def update(ema: dict, trainable: Dict[str, jax.Array], batch_stats, decay: float) -> dict:
   """One step of the average (inside the compiled step)."""
   stats = _flat(batch_stats)
-  mix = lambda old, new: decay * old + (1.0 - decay) * new  # pylint: disable=unnecessary-lambda-assignment
+
+  def mix(old, new):
+    return decay * old + (1.0 - decay) * new
+
   return {"params": {k: mix(v, trainable[k]) for k, v in ema["params"].items()},
           "batch_stats": {k: mix(v, stats[k]) for k, v in ema["batch_stats"].items()}}
 

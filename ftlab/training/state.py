@@ -35,7 +35,7 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   anchor: Dict[str, Dict[str, jax.Array]]  # L2-SP: `l2sp_anchor` (empty otherwise)
-  ema: Dict[str, Dict[str, jax.Array]]  # config.train.ema_decay > 0: ema.py's average ({} otherwise)
+  ema: Dict[str, Dict[str, jax.Array]]  # train.ema_decay > 0: ema.py's average ({} otherwise)
 
 
 @dataclasses.dataclass
