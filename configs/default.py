@@ -32,9 +32,11 @@ def get_config(arg=None):
   config.model.bn_momentum = 0.0       # > 0: BatchNorm running-stat momentum for every layer (PyTorch convention); 0 = the architecture's own
 
   config.data = ml_collections.ConfigDict()
-  config.data.kind = "imagefolder"     # imagefolder | aircraft | digits
-  config.data.root = ""                # dataset root directory
-  config.data.train_split = "train"
+  config.data.kind = "imagefolder"     # imagefolder | aircraft | digits | tfds
+  config.data.root = ""                # dataset root directory (imagefolder, aircraft, digits)
+  config.data.name = ""                # tfds: a TFDS catalog name (oxford_flowers102, food101, ...; name/config:version)
+  config.data.data_dir = ""            # tfds: the TFDS data directory; "" = TFDS's default (~/tensorflow_datasets)
+  config.data.train_split = "train"    # tfds: TFDS split strings (train[:90%], validation, test)
   config.data.val_split = "val"        # evaluated once at the end on the best checkpoint, for reference; "" = none
   config.data.test_split = "test"      # evaluated once at the end on the best checkpoint
   config.data.minival_fraction = 0.1   # share of train held out for model selection; 0 = select on val (results.json's selection_split says so)
@@ -66,7 +68,7 @@ def get_config(arg=None):
   config.data.on_bad_image = "skip"    # skip (warn and count) | error
   config.data.num_workers = 4          # decoding threads
   config.data.prefetch = 2             # batches decoded ahead
-  config.data.download = False         # aircraft: download the official archive into root
+  config.data.download = False         # aircraft: download the official archive into root; tfds: the builder's download_and_prepare (array_record)
   config.data.annotation = "variant"   # aircraft: variant | family | manufacturer
 
   config.strategy = ml_collections.ConfigDict()
@@ -99,6 +101,17 @@ def get_config(arg=None):
   config.train.eval_batch_size = 64
   config.train.num_epochs = 10.0
   config.train.label_smoothing = 0.0
+  # Mixup/CutMix in the train step (timm's Mixup, batch mode; ftlab/training/mixup.py):
+  # 0 alphas = off. Label smoothing applies to the mixed targets; train top-1
+  # counts the dominant label. Not with cached features (they are then not cached).
+  config.train.mixup_alpha = 0.0       # Beta(alpha, alpha) of mixup's lam (timm --mixup, e.g. 0.8)
+  config.train.cutmix_alpha = 0.0      # Beta(alpha, alpha) of CutMix's lam (timm --cutmix, e.g. 1.0)
+  config.train.mixup_prob = 1.0        # probability that a batch is mixed at all (timm --mixup-prob)
+  config.train.mixup_switch_prob = 0.5  # both alphas > 0: probability of CutMix instead of mixup (timm --mixup-switch-prob)
+  # EMA of the trainable weights and updating BatchNorm statistics (timm
+  # --model-ema-decay, MindCV ema_decay; ftlab/training/ema.py); 0 = off.
+  config.train.ema_decay = 0.0         # e.g. 0.9998; evaluated on minival beside the raw weights
+  config.train.select_ema = False      # True: checkpoint selection and test use the EMA weights (needs ema_decay > 0)
   config.train.log_every_steps = 10     # 0 = only at the end
   config.train.eval_every_epochs = 1.0
   config.train.checkpoint_every_steps = 100  # 0 = only at evaluations and the end

@@ -5,11 +5,11 @@ import logging
 import os
 from typing import List, Optional
 
-from ftlab.data import aircraft, digits, imagefolder, subsets
+from ftlab.data import aircraft, digits, imagefolder, subsets, tfds_source
 from ftlab.data.sources import (DataError, Source, Split, carve_minival, check_nonempty, class_counts,
                                 filter_decodable)
 
-KINDS = ("imagefolder", "aircraft", "digits")
+KINDS = ("imagefolder", "aircraft", "digits", "tfds")
 DIGITS_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "ftlab", "digits")
 
 
@@ -39,6 +39,8 @@ def _read_source(cfg) -> Source:
   if cfg.kind == "aircraft":
     root = aircraft.download(cfg.root) if cfg.download else cfg.root
     return aircraft.load(root, _split_names(cfg), cfg.annotation)
+  if cfg.kind == "tfds":
+    return tfds_source.load(cfg.name, cfg.data_dir, _split_names(cfg), cfg.download)
   if cfg.kind == "digits":
     return imagefolder.load(digits.materialize(cfg.root or DIGITS_CACHE), _split_names(cfg))
   return imagefolder.load(cfg.root, _split_names(cfg))

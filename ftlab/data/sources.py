@@ -7,9 +7,10 @@ shared pieces: the error type, the bad-image check and the minival carve-out.
 """
 import concurrent.futures
 import dataclasses
+import io
 import logging
 import os
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 from PIL import Image
@@ -23,7 +24,7 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class Split:
-  paths: List[str]
+  paths: List[Any]    # image file paths, or records with `.read() -> bytes` (tfds_source.Record)
   labels: np.ndarray  # int32, one per path
 
   def __len__(self):
@@ -46,13 +47,18 @@ class Source:
     return self.splits[name]
 
 
+def open_image(path) -> Image.Image:
+  """`Image.open` of a file path, or of a record's encoded bytes (`path.read()`)."""
+  return Image.open(path if isinstance(path, str) else io.BytesIO(path.read()))
+
+
 def is_image_file(name: str) -> bool:
   return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def _decodable(path: str) -> bool:
   try:
-    with Image.open(path) as img:
+    with open_image(path) as img:
       img.verify()
     return True
   except Exception:  # pylint: disable=broad-except  # any PIL failure means "not an image"

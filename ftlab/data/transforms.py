@@ -13,7 +13,7 @@ import math
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from ftlab.data.sources import DataError
+from ftlab.data.sources import DataError, open_image
 
 RATIO = (3 / 4, 4 / 3)
 
@@ -21,7 +21,7 @@ RATIO = (3 / 4, 4 / 3)
 def open_rgb(path: str, min_size: tuple) -> tuple:
   """Opens `path`, drafted to at least `min_size` (w, h); returns (image, scale)."""
   try:
-    img = Image.open(path)
+    img = open_image(path)
     full = img.size
     img.draft("RGB", (max(1, int(min_size[0])), max(1, int(min_size[1]))))
     scale = img.size[0] / full[0]
@@ -33,7 +33,7 @@ def open_rgb(path: str, min_size: tuple) -> tuple:
 
 def image_size(path: str) -> tuple:
   try:
-    with Image.open(path) as img:
+    with open_image(path) as img:
       return img.size
   except Exception as e:  # pylint: disable=broad-except
     raise DataError(f"cannot read image {path}: {e}") from e

@@ -7,7 +7,8 @@ pass over each split) and kept in memory; every epoch then trains the head
 on them, which is orders of magnitude cheaper than re-running the trunk. The
 batches come from the same `Loader` logic (same order per seed and epoch,
 same per-process slices), so the head trained on cached features equals the
-head trained on images, up to float rounding.
+head trained on images, up to float rounding. Mixup/CutMix mixes images, so
+with it on nothing is cached (a log line says so) and the head trains on images.
 
 With `config.data.flip_only` the one augmentation is a horizontal flip: the
 features of both orientations are cached, and each example of each step
@@ -35,6 +36,10 @@ from ftlab.training.state import Setup
 def eligible(setup: Setup, config) -> bool:
   """True when the features of every train image are fixed for the whole run."""
   if not config.strategy.cache_features or config.data.augment or len(setup.phases) != 1:
+    return False
+  if setup.mixup is not None and setup.mixup.enabled:
+    logging.info("mixup/CutMix is on (config.train.mixup_alpha/cutmix_alpha): trunk features are "
+                 "not cached, the head trains on mixed images")
     return False
   if jax.process_count() > 1:
     return False

@@ -17,6 +17,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from ftlab.configuration.files import read_config
+from ftlab.training import ema as ema_lib
 from ftlab.training import state as state_lib
 
 
@@ -101,7 +102,7 @@ class Run:
 
 
 def load_best(workdir: str) -> Run:
-  """Loads `workdir`'s best checkpoint (for evaluate/predict)."""
+  """Loads `workdir`'s best checkpoint (for evaluate/predict): its EMA weights if selected."""
   config = read_config(workdir)
   classes = read_classes(workdir)
   with open(os.path.join(workdir, "schedule.json"), encoding="utf-8") as f:
@@ -114,4 +115,7 @@ def load_best(workdir: str) -> Run:
   if restored is None:
     raise FileNotFoundError(f"no best checkpoint under {workdir}/checkpoints/best")
   state, _ = restored
-  return Run(config, setup.spec, setup.model, state_lib.variables_of(state), classes, int(state.step))
+  if config.train.select_ema:  # the weights the run selected and tested with
+    state = ema_lib.weights(state)
+  return Run(config, setup.spec, setup.model, state_lib.variables_of(state), classes,
+             int(state.step))

@@ -10,6 +10,7 @@ import jax
 from ftlab.configuration.files import write_json_atomic
 from ftlab.data import datasets
 from ftlab.evaluation import evaluator, feature_cache, probe
+from ftlab.training import ema as ema_lib
 from ftlab.training.run import Run
 from ftlab.training.steps import make_trunk_step
 
@@ -26,13 +27,25 @@ def peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def evaluate_best(run: Run, eval_fn, split_name: str) -> dict:
-  """Evaluates the best checkpoint on `split_name`; writes its predictions and confusion CSVs."""
+def selected_weights(config) -> str:
+  """'ema' or 'raw': the weights selection and the held-out splits use (config.train.select_ema)."""
+  return "ema" if config.train.select_ema else "raw"
+
+
+def evaluate_best(run: Run, eval_fn, split_name: str, weights: str = "") -> dict:
+  """Evaluates the best checkpoint on `split_name`; writes its predictions and confusion CSVs.
+
+  `weights`: 'raw' or 'ema' ('' = the selected ones, `selected_weights`); only
+  the selected weights write the CSVs.
+  """
   best = run.ckpts.restore_best(run.template)
   if best is None:
     raise FileNotFoundError(f"no best checkpoint in {run.workdir}/checkpoints/best")
-  outputs = evaluator.evaluate(eval_fn, best[0], run.loaders[split_name], run.devices)
-  if jax.process_index() == 0:
+  selected = selected_weights(run.config)
+  weights = weights or selected
+  state = ema_lib.weights(best[0]) if weights == "ema" else best[0]
+  outputs = evaluator.evaluate(eval_fn, state, run.loaders[split_name], run.devices)
+  if jax.process_index() == 0 and weights == selected:
     suffix = "" if split_name == "test" else f"_{split_name}"
     evaluator.write_predictions(os.path.join(run.workdir, f"predictions{suffix}.csv"),
                                  getattr(run.data, split_name).paths, outputs, run.data.classes)
@@ -62,16 +75,33 @@ def selection_split(data: datasets.Data) -> str:
   return "val" if data.minival is data.val else "minival"
 
 
+def ema_results(run: Run, trainer: Trainer, best: dict) -> dict:
+  """results.json's `ema` block: both weights on minival (best and last evaluation) and on the
+  held-out splits (the selected ones are also the top-level `test`/`val`)."""
+  keys = ("minival_raw_top1", "minival_raw_loss", "minival_ema_top1", "minival_ema_loss")
+  last = trainer.meta["history"][-1]
+  selected = selected_weights(run.config)
+  other = "raw" if selected == "ema" else "ema"
+  return {"decay": run.setup.ema_decay, "selected": selected,
+          "best": {"step": best["step"], **{k: best[k] for k in keys}},
+          "final": {"step": last["step"], **{k: last[k] for k in keys}},
+          other: {name: evaluate_best(run, trainer.image_eval_fn, name, other)
+                  for name in ("val", "test") if name in run.loaders},
+          "state_bytes": count_bytes(trainer.state.ema)}
+
+
 def results(run: Run, trainer: Trainer, held_out: dict) -> dict:
   meta, cfg, state = trainer.meta, run.config, trainer.state
   history = meta["history"]
   best = next(h for h in history if h["step"] == meta["best_step"])
+  if run.setup.ema_decay:
+    held_out = {**held_out, "ema": ema_results(run, trainer, best)}
   images = run.schedule.total_steps * cfg.train.batch_size
   return {
       "status": "finished", "config": cfg.to_dict(), "model": cfg.model.name,
       "strategy": cfg.strategy.name, "seed": cfg.seed, "dataset": run.data.name,
       "selection_split": selection_split(run.data), "data_subset": run.data.subset,
-      "held_out_evaluated": bool(cfg.train.evaluate_held_out),
+      "held_out_evaluated": bool(cfg.train.evaluate_held_out), "weights": selected_weights(cfg),
       "num_classes": run.setup.num_classes,
       "num_params": sum(int(v.size) for v in {**state.trainable, **state.frozen}.values()),
       "num_trainable_params": sum(int(v.size) for v in state.trainable.values()),

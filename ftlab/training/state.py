@@ -25,6 +25,8 @@ import optax
 from ftlab.models import ModelSpec, get_spec, with_drop_path
 from ftlab.models.layers import Mode
 from ftlab.pretrained import load as load_lib
+from ftlab.training import ema as ema_lib
+from ftlab.training import mixup as mixup_lib
 from ftlab.training import optim, strategy
 
 
@@ -40,6 +42,7 @@ class TrainState:
   opt_state: Any
   anchor: Dict[str, Dict[str, jax.Array]]  # L2-SP: `l2sp_anchor` (empty otherwise)
   hparams: Dict[str, jax.Array]  # the phase's `Phase.hparams` as float32 scalars, read by the step
+  ema: Dict[str, Dict[str, jax.Array]]  # train.ema_decay > 0: ema.py's average ({} otherwise)
 
 
 @dataclasses.dataclass
@@ -72,6 +75,8 @@ class Setup:
   label_smoothing: float
   l2sp: tuple  # (alpha, beta) or ()
   batch_norms: frozenset = frozenset()  # module paths with running statistics (not LayerNorms)
+  mixup: Any = None                      # mixup.Mixup (config.train.mixup_*), None = off
+  ema_decay: float = 0.0                 # config.train.ema_decay (0 = no EMA weights)
 
   def phase_index(self, step: int) -> int:
     """The phase that runs step `step` (0-based)."""
@@ -153,7 +158,18 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
                      "empty: name the pretrained weights")
   l2sp = (config.strategy.l2sp_alpha, config.strategy.l2sp_beta) if preset.l2sp else ()
   return Setup(spec, model, image_size, num_classes, phases, preset,
-               config.train.label_smoothing, l2sp, batch_norms)
+               config.train.label_smoothing, l2sp, batch_norms,
+               mixup_lib.from_config(config.train), check_ema(config.train))
+
+
+def check_ema(train_cfg) -> float:
+  """config.train.ema_decay, checked against config.train.select_ema."""
+  if not 0 <= train_cfg.ema_decay < 1:
+    raise ValueError(f"config.train.ema_decay={train_cfg.ema_decay} must be in [0, 1) (0 = off)")
+  if train_cfg.select_ema and not train_cfg.ema_decay:
+    raise ValueError("config.train.select_ema=True needs EMA weights: set config.train.ema_decay "
+                     "(e.g. 0.9998)")
+  return float(train_cfg.ema_decay)
 
 
 STALE_BN_SHARE = 0.05  # warn when running statistics end the run holding more of their start
@@ -186,8 +202,10 @@ def regroup(state: TrainState, phase: Phase) -> TrainState:
   trainable = {k: v for k, v in params.items() if phase.plan.trainable(k)}
   frozen = {k: v for k, v in params.items() if not phase.plan.trainable(k)}
   hparams = {k: jnp.float32(v) for k, v in phase.hparams.items()}
+  ema = state.ema and ema_lib.regroup(state.ema, trainable, state.batch_stats,
+                                      phase.plan.updated_bn())
   return state.replace(trainable=trainable, frozen=frozen, opt_state=phase.tx.init(trainable),
-                       hparams=hparams)
+                       hparams=hparams, ema=ema)
 
 
 def _load_pretrained(setup: Setup, config, variables: dict) -> tuple:
@@ -220,7 +238,8 @@ def initial_state(setup: Setup, config, rng, load_weights: bool = True, phase: i
     variables, loaded = _load_pretrained(setup, config, variables)
   params = flatten(variables["params"])
   anchor = l2sp_anchor(params, loaded) if setup.l2sp else {}
+  ema = {"params": {}, "batch_stats": {}} if setup.ema_decay else {}  # filled by regroup
   state = TrainState(step=jnp.zeros((), jnp.int32), trainable=params, frozen={},
                      batch_stats=variables["batch_stats"], opt_state=None, anchor=anchor,
-                     hparams={})
+                     hparams={}, ema=ema)
   return regroup(state, setup.phases[phase])

@@ -5,6 +5,15 @@
 trainable parameters only, so frozen layers cost no backward pass and the
 optimizer never sees them. With `on_features=True` the step trains the head
 on cached trunk features (`batch['features']`) instead of images.
+
+With `setup.mixup` enabled (config.train.mixup_alpha / cutmix_alpha), each
+batch is mixed inside the step (`mixup.py`) from the stream
+`fold_in(step rng, MIXUP_STREAM)` (dropout keeps the step rng itself, so a
+run without mixup draws exactly what it drew before), the loss is the
+cross-entropy against the mixed, smoothed targets, and train top-1/top-5
+count the dominant label. Mixup of cached features is not defined: such a
+step is refused (the trainer does not cache features when mixup is on).
+With `setup.ema_decay` > 0 the step also updates the EMA weights (`ema.py`).
 """
 import jax
 import jax.numpy as jnp
@@ -12,6 +21,8 @@ import optax
 
 from ftlab.evaluation import metrics
 from ftlab.models import ModelSpec
+from ftlab.training import ema as ema_lib
+from ftlab.training import mixup as mixup_lib
 from ftlab.training import strategy
 from ftlab.training.state import Setup, TrainState, unflatten, variables_of
 
@@ -29,17 +40,44 @@ def _inputs(batch, setup: Setup, on_features: bool):
   return normalize(batch["image"], setup.spec), "all"
 
 
+MIXUP_STREAM = 1  # fold_in(step rng, MIXUP_STREAM): mixup's draws, apart from dropout's
+
+
+def _smoothing(setup: Setup, hparams):
+  """The label smoothing: a state value (one program for every value), 0 when the config has none."""
+  return hparams["label_smoothing"] if setup.label_smoothing else 0.0
+
+
+def _targets(setup: Setup, inputs, labels, rng, mixing: bool, smoothing) -> tuple:
+  """(inputs, targets for the loss, labels top-1 is counted against, extra metrics)."""
+  if not mixing:
+    return inputs, labels, labels, {}
+  inputs, targets, dominant, lam = mixup_lib.apply(
+      setup.mixup, jax.random.fold_in(rng, MIXUP_STREAM), inputs, labels, setup.num_classes,
+      smoothing)
+  return inputs, targets, dominant, {"mixup_lam": lam}
+
+
+def _loss(setup: Setup, logits, targets, mixing: bool, smoothing):
+  if mixing:  # soft targets, smoothing already applied (timm's SoftTargetCrossEntropy)
+    return optax.softmax_cross_entropy(logits, targets).mean()
+  return metrics.cross_entropy(logits, targets, setup.num_classes, smoothing).mean()
+
+
 def make_train_step(setup: Setup, phase_index: int = 0, on_features: bool = False):
   """Returns the pure `train_step(state, batch, rng) -> (state, metrics)` of one phase."""
   phase = setup.phases[phase_index]
+  mixing = setup.mixup is not None and setup.mixup.enabled
+  if mixing and on_features:
+    raise ValueError("mixup/CutMix (config.train.mixup_alpha, cutmix_alpha) mixes images; it is "
+                     "not defined on cached trunk features (config.strategy.cache_features)")
 
-  def loss_fn(trainable, state, inputs, part, labels, rng):
+  def loss_fn(trainable, state, inputs, part, targets, rng):
     variables = {"params": unflatten({**state.frozen, **trainable}), "batch_stats": state.batch_stats}
     logits, updates = setup.model.apply(variables, inputs, train=phase.mode, part=part,
                                         mutable=["batch_stats"], rngs={"dropout": rng})
     hp = state.hparams  # values, not constants: one program for every value (optim.py)
-    smoothing = hp["label_smoothing"] if setup.label_smoothing else 0.0
-    loss = metrics.cross_entropy(logits, labels, setup.num_classes, smoothing).mean()
+    loss = _loss(setup, logits, targets, mixing, _smoothing(setup, hp))
     if setup.l2sp:
       loss = loss + strategy.l2sp_penalty(trainable, state.anchor, hp["l2sp_alpha"],
                                           hp["l2sp_beta"])
@@ -48,22 +86,28 @@ def make_train_step(setup: Setup, phase_index: int = 0, on_features: bool = Fals
   def train_step(state: TrainState, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
     inputs, part = _inputs(batch, setup, on_features)
+    inputs, targets, counted, extra = _targets(setup, inputs, batch["label"], rng, mixing,
+                                               _smoothing(setup, state.hparams))
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (logits, batch_stats)), grads = grad_fn(state.trainable, state, inputs, part,
-                                                   batch["label"], rng)
+                                                   targets, rng)
     tx = phase.transform(state.hparams)
     updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
     step_metrics = {
         "loss": loss,
-        "top1": metrics.topk_correct(logits, batch["label"], 1).mean(),
-        "top5": metrics.topk_correct(logits, batch["label"], 5).mean(),
+        "top1": metrics.topk_correct(logits, counted, 1).mean(),
+        "top5": metrics.topk_correct(logits, counted, 5).mean(),
         "grad_norm": optax.tree.norm(grads),
         "update_norm": optax.tree.norm(updates),
         "param_norm": optax.tree.norm(trainable),
+        **extra,
     }
     new_state = state.replace(step=state.step + 1, trainable=trainable,
                               batch_stats=batch_stats, opt_state=opt_state)
+    if setup.ema_decay:
+      new_state = new_state.replace(ema=ema_lib.update(state.ema, trainable, batch_stats,
+                                                       setup.ema_decay))
     return new_state, step_metrics
 
   return train_step

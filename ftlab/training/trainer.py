@@ -26,6 +26,7 @@ import numpy as np
 
 from ftlab.evaluation import evaluator, feature_cache
 from ftlab.training import compile_stats, optim, progress, rungs, runtime
+from ftlab.training import ema as ema_lib
 from ftlab.training.results import finish, selection_split
 from ftlab.training.run import Run, prepare, restore_or_init
 from ftlab.training.state import TrainState, regroup, stale_bn_warning
@@ -119,25 +120,40 @@ class Trainer:
     self.run.writer.write_scalars(step, avg)
     self.last_train, self.window = avg, []
 
-  def evaluate_minival(self) -> dict:
-    """The current state's minival summary (no checkpoint, no history entry)."""
+  def _minival(self, state) -> dict:
     return evaluator.summarize(
-        evaluator.evaluate(self.eval_fn, self.state, self._loader("minival"), self.run.devices),
+        evaluator.evaluate(self.eval_fn, state, self._loader("minival"), self.run.devices),
         self.run.setup.num_classes)
 
+  def evaluate_minival(self) -> dict:
+    """Minival of the weights selection uses (the EMA's with config.train.select_ema), with no
+    checkpoint and no history entry: a study's rung score."""
+    selected = self.run.setup.ema_decay and self.run.config.train.select_ema
+    return self._minival(ema_lib.weights(self.state) if selected else self.state)
+
   def _evaluate(self, step: int) -> None:
-    out = self.evaluate_minival()
+    """Minival of the raw weights (and the EMA's): selection by config.train.select_ema's."""
+    out = self._minival(self.state)
     self.run.writer.write_scalars(step, {f"minival_{k}": v for k, v in out.items()})
+    entry, ema_note = {}, ""
+    if self.run.setup.ema_decay:
+      ema = self._minival(ema_lib.weights(self.state))
+      self.run.writer.write_scalars(step, {f"minival_ema_{k}": v for k, v in ema.items()})
+      entry = {"minival_raw_top1": out["top1"], "minival_raw_loss": out["loss"],
+               "minival_ema_top1": ema["top1"], "minival_ema_loss": ema["loss"]}
+      ema_note = f"  EMA top-1 {100 * ema['top1']:.2f}%  loss {ema['loss']:.4f}"
+      out = ema if self.run.config.train.select_ema else out
     self.meta["history"].append({
-        "step": step, "minival_top1": out["top1"], "minival_loss": out["loss"],
+        "step": step, "minival_top1": out["top1"], "minival_loss": out["loss"], **entry,
         "train_loss": self.last_train.get("train_loss", float("nan")),
         "train_top1": self.last_train.get("train_top1", float("nan")),
         "elapsed_s": self.meta["train_time_s"]})
     if out["top1"] > self.meta["best_top1"]:
       self.meta["best_top1"], self.meta["best_step"] = out["top1"], step
       self.run.ckpts.save_best(step, self.state, self.meta)
-    logging.info("step %d/%d  minival top-1 %.2f%%  loss %.4f  (best %.2f%% at step %d)", step,
-                 self.run.schedule.total_steps, 100 * out["top1"], out["loss"],
+    raw = entry.get("minival_raw_top1", out["top1"]), entry.get("minival_raw_loss", out["loss"])
+    logging.info("step %d/%d  minival top-1 %.2f%%  loss %.4f%s  (best %.2f%% at step %d)", step,
+                 self.run.schedule.total_steps, 100 * raw[0], raw[1], ema_note,
                  100 * self.meta["best_top1"], self.meta["best_step"])
 
   def _report_progress(self, step: int, stop: int, t_mark: float) -> None:
