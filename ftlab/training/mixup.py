@@ -79,15 +79,17 @@ def cutmix_mask(rng, height: int, width: int, lam):
   return mask, 1.0 - area.astype(jnp.float32) / float(height * width)
 
 
-def mix_targets(labels, num_classes: int, lam, smoothing: float):
-  """timm's `mixup_target`: smoothed one-hot of the labels and of their mirror, mixed by lam."""
-  targets = jax.nn.one_hot(labels, num_classes)
-  if smoothing:
-    targets = optax.smooth_labels(targets, smoothing)
+def mix_targets(labels, num_classes: int, lam, smoothing):
+  """timm's `mixup_target`: smoothed one-hot of the labels and of their mirror, mixed by lam.
+
+  `smoothing` may be a traced value (the train state's, so one program serves every value);
+  smoothing by 0 leaves the one-hot exactly as it is.
+  """
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing)
   return lam * targets + (1.0 - lam) * targets[::-1]
 
 
-def apply(mix: Mixup, rng, images, labels, num_classes: int, smoothing: float) -> tuple:
+def apply(mix: Mixup, rng, images, labels, num_classes: int, smoothing) -> tuple:
   """(mixed NHWC float images, soft targets, dominant labels, lam) of one batch."""
   r_draw, r_box = jax.random.split(rng)
   lam, use_cutmix = _draw(mix, r_draw)
