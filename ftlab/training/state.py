@@ -5,9 +5,14 @@ Parameters are held as two flat dicts keyed by '/'-joined path: `trainable`
 A strategy with several phases (lp_ft, gradual_unfreeze) moves parameters
 between the two at phase boundaries (`regroup`), which is the only time the
 step is recompiled.
+
+With the `lora` strategy the flat dicts also hold the adapters
+(`<kernel>/lora_a`, `lora_b`, trainable); `model_params` folds them into
+their kernels (`lora.merge`, scale `TrainState.lora_scale`), for the loss
+function at every step and for evaluation, prediction and export.
 """
 import dataclasses
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from absl import logging
 import flax
@@ -19,6 +24,7 @@ import optax
 from ftlab.models import ModelSpec, get_spec, with_drop_path
 from ftlab.models.layers import Mode
 from ftlab.pretrained import load as load_lib
+from ftlab.training import lora as lora_lib
 from ftlab.training import optim, strategy
 
 
@@ -33,6 +39,7 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   anchor: Dict[str, Dict[str, jax.Array]]  # L2-SP: `l2sp_anchor` (empty otherwise)
+  lora_scale: float = flax.struct.field(pytree_node=False, default=0.0)  # LoRA's alpha / r
 
 
 @dataclasses.dataclass
@@ -59,6 +66,7 @@ class Setup:
   label_smoothing: float
   l2sp: tuple  # (alpha, beta) or ()
   batch_norms: frozenset = frozenset()  # module paths with running statistics (not LayerNorms)
+  lora: Optional[lora_lib.Adapters] = None  # the `lora` strategy's adapters
 
   def phase_index(self, step: int) -> int:
     """The phase that runs step `step` (0-based)."""
@@ -77,8 +85,13 @@ def unflatten(flat: Dict[str, Any]):
   return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
 
 
+def model_params(flat: Dict[str, jax.Array], lora_scale: float) -> dict:
+  """The model's parameter tree from flat parameters, LoRA adapters merged into their kernels."""
+  return unflatten(lora_lib.merge(flat, lora_scale))
+
+
 def params_of(state: TrainState) -> dict:
-  return unflatten({**state.frozen, **state.trainable})
+  return model_params({**state.frozen, **state.trainable}, state.lora_scale)
 
 
 def variables_of(state: TrainState) -> dict:
@@ -112,6 +125,10 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
   model = with_drop_path(model, config.model.get("drop_path_rate", 0.0))
   image_size = config.data.image_size or spec.input_size
   shapes, batch_norms = variable_shapes(model, image_size)
+  preset = strategy.get_preset(config.strategy.name)
+  adapters = lora_lib.resolve(spec, config.strategy, shapes) if preset.lora else None
+  if adapters:
+    shapes = {**shapes, **adapters.shapes}
   if config.optimizer.phase_warmup_epochs < 0:
     raise ValueError(f"config.optimizer.phase_warmup_epochs={config.optimizer.phase_warmup_epochs} "
                      "must be >= 0")
@@ -122,14 +139,13 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
                   config.model.bn_momentum)
             for start, plan in strategy.build_phases(spec, config.strategy, shapes, total_steps,
                                                      steps_per_epoch)]
-  preset = strategy.get_preset(config.strategy.name)
   if preset.l2sp and not config.model.pretrained:
     raise ValueError(f"config.strategy.name={config.strategy.name!r} pulls the weights loaded from "
                      "config.model.pretrained towards their start, but config.model.pretrained is "
                      "empty: name the pretrained weights")
   l2sp = (config.strategy.l2sp_alpha, config.strategy.l2sp_beta) if preset.l2sp else ()
   return Setup(spec, model, image_size, num_classes, phases, preset,
-               config.train.label_smoothing, l2sp, batch_norms)
+               config.train.label_smoothing, l2sp, batch_norms, adapters)
 
 
 STALE_BN_SHARE = 0.05  # warn when running statistics end the run holding more of their start
@@ -186,6 +202,9 @@ def l2sp_anchor(params: Dict[str, jax.Array], loaded: frozenset) -> dict:
           "loaded": {k: jnp.float32(k in loaded) for k in params}}
 
 
+LORA_RNG_STREAM = 1  # fold_in(rng, this): the adapters' init, apart from the model's
+
+
 def initial_state(setup: Setup, config, rng, load_weights: bool = True, phase: int = 0) -> TrainState:
   """Random init (plus pretrained weights when configured), laid out for `phase`."""
   variables = init_variables(setup.model, setup.image_size, rng)
@@ -194,6 +213,11 @@ def initial_state(setup: Setup, config, rng, load_weights: bool = True, phase: i
     variables, loaded = _load_pretrained(setup, config, variables)
   params = flatten(variables["params"])
   anchor = l2sp_anchor(params, loaded) if setup.l2sp else {}
+  scale = 0.0
+  if setup.lora:
+    params.update(lora_lib.init(setup.lora, jax.random.fold_in(rng, LORA_RNG_STREAM)))
+    scale = setup.lora.scale
   state = TrainState(step=jnp.zeros((), jnp.int32), trainable=params, frozen={},
-                     batch_stats=variables["batch_stats"], opt_state=None, anchor=anchor)
+                     batch_stats=variables["batch_stats"], opt_state=None, anchor=anchor,
+                     lora_scale=scale)
   return regroup(state, setup.phases[phase])

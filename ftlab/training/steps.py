@@ -13,7 +13,7 @@ import optax
 from ftlab.evaluation import metrics
 from ftlab.models import ModelSpec
 from ftlab.training import strategy
-from ftlab.training.state import Setup, TrainState, unflatten, variables_of
+from ftlab.training.state import Setup, TrainState, model_params, variables_of
 
 
 def normalize(images, spec: ModelSpec):
@@ -34,7 +34,8 @@ def make_train_step(setup: Setup, phase_index: int = 0, on_features: bool = Fals
   phase = setup.phases[phase_index]
 
   def loss_fn(trainable, state, inputs, part, labels, rng):
-    variables = {"params": unflatten({**state.frozen, **trainable}), "batch_stats": state.batch_stats}
+    params = model_params({**state.frozen, **trainable}, state.lora_scale)  # LoRA merged in
+    variables = {"params": params, "batch_stats": state.batch_stats}
     logits, updates = setup.model.apply(variables, inputs, train=phase.mode, part=part,
                                         mutable=["batch_stats"], rngs={"dropout": rng})
     loss = metrics.cross_entropy(logits, labels, setup.num_classes, setup.label_smoothing).mean()
