@@ -37,7 +37,8 @@ from typing import Callable
 
 import flax.linen as nn
 
-from ftlab.models import convnext, densenet, efficientnet_lite, mobilenet, resnet, tiny, vit
+from ftlab.models import (convnext, densenet, efficientnet_lite, mobilenet, resnest, resnet, tiny,
+                          vit)
 from ftlab.models.layers import BatchNorm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -93,6 +94,7 @@ MODELS = {
     "convnext_small": ModelSpec(
         build=convnext.convnext_small, blocks=convnext.block_names("convnext_small"),
         head=convnext.HEAD),
+    "resnest50d": ModelSpec(build=resnest.resnest50d, blocks=resnest.BLOCKS, head=resnest.HEAD),
     "efficientnet_lite0": _lite("efficientnet_lite0", efficientnet_lite.efficientnet_lite0),
     "efficientnet_lite1": _lite("efficientnet_lite1", efficientnet_lite.efficientnet_lite1),
     "efficientnet_lite2": _lite("efficientnet_lite2", efficientnet_lite.efficientnet_lite2),
