@@ -1,4 +1,4 @@
-"""LoRA: adapters as their own trainable group, zero update at init, merged for evaluation/export."""
+"""LoRA: adapters as their own trainable group, no change at init, merged for evaluation/export."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,7 +114,10 @@ def _conv(x, kernel):
 
 def test_merged_kernels_equal_the_unmerged_low_rank_forward():
   rng = np.random.default_rng(0)
-  normal = lambda *shape: rng.standard_normal(shape, np.float32)  # pylint: disable=unnecessary-lambda-assignment
+
+  def normal(*shape):
+    return rng.standard_normal(shape, np.float32)
+
   r, scale = 3, 0.5
   x2, x4 = normal(4, 6), normal(2, 5, 5, 6)
   w_dense, w_torch = normal(6, 7), normal(7, 6)
@@ -127,7 +130,10 @@ def test_merged_kernels_equal_the_unmerged_low_rank_forward():
             "c/kernel/lora_a": a_3x3, "c/kernel/lora_b": b, "c/bias": np.ones(7)}
   merged = lora.merge(params, scale)
   assert set(merged) == {"d/kernel", "t/in_proj_weight", "p/kernel", "c/kernel", "c/bias"}
-  close = lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # pylint: disable=unnecessary-lambda-assignment
+
+  def close(got, want):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
   close(x2 @ merged["d/kernel"], x2 @ w_dense + scale * (x2 @ a2) @ b)
   close(x2 @ merged["t/in_proj_weight"].T, x2 @ w_torch.T + scale * (x2 @ a2) @ b)
   close(np.asarray(_conv(x4, merged["p/kernel"])), x4 @ w_1x1[0, 0] + scale * (x4 @ a2) @ b)
@@ -151,7 +157,8 @@ def test_trained_run_reads_back_merged_and_evaluates_as_trained(image_folder, tm
   run = run_lib.prepare(config, workdir, for_training=False)
   state, _ = run.ckpts.restore_best(run.template)
   run.ckpts.close()
-  assert state.lora_scale == config.strategy.lora_alpha / 2 and np.any(state.trainable["layer2/conv/kernel/lora_b"])
+  assert state.lora_scale == config.strategy.lora_alpha / 2  # rank 2
+  assert np.any(state.trainable["layer2/conv/kernel/lora_b"])
   x = _images(16, n=4)
   # The training loss function's view of the model (adapters merged at every step) ...
   flat = {**state.frozen, **state.trainable}
