@@ -267,7 +267,8 @@ def main(argv=None) -> None:
       for m in models for s in sizes]
   print(f"Train step per strategy on {benchlib.cpu_description()}: batch {benchlib.BATCH}, "
         f"{benchlib.num_cores()} CPU cores, "
-        f"{args.dtype}, median of {steps} steps; freeze_shallow freezes "
+        f"{args.dtype}, median of {steps} steps"
+        + ("; freeze_shallow freezes " if models else "")
         + ", ".join(f"{m}: {args.freeze_blocks or benchlib.half_blocks(m)} blocks" for m in models))
   print(benchlib.format_table(rows, STEP_COLUMNS))
   if cache_rows:
