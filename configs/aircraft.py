@@ -93,9 +93,9 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-  """The guide's table: 6 strategies x 3 models x 3 seeds."""
+  """The guide's table: 6 strategies x 5 models x 3 seeds (the appendix's models included)."""
   del arg
-  models = ["mobilenet_v3_small", "resnet18", "convnext_tiny"]
+  models = ["mobilenet_v3_small", "resnet18", "mobilenet_v3_large", "convnext_tiny", "resnest50d"]
   return grid.cross(
       grid.zip_(**{"model.name": models, "model.pretrained": models}),
       grid.product(**{"strategy.name": STRATEGY_ORDER, "seed": [0, 1, 2]}))

@@ -83,6 +83,9 @@ def get_config(arg=None):
   config.strategy.l2sp_alpha = 0.01    # l2sp: pull towards the pretrained weights
   config.strategy.l2sp_beta = 0.01     # l2sp: decay of the new head
   config.strategy.cache_features = True  # linear probe with augment=False: train the head on cached features
+  config.strategy.lora_rank = 8        # lora: inner dimension r of each adapter A @ B
+  config.strategy.lora_alpha = 8.0     # lora: the update is (lora_alpha / lora_rank) * A @ B
+  config.strategy.lora_targets = ()    # lora: regexes over parameter paths to adapt; () = the model's default (ViT: attention + MLP kernels; CNNs: 1x1 convs and Dense kernels outside the head)
   config.strategy.rules = ()           # custom: ((regex, action), ...), see ftlab/training/strategy.py
 
   config.optimizer = ml_collections.ConfigDict()

@@ -3,13 +3,19 @@
   python experiments/bench_step.py [--quick] [--json=FILE]
       [--models=resnet18,efficientnet_lite0] [--sizes=224,96]
       [--strategies=full_ft,linear_probe] [--torch_variants=...] [--dtype=float32]
-      [--repeats=1]
+      [--repeats=1] [--modern_models=convnext_tiny,vit_s_16]
 
 For ResNet-18 and EfficientNet-Lite0 at batch 32 (224x224 and 96x96;
 `--quick`: 96x96 only) and the strategies full_ft and linear_probe, both
 frameworks train the same architecture from the same weights (ResNet-18:
 torchvision's random init; Lite0: the packaged ImageNet weights with a new
-100-class head), each in its own subprocess (so peak RSS is its own):
+100-class head), each in its own subprocess (so peak RSS is its own).
+ConvNeXt-tiny and ViT-S/16 (`--modern_models`; '' = none) add rows at 96x96
+for full_ft, linear_probe and lora, against torchvision's ConvNeXt-tiny and
+its VisionTransformer class with ViT-S/16 widths built for 96 px (random
+init); PyTorch's lora is the same adapters (`ftlab.training.lora.resolve`'s
+targets, rank and alpha) as `torch.nn.utils.parametrize` parametrizations
+W + (alpha / r) * B @ A of the frozen weights, PEFT's layout and init:
 
 * ftlab: the train step of `ftlab.training.steps` (uint8 NHWC in, normalised inside),
   jitted with `donate_argnums=(0,)`; compile time and the step's FLOPs (XLA
@@ -64,16 +70,21 @@ import statistics
 import tempfile
 
 import benchlib
+import torch_lora
 
 
 MODELS = ("resnet18", "efficientnet_lite0")
 STRATEGIES = ("full_ft", "linear_probe")
+MODERN_MODELS = ("convnext_tiny", "vit_s_16")
+MODERN_STRATEGIES = ("full_ft", "linear_probe", "lora")
+MODERN_SIZE = 96
 TORCH_VARIANTS = ("eager_nchw", "eager_channels_last", "compile_nchw", "compile_channels_last")
 ROW_KEYS = ("model", "image_size", "strategy", "ftlab_images_per_s", "torch_images_per_s",
             "ratio", "ftlab_peak_rss_mb", "torch_peak_rss_mb", "peak_flops_share",
             "ratio_min", "ratio_max", "rounds")
 LITE_TORCH_NAME = "efficientnet-lite0"
-TORCH_HEADS = {"resnet18": "fc", "efficientnet_lite0": "_fc"}
+TORCH_HEADS = {"resnet18": "fc", "efficientnet_lite0": "_fc", "convnext_tiny": "classifier",
+               "vit_s_16": "heads"}
 PIPELINE_IMAGES = 500
 PIPELINE_WH = (500, 375)
 MATMUL_N = 4096
@@ -83,13 +94,20 @@ TARGET_PIPELINE_RATIO = 2.0
 # --- workers (each in its own process) ---------------------------------------
 
 
-def torch_model(model: str):
+def torch_model(model: str, image_size: int):
   """The PyTorch original of `model` with a NUM_CLASSES head (random init, seed 0)."""
   import torch  # pylint: disable=import-outside-toplevel
   torch.manual_seed(0)
-  if model == "resnet18":
+  if model in ("resnet18", "convnext_tiny"):
     import torchvision  # pylint: disable=import-outside-toplevel
-    return torchvision.models.resnet18(weights=None, num_classes=benchlib.NUM_CLASSES)
+    return getattr(torchvision.models, model)(weights=None, num_classes=benchlib.NUM_CLASSES)
+  if model == "vit_s_16":  # torchvision's class with ViT-S/16 widths, its grid for image_size
+    from torchvision.models.vision_transformer import \
+      VisionTransformer  # pylint: disable=import-outside-toplevel
+    from ftlab.models.vit import VARIANTS  # pylint: disable=import-outside-toplevel
+    v = VARIANTS[model]
+    return VisionTransformer(image_size, v.patch, v.layers, v.heads, v.hidden, v.mlp,
+                             num_classes=benchlib.NUM_CLASSES)
   if model == "efficientnet_lite0":
     from efficientnet_lite_pytorch import EfficientNet  # pylint: disable=import-outside-toplevel
     return EfficientNet.from_name(LITE_TORCH_NAME, num_classes=benchlib.NUM_CLASSES)
@@ -111,13 +129,17 @@ def write_jpegs(image_dir: str) -> str:
   return image_dir
 
 
+def weights_key(model: str, image_size: int) -> str:
+  return f"{model}_{image_size}"  # a ViT's position embedding follows the image size
+
+
 def prepare_worker(spec: dict) -> dict:
-  """Writes each model's shared weights (.npz of the torch state dict) and the JPEGs."""
+  """Writes each (model, size)'s shared weights (.npz of the torch state dict) and the JPEGs."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   out = {"weights": {}, "notes": {}}
-  for model in spec["models"]:
-    net = torch_model(model)
+  for model, size in spec["points"]:
+    net = torch_model(model, size)
     state = {k: v.numpy() for k, v in net.state_dict().items()}
     if model == "efficientnet_lite0":
       from ftlab.pretrained import pth, registry  # pylint: disable=import-outside-toplevel
@@ -127,29 +149,37 @@ def prepare_worker(spec: dict) -> dict:
     else:
       out["notes"][model] = "torchvision random init (seed 0)"
     net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
-    path = os.path.join(spec["dir"], f"{model}.npz")
+    path = os.path.join(spec["dir"], f"{weights_key(model, size)}.npz")
     np.savez(path, **state)
-    out["weights"][model] = path
+    out["weights"][weights_key(model, size)] = path
   out["image_dir"] = write_jpegs(os.path.join(spec["dir"], "jpeg"))
   return out
 
 
 def load_torch_weights(setup, state, path: str):
-  """`state` with every parameter and BN statistic from the torch state dict at `path`."""
+  """`state` with every parameter and BN statistic from the torch state dict at `path`.
+
+  LoRA adapters (not in the torch state dict) keep their fresh init.
+  """
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
 
   from ftlab.pretrained import layout  # pylint: disable=import-outside-toplevel
+  from ftlab.training import lora  # pylint: disable=import-outside-toplevel
   from ftlab.training import state as state_lib  # pylint: disable=import-outside-toplevel
   with np.load(path) as npz:
     state_dict = {k: npz[k] for k in npz.files}
   converted = layout.torch_to_flax(state_dict, state_lib.variables_of(state))
   params = state_lib.flatten(converted["params"])
-  expected = {**state.trainable, **state.frozen}
+  everything = {**state.trainable, **state.frozen}
+  adapters = {k: v for k, v in everything.items() if lora.is_adapter(k)}
+  expected = {k: v for k, v in everything.items() if k not in adapters}
   if set(params) != set(expected) or any(params[k].shape != expected[k].shape for k in params):
     raise ValueError(f"converted weights do not fit the ftlab model ({path})")
-  state = state.replace(trainable=jax.tree.map(jax.numpy.asarray, params), frozen={},
-                        batch_stats=jax.tree.map(jax.numpy.asarray, converted["batch_stats"]))
+  params = {**jax.tree.map(jax.numpy.asarray, params), **adapters}
+  state = state.replace(trainable=params, frozen={},
+                        batch_stats=jax.tree.map(jax.numpy.asarray,
+                                                 converted.get("batch_stats", {})))
   return state_lib.regroup(state, setup.phases[0])
 
 
@@ -199,9 +229,11 @@ def torch_worker(spec: dict) -> dict:
   torch.set_num_threads(benchlib.num_cores())
   channels_last = spec["variant"].endswith("channels_last")
   layout = torch.channels_last if channels_last else torch.contiguous_format
-  net = torch_model(spec["model"])
+  net = torch_model(spec["model"], spec["image_size"])
   with np.load(spec["weights"]) as npz:
     net.load_state_dict({k: torch.from_numpy(npz[k]) for k in npz.files})
+  if spec["strategy"] == "lora":
+    torch_lora.add_lora(net, spec["model"], spec["image_size"], TORCH_HEADS[spec["model"]])
   net = net.to(memory_format=layout)
   _torch_train_modes(net, spec["model"], spec["strategy"])
   opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01,
@@ -287,6 +319,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--models", default=",".join(MODELS))
   parser.add_argument("--sizes", default="", help="comma-separated; default 224,96 (quick: 96)")
   parser.add_argument("--strategies", default=",".join(STRATEGIES))
+  parser.add_argument("--modern_models", default=",".join(MODERN_MODELS),
+                      help=f"models compared at {MODERN_SIZE}px for {','.join(MODERN_STRATEGIES)}")
   parser.add_argument("--torch_variants", default=",".join(TORCH_VARIANTS),
                       help="subset of " + ",".join(TORCH_VARIANTS) + "; empty: ftlab only")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
@@ -423,7 +457,7 @@ def run_ftlab(args, prep, run, key, label: str) -> dict:
   model, size, strategy = key
   return run({"kind": "ftlab", "dtype": args.dtype, "xla_defaults": args.xla_defaults,
               "compilation_cache": args.compilation_cache, "model": model, "image_size": size,
-              "strategy": strategy, "weights": prep["weights"][model],
+              "strategy": strategy, "weights": prep["weights"][weights_key(model, size)],
               "steps": timed_steps(args), "warmup": args.warmup}, label)
 
 
@@ -434,7 +468,7 @@ def run_torch(args, prep, run, key, variant: str, label: str) -> dict:
   spec = get_spec(model)
   return run({"kind": "torch", "variant": variant, "mean": spec.mean, "std": spec.std,
               "model": model, "image_size": size, "strategy": strategy,
-              "weights": prep["weights"][model], "steps": timed_steps(args),
+              "weights": prep["weights"][weights_key(model, size)], "steps": timed_steps(args),
               "warmup": args.warmup}, label,
              timeout_s=args.compile_timeout if variant.startswith("compile") else 1800.0)
 
@@ -529,15 +563,18 @@ def main(argv=None) -> None:
     benchlib.serve_worker(WORKERS, args.worker)
     return
   sizes = [int(s) for s in (args.sizes or ("96" if args.quick else "224,96")).split(",")]
-  models = args.models.split(",")
+  models = [m for m in args.models.split(",") if m]  # '' = only the --modern_models rows
   grid = [(m, s, st) for m in models for s in sizes for st in args.strategies.split(",")]
+  grid += [(m, MODERN_SIZE, st) for m in args.modern_models.split(",") if m
+           for st in MODERN_STRATEGIES]
   benchlib.log(f"{benchlib.cpu_description()}, {benchlib.num_cores()} cores, "
                f"batch {benchlib.BATCH}; "
                f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   run = functools.partial(measure, args=args)
   workdir = tempfile.mkdtemp(prefix="bench_step_")
   try:
-    prep = run({"kind": "prepare", "models": models, "dir": workdir}, "prepare weights + JPEGs")
+    points = sorted({(m, s) for m, s, _ in grid})
+    prep = run({"kind": "prepare", "points": points, "dir": workdir}, "prepare weights + JPEGs")
     if "error" in prep:
       raise SystemExit(f"prepare failed: {prep['error']}")
     peak = {} if args.no_peak else run({"kind": "peak", "n": MATMUL_N}, "peak matmul")

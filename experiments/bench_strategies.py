@@ -2,6 +2,7 @@
 
   python experiments/bench_strategies.py [--quick] [--json=FILE]
       [--models=resnet18,efficientnet_lite0] [--sizes=224,96] [--dtype=float32]
+      [--modern_models=convnext_tiny,vit_s_16]
 
 For ResNet-18 and EfficientNet-Lite0 at batch 32 (224x224 and 96x96;
 `--quick`: 96x96 only), every strategy's jitted train step (random init,
@@ -13,6 +14,11 @@ only that (each row runs in its own subprocess). freeze_shallow freezes
 and layer1, EfficientNet-Lite0's stem and `_blocks/0-7`), since the config
 default of 7 blocks does not exist on ResNet-18's 5; `--freeze_blocks=N`
 overrides it.
+
+ConvNeXt-tiny and ViT-S/16 (`--modern_models`; '' = none) add rows at 96x96
+only, for full_ft, linear_probe and lora (`config.strategy.lora_*` defaults:
+rank 8 on ViT's attention and MLP kernels, on ConvNeXt's pointwise Linear
+layers); ViT-S/16 builds its position embedding for the 6x6 patch grid.
 
 Feature cache: for each model and size, one epoch of `--epoch_batches`
 batches of the linear-probe step on images (random batches already decoded,
@@ -45,6 +51,9 @@ import benchlib
 
 MODELS = ("resnet18", "efficientnet_lite0")
 STRATEGIES = ("full_ft", "linear_probe", "freeze_shallow", "full_ft_head_lr", "bitfit")
+MODERN_MODELS = ("convnext_tiny", "vit_s_16")
+MODERN_STRATEGIES = ("full_ft", "linear_probe", "lora")
+MODERN_SIZE = 96
 ROW_KEYS = ("model", "image_size", "strategy", "trainable_params", "step_ms", "images_per_s",
             "ratio_to_full_ft", "peak_rss_mb")
 CACHE_KIND = "cached_probe_epoch_speedup"
@@ -157,6 +166,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--models", default=",".join(MODELS))
   parser.add_argument("--sizes", default="", help="comma-separated; default 224,96 (quick: 96)")
   parser.add_argument("--strategies", default=",".join(STRATEGIES))
+  parser.add_argument("--modern_models", default=",".join(MODERN_MODELS),
+                      help=f"models timed at {MODERN_SIZE}px for {','.join(MODERN_STRATEGIES)}")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   parser.add_argument("--freeze_blocks", type=int, default=0,
                       help="freeze_shallow's frozen blocks; 0 = half the model's blocks")
@@ -235,16 +246,20 @@ def main(argv=None) -> None:
     benchlib.serve_worker(WORKERS, args.worker)
     return
   sizes = [int(s) for s in (args.sizes or ("96" if args.quick else "224,96")).split(",")]
-  models, strategies = args.models.split(","), args.strategies.split(",")
+  models = [m for m in args.models.split(",") if m]  # '' = only the --modern_models rows
+  strategies = args.strategies.split(",")
   steps = args.steps or (6 if args.quick else 10)
   common = {"dtype": args.dtype}
   benchlib.log(f"{benchlib.cpu_description()}, {benchlib.num_cores()} cores, "
                f"batch {benchlib.BATCH}, {benchlib.NUM_CLASSES} classes, dtype {args.dtype}, "
                f"median of {steps} steps after {args.warmup} warm-up")
+  points = [(m, s, st) for m in models for s in sizes for st in strategies]
+  points += [(m, MODERN_SIZE, st) for m in args.modern_models.split(",") if m
+             for st in MODERN_STRATEGIES]
   rows = [measure({"kind": "step", "model": m, "image_size": s, "strategy": st,
                    "freeze_blocks": args.freeze_blocks, "steps": steps, "warmup": args.warmup,
                    **common}, args)
-          for m in models for s in sizes for st in strategies]
+          for m, s, st in points]
   add_ratios(rows)
   cache_rows = [] if args.no_cache else [
       measure({"kind": "cache", "model": m, "image_size": s, "epoch_batches": args.epoch_batches,
@@ -252,7 +267,8 @@ def main(argv=None) -> None:
       for m in models for s in sizes]
   print(f"Train step per strategy on {benchlib.cpu_description()}: batch {benchlib.BATCH}, "
         f"{benchlib.num_cores()} CPU cores, "
-        f"{args.dtype}, median of {steps} steps; freeze_shallow freezes "
+        f"{args.dtype}, median of {steps} steps"
+        + ("; freeze_shallow freezes " if models else "")
         + ", ".join(f"{m}: {args.freeze_blocks or benchlib.half_blocks(m)} blocks" for m in models))
   print(benchlib.format_table(rows, STEP_COLUMNS))
   if cache_rows:

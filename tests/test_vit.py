@@ -207,3 +207,29 @@ def test_convert_and_predict_a_small_vit(tmp_path, monkeypatch):
   ref, _ = torch_outputs(net, x)
   probs = predictor.probabilities(x.transpose(0, 2, 3, 1))
   np.testing.assert_allclose(probs, torch.softmax(torch.from_numpy(ref), -1).numpy(), atol=1e-5)
+
+
+# ------------------------------------------------------- bad input
+
+
+def test_config_image_size_the_patch_does_not_divide_fails_at_setup():
+  from configs import default  # pylint: disable=import-outside-toplevel
+  from ftlab.training import state as state_lib  # pylint: disable=import-outside-toplevel
+  config = default.get_config()
+  config.model.name, config.data.image_size = "vit_s_16", 100
+  with pytest.raises(ValueError) as error:
+    state_lib.build_setup(config, 10, 10, 0, 5)
+  assert str(error.value).splitlines()[0] == (
+      "config.data.image_size=100 is not divisible by the ViT patch size 16")
+
+
+def test_a_checkpoint_of_another_vit_variant_names_the_first_mismatch(tmp_path):
+  net = torch_vit(small("vit_s_16", 1))  # width 384, loaded into a ViT-B (width 768)
+  torch.save(net.state_dict(), tmp_path / "vit_s.pth")
+  template = load.template_variables(flax_vit(small("vit_b_16", 1)), SIZE)
+  with pytest.raises(load.ShapeMismatchError) as error:
+    load.load_pretrained(template, tmp_path / "vit_s.pth", models.get_spec("vit_b_16"))
+  message = str(error.value)
+  assert "\n" not in message and message.startswith(str(tmp_path / "vit_s.pth"))
+  assert message.endswith("params/class_token has shape (1, 1, 384) in the checkpoint but "
+                          "(1, 1, 768) in the model, and it is not part of the head")

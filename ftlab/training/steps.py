@@ -24,7 +24,7 @@ from ftlab.models import ModelSpec
 from ftlab.training import ema as ema_lib
 from ftlab.training import mixup as mixup_lib
 from ftlab.training import strategy
-from ftlab.training.state import Setup, TrainState, unflatten, variables_of
+from ftlab.training.state import Setup, TrainState, model_params, variables_of
 
 
 def normalize(images, spec: ModelSpec):
@@ -73,7 +73,8 @@ def make_train_step(setup: Setup, phase_index: int = 0, on_features: bool = Fals
                      "not defined on cached trunk features (config.strategy.cache_features)")
 
   def loss_fn(trainable, state, inputs, part, targets, rng):
-    variables = {"params": unflatten({**state.frozen, **trainable}), "batch_stats": state.batch_stats}
+    params = model_params({**state.frozen, **trainable}, state.lora_scale)  # LoRA merged in
+    variables = {"params": params, "batch_stats": state.batch_stats}
     logits, updates = setup.model.apply(variables, inputs, train=phase.mode, part=part,
                                         mutable=["batch_stats"], rngs={"dropout": rng})
     hp = state.hparams  # values, not constants: one program for every value (optim.py)

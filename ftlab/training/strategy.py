@@ -22,6 +22,11 @@ Presets (`PRESETS`) build rules from the architecture's declared blocks
 (`ModelSpec.blocks`, shallow to deep) and head, so `freeze_shallow` with
 `freeze_blocks=7` means the first seven trunk blocks on every model
 (MobileNetV3's features.0..features.6, as in the MindCV guide).
+
+`lora` trains low-rank adapters (`training/lora.py`): leaves `P/lora_a`,
+`P/lora_b` beside each adapted kernel `P`, added to the parameter shapes
+before the rules are compiled, so they form their own group in the plan (and
+in the table printed at the start of a run); the head trains, the rest is frozen.
 """
 import dataclasses
 import difflib
@@ -39,8 +44,17 @@ from ftlab.models import ModelSpec
 BN_SCALE = "scale"
 
 
+# The leaf names of a LoRA adapter beside its kernel (`training/lora.py`).
+LORA_LEAVES = ("lora_a", "lora_b")
+
+
 class StrategyError(ValueError):
   pass
+
+
+def nearest_paths(pattern: str, paths, n: int = 5) -> list:
+  """The `n` paths closest to `pattern` as text, for errors about a regex that matches nothing."""
+  return difflib.get_close_matches(pattern, list(paths), n=n, cutoff=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,9 +165,8 @@ def compile_rules(rules: Sequence[Tuple[str, Any]], shapes: Dict[str, Tuple[int,
       raise StrategyError(f"parameter {path!r} is matched by no rule; end the rules with a catch-all '.*'")
   for group in groups:
     if not group.paths:
-      near = difflib.get_close_matches(group.rule, list(shapes), n=5, cutoff=0.0)
       raise StrategyError(f"rule {group.rule!r} matches no parameter (first match wins); "
-                          f"nearest paths: {near}")
+                          f"nearest paths: {nearest_paths(group.rule, shapes)}")
   return Plan(groups, labels)
 
 
@@ -225,6 +238,13 @@ def _l2sp(spec: ModelSpec, cfg) -> list:
   return [(under(spec.head), {"wd_mult": 0.0}), (".*", {"wd_mult": 0.0})]
 
 
+def _lora(spec: ModelSpec, cfg) -> list:
+  """LoRA: the adapters and the head train, every other parameter is frozen."""
+  del cfg
+  adapters = f".*/(?:{'|'.join(LORA_LEAVES)})"
+  return [(adapters, 1.0), (under(spec.head), 1.0), (".*", "freeze")]
+
+
 def _custom(spec: ModelSpec, cfg) -> list:
   del spec
   return [tuple(r) for r in cfg.rules]
@@ -269,11 +289,13 @@ class Preset:
       [(first step, rules), ...].
     pretrained: False starts from random init whatever `model.pretrained` says.
     l2sp: add the L2-SP penalty towards the starting weights (`penalty`).
+    lora: the parameters include LoRA adapters (`training/lora.py`).
     source: where the recipe comes from.
   """
   phases: Callable[[ModelSpec, Any, int, int], list]
   pretrained: bool = True
   l2sp: bool = False
+  lora: bool = False
   source: str = ""
 
 
@@ -292,6 +314,7 @@ PRESETS = {
     "bitfit": Preset(_single(_bitfit), source="Ben Zaken et al. 2022, BitFit"),
     "l2sp": Preset(_single(_l2sp), l2sp=True, source="Li et al. 2018, L2-SP"),
     "gradual_unfreeze": Preset(_gradual_unfreeze, source="Howard & Ruder 2018, ULMFiT"),
+    "lora": Preset(_single(_lora), lora=True, source="Hu et al. 2021, LoRA"),
     "custom": Preset(_single(_custom), source="config.strategy.rules"),
 }
 
