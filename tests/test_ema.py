@@ -79,7 +79,7 @@ def _latest(config, workdir):
 
 
 def test_killed_and_resumed_run_has_bit_identical_ema(image_folder, tmp_path):
-  common = {"train.num_epochs": 2.0, "train.ema_decay": 0.9}
+  common = {"train.num_epochs": 1.5, "train.ema_decay": 0.9}  # 10 steps, evaluated at 7 and 10
   config = tiny_config(image_folder, **common)
   full = trainer.train_and_evaluate(config, str(tmp_path / "full"))
   resumed_dir = str(tmp_path / "resumed")
@@ -129,3 +129,21 @@ def test_bad_ema_keys_are_one_line_errors(image_folder, tmp_path):
     _run(tiny_config(image_folder, **{"train.select_ema": True}), str(tmp_path / "a"))
   with pytest.raises(ValueError, match=r"config.train.ema_decay=1.0 must be in \[0, 1\)"):
     _run(tiny_config(image_folder, **{"train.ema_decay": 1.0}), str(tmp_path / "b"))
+
+
+def test_a_checkpoint_from_before_the_ema_field_still_restores(image_folder, tmp_path):
+  config = tiny_config(image_folder)
+  run = _run(config, str(tmp_path / "run"))
+  state = run.template(0, load_weights=True)
+  old = {f: getattr(state, f) for f in ("step", "trainable", "frozen", "batch_stats",
+                                         "opt_state", "anchor")}  # TrainState's fields until now
+  ckpts = checkpoint.Checkpoints(str(tmp_path / "run"))
+  ckpts.save_latest(3, old, {"history": []})
+  restored, _ = ckpts.restore_latest(run.template)
+  ckpts.close()
+  assert restored.ema == {} and isinstance(restored, state_lib.TrainState)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(restored.trainable),
+                         jax.device_get(state.trainable))
+  with_ema = _run(tiny_config(image_folder, **{"train.ema_decay": 0.9}), str(tmp_path / "run"))
+  with pytest.raises(ValueError, match="do not match"):  # an EMA run cannot resume without one
+    with_ema.ckpts.restore_latest(with_ema.template)

@@ -29,6 +29,11 @@ def _manager(path: str) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(path, options=options, item_names=("state", "meta"))
 
 
+def _restore_step(manager, step: int, abstract_state) -> dict:
+  return manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+
+
 class Checkpoints:
   """The run's two checkpoint managers."""
 
@@ -60,9 +65,18 @@ class Checkpoints:
     step = manager.latest_step()
     if step is None:
       return None
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target_fn(step))
-    out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                        meta=ocp.args.JsonRestore()))
+    template = target_fn(step)
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    try:
+      out = _restore_step(manager, step, abstract)
+    except ValueError:
+      if template.ema:
+        raise
+      # Written before TrainState had `ema` (no EMA in this run either): the other fields.
+      fields = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)
+                if f.name != "ema"}
+      out = _restore_step(manager, step, fields)
+      out = {"state": type(template)(**out["state"], ema={}), "meta": out["meta"]}
     return out["state"], dict(out["meta"])
 
   def restore_latest(self, target_fn: Callable[[int], Any]) -> Optional[tuple]:
