@@ -1,7 +1,9 @@
 """Compiles `onednn_conv.cc` against the pip-installed oneDNN, once, into a cache.
 
-The shared library lands in `<cache>/ftlab/onednn/<key>/libftlab_onednn.so`,
-where `<cache>` is `$XDG_CACHE_HOME` (default `~/.cache`) and `<key>` hashes
+The shared library lands in `<cache>/<key>/libftlab_onednn.so`, where
+`<cache>` is `$FTLAB_CACHE_DIR/onednn` if set, else
+`$XDG_CACHE_HOME/ftlab/onednn` (default `~/.cache/ftlab/onednn`; CI points
+FTLAB_CACHE_DIR into its fresh venv, so it builds from scratch) and `<key>` hashes
 the C++ source, the compiler command, the jaxlib version (its FFI headers)
 and the oneDNN library found, so a changed input builds a new library and a
 cached one is reused by every later process. The build writes a temporary
@@ -89,6 +91,8 @@ def compile_command(cxx: str, onednn: OneDnn, output: str) -> List[str]:
 
 
 def cache_root() -> pathlib.Path:
+  if os.environ.get("FTLAB_CACHE_DIR"):
+    return pathlib.Path(os.environ["FTLAB_CACHE_DIR"], "onednn")
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return pathlib.Path(base, "ftlab", "onednn")
 
