@@ -17,7 +17,6 @@ when it can); callers fall back to `lax.conv_general_dilated` for it.
 import ctypes
 import dataclasses
 import functools
-import logging
 from typing import Optional, Sequence, Tuple
 
 import jax
@@ -200,13 +199,3 @@ def _conv2d_bwd(geometry, residuals, g):
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
-
-
-def log_availability_once(message: str) -> None:
-  """One INFO line per distinct message in this process."""
-  _log_once(message)
-
-
-@functools.lru_cache(maxsize=None)
-def _log_once(message: str) -> None:
-  logging.info(message)
