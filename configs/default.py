@@ -32,8 +32,8 @@ def get_config(arg=None):
   config.model.bn_momentum = 0.0       # > 0: BatchNorm running-stat momentum for every layer (PyTorch convention); 0 = the architecture's own
   # where nn.Conv-style convolutions run: auto | xla | onednn. onednn = ftlab's
   # oneDNN custom calls (CPU only; an error if the library cannot be built);
-  # auto = onednn on the CPU backend when the library builds, XLA elsewhere
-  # (README "oneDNN convolutions"). Depthwise convs keep ftlab's own path.
+  # auto = XLA everywhere for now (oneDNN not measured faster on the CPU; see
+  # ftlab.models.conv.AUTO_CPU, README "oneDNN convolutions"). Depthwise convs keep ftlab's own path.
   config.model.conv_impl = "auto"
 
   config.data = ml_collections.ConfigDict()

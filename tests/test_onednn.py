@@ -203,14 +203,19 @@ def test_onednn_requested_but_unavailable_is_a_one_line_error(monkeypatch):
 
 
 def test_auto_resolves_per_backend_and_falls_back_without_the_library(monkeypatch):
-  assert conv_lib._resolve("auto", "cpu") == "onednn"  # pylint: disable=protected-access
-  assert conv_lib._resolve("auto", "gpu") == "xla"  # pylint: disable=protected-access
-  monkeypatch.setattr(ops, "availability", lambda: (False, "no compiler"))
-  conv_lib._resolve.cache_clear()  # pylint: disable=protected-access
+  resolve = conv_lib._resolve  # pylint: disable=protected-access
+  resolve.cache_clear()
   try:
-    assert conv_lib._resolve("auto", "cpu") == "xla"  # pylint: disable=protected-access
+    assert resolve("auto", "cpu") == conv_lib.AUTO_CPU
+    assert resolve("auto", "gpu") == "xla"
+    monkeypatch.setattr(conv_lib, "AUTO_CPU", "onednn")
+    resolve.cache_clear()
+    assert resolve("auto", "cpu") == "onednn"
+    monkeypatch.setattr(ops, "availability", lambda: (False, "no compiler"))
+    resolve.cache_clear()
+    assert resolve("auto", "cpu") == "xla"
   finally:
-    conv_lib._resolve.cache_clear()  # pylint: disable=protected-access
+    resolve.cache_clear()
 
 
 def test_missing_onednn_says_what_to_install(monkeypatch, tmp_path):
