@@ -14,7 +14,8 @@ setup(
     version="0.1.0",
     description="Compare fine-tuning strategies for pretrained image models in JAX/Flax.",
     packages=find_packages(include=["ftlab", "ftlab.*", "configs"]),
-    package_data={"ftlab": ["data/*.txt", "pretrained/*.txt", "pretrained/*.json"]},
+    package_data={"ftlab": ["data/*.txt", "pretrained/*.txt", "pretrained/*.json",
+                            "ops/*.cc"]},
     python_requires=">=3.10",
     install_requires=requirements,
 )

@@ -30,6 +30,11 @@ def get_config(arg=None):
   # without drop-path accept only 0.
   config.model.drop_path_rate = 0.0
   config.model.bn_momentum = 0.0       # > 0: BatchNorm running-stat momentum for every layer (PyTorch convention); 0 = the architecture's own
+  # where nn.Conv-style convolutions run: auto | xla | onednn. onednn = ftlab's
+  # oneDNN custom calls (CPU only; an error if the library cannot be built);
+  # auto = XLA everywhere for now (oneDNN not measured faster on the CPU; see
+  # ftlab.models.conv.AUTO_CPU, README "oneDNN convolutions"). Depthwise convs keep ftlab's own path.
+  config.model.conv_impl = "auto"
 
   config.data = ml_collections.ConfigDict()
   config.data.kind = "imagefolder"     # imagefolder | aircraft | digits | tfds

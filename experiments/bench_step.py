@@ -81,7 +81,8 @@ MODERN_SIZE = 96
 TORCH_VARIANTS = ("eager_nchw", "eager_channels_last", "compile_nchw", "compile_channels_last")
 ROW_KEYS = ("model", "image_size", "strategy", "ftlab_images_per_s", "torch_images_per_s",
             "ratio", "ftlab_peak_rss_mb", "torch_peak_rss_mb", "peak_flops_share",
-            "ratio_min", "ratio_max", "rounds")
+            "ratio_min", "ratio_max", "rounds", "xla_images_per_s", "xla_ratio",
+            "onednn_images_per_s", "onednn_ratio", "onednn_ratio_min", "onednn_ratio_max")
 LITE_TORCH_NAME = "efficientnet-lite0"
 TORCH_HEADS = {"resnet18": "fc", "efficientnet_lite0": "_fc", "convnext_tiny": "classifier",
                "vit_s_16": "heads"}
@@ -187,10 +188,12 @@ def ftlab_worker(spec: dict) -> dict:
   """Compiles and times ftlab's train step on the shared weights."""
   import jax  # pylint: disable=import-outside-toplevel
 
+  from ftlab.models import conv as conv_lib  # pylint: disable=import-outside-toplevel
   from ftlab.training import runtime  # pylint: disable=import-outside-toplevel
   from ftlab.training.steps import make_train_step  # pylint: disable=import-outside-toplevel
   runtime.use_compilation_cache(spec.get("compilation_cache", ""))
   config = benchlib.ftlab_config(spec["model"], spec["image_size"], spec["strategy"], spec["dtype"])
+  config.model.conv_impl = spec["conv_impl"]
   setup, state = benchlib.build_state(config)
   state = load_torch_weights(setup, state, spec["weights"])
   batch = jax.device_put(benchlib.random_batch(spec["image_size"]))
@@ -201,7 +204,8 @@ def ftlab_worker(spec: dict) -> dict:
   return {"images_per_s": benchlib.BATCH / timing.median_s, "step_ms": timing.median_s * 1e3,
           "compile_s": compile_s, "flops": benchlib.flops_of(compiled),
           "peak_rss_mb": benchlib.peak_rss_mb(), "foreign_cores": timing.foreign_cores,
-          "own_cores": timing.own_cores, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+          "own_cores": timing.own_cores, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "conv_impl": conv_lib.resolved()}
 
 
 def _torch_train_modes(net, model: str, strategy: str) -> None:
@@ -336,6 +340,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="rounds per row: after the first, ftlab and the row's best PyTorch "
                       "variant are re-measured back to back; medians and the median paired "
                       "ratio are reported (the machine's speed drifts between minutes)")
+  parser.add_argument("--conv_impls", default="onednn,xla",
+                      help="config.model.conv_impl values timed per row (auto | xla | onednn); "
+                      "the first is the headline ftlab column, each gets <impl>_img/s and ratio")
   parser.add_argument("--compile_timeout", type=float, default=900.0,
                       help="seconds before a torch.compile variant is given up")
   parser.add_argument("--no_pipeline", action="store_true")
@@ -381,29 +388,47 @@ def paired(rounds: list) -> dict:
           "ratio_max": max(ratios), "rounds": len(ok)}
 
 
+def impl_columns(impl: str, fl: dict, tips, key_rounds: list) -> dict:
+  """`<impl>_images_per_s` and its paired ratio to PyTorch (`<impl>_ratio[_min|_max]`)."""
+  pair = paired([(fl.get("images_per_s"), tips)] + [(r.get(impl), r.get("torch"))
+                                                     for r in key_rounds])
+  return {f"{impl}_images_per_s": pair.get("ftlab", fl.get("images_per_s")),
+          f"{impl}_ratio": pair.get("ratio"), f"{impl}_ratio_min": pair.get("ratio_min"),
+          f"{impl}_ratio_max": pair.get("ratio_max")}
+
+
 def compare_rows(grid, ftlab_results, torch_results, peak_gflops, rounds=None) -> list:
   """One row per grid point, the JSON keys plus display extras.
 
-  `rounds` ({point: [(ftlab img/s, torch img/s), ...]}) holds the repeated
-  back-to-back measurements; without it a row is its single first round.
+  `ftlab_results[point]` maps each conv_impl to its result, the first one
+  being the headline `ftlab_*` columns. `rounds` ({point: [{impl: img/s,
+  'torch': img/s}, ...]}) holds the repeated back-to-back measurements;
+  without it a row is its single first round.
   """
   rows = []
   for key in grid:
-    fl, (variant, tb) = ftlab_results[key], best_torch(torch_results.get(key, {}))
+    (headline, fl), (variant, tb) = next(iter(ftlab_results[key].items())), \
+        best_torch(torch_results.get(key, {}))
     row = dict(zip(("model", "image_size", "strategy"), key))
     ips, tips = fl.get("images_per_s"), tb.get("images_per_s")
-    pair = paired([(ips, tips)] + (rounds or {}).get(key, []))
+    key_rounds = (rounds or {}).get(key, [])
+    for impl, result in ftlab_results[key].items():
+      row.update(impl_columns(impl, result, tips, key_rounds))
+    pair = paired([(ips, tips)] + [(r.get(headline), r.get("torch")) for r in key_rounds])
+    # XLA's cost analysis does not see inside custom calls: the step's FLOPs come from the
+    # implementation that counts the most (the XLA one when it was timed).
+    flops = max((r.get("flops") or 0.0) for r in ftlab_results[key].values())
     if pair:
       ips, tips = pair["ftlab"], pair["torch"]
     row.update(ftlab_images_per_s=ips, torch_images_per_s=tips,
                ratio=pair.get("ratio"), ratio_min=pair.get("ratio_min"),
                ratio_max=pair.get("ratio_max"), rounds=pair.get("rounds"),
                ftlab_peak_rss_mb=fl.get("peak_rss_mb"), torch_peak_rss_mb=tb.get("peak_rss_mb"),
-               peak_flops_share=share(fl.get("flops"), ips, peak_gflops),
-               torch_flops_share=share(fl.get("flops"), tips, peak_gflops),
+               peak_flops_share=share(flops, ips, peak_gflops),
+               torch_flops_share=share(flops, tips, peak_gflops),
                torch_variant=variant, compile_s=fl.get("compile_s"),
                ftlab_cores=fl.get("own_cores"), torch_cores=tb.get("own_cores"),
-               gflop_per_step=(fl.get("flops") or 0) / 1e9 or None, error=fl.get("error"))
+               gflop_per_step=flops / 1e9 or None, error=fl.get("error"))
     rows.append(row)
   return rows
 
@@ -412,6 +437,9 @@ MAIN_COLUMNS = (
     ("model", "model", ""), ("image_size", "size", "d"), ("strategy", "strategy", ""),
     ("ftlab_images_per_s", "ftlab_img/s", ".1f"), ("torch_images_per_s", "torch_img/s", ".1f"),
     ("torch_variant", "torch_best", ""), ("ratio", "ratio", ".2f"),
+    ("xla_images_per_s", "xla_img/s", ".1f"), ("xla_ratio", "xla_ratio", ".2f"),
+    ("onednn_images_per_s", "onednn_img/s", ".1f"), ("onednn_ratio", "onednn_ratio", ".2f"),
+    ("onednn_ratio_min", "onednn_min", ".2f"), ("onednn_ratio_max", "onednn_max", ".2f"),
     ("ratio_min", "ratio_min", ".2f"), ("ratio_max", "ratio_max", ".2f"), ("rounds", "rounds", "d"),
     ("ftlab_peak_rss_mb", "ftlab_rss_mb", ".0f"), ("torch_peak_rss_mb", "torch_rss_mb", ".0f"),
     ("peak_flops_share", "ftlab_peak_share", ".3f"), ("torch_flops_share", "torch_peak_share", ".3f"),
@@ -435,7 +463,8 @@ PIPE_COLUMNS = (
 def pipeline_rows(pipes: dict, ftlab_results: dict) -> list:
   rows = []
   for (size, threads, policy), p in pipes.items():
-    for (model, s, strategy), fl in ftlab_results.items():
+    for (model, s, strategy), by_impl in ftlab_results.items():
+      fl = next(iter(by_impl.values()))
       if s != size:
         continue
       step_ips, ips = fl.get("images_per_s"), p.get("images_per_s")
@@ -452,10 +481,15 @@ def timed_steps(args) -> int:
   return args.steps or (6 if args.quick else 10)
 
 
-def run_ftlab(args, prep, run, key, label: str) -> dict:
+def conv_impls(args) -> list:
+  return [impl for impl in args.conv_impls.split(",") if impl]
+
+
+def run_ftlab(args, prep, run, key, conv_impl: str, label: str) -> dict:
   """One ftlab worker for grid point `key` = (model, image_size, strategy)."""
   model, size, strategy = key
   return run({"kind": "ftlab", "dtype": args.dtype, "xla_defaults": args.xla_defaults,
+              "conv_impl": conv_impl,
               "compilation_cache": args.compilation_cache, "model": model, "image_size": size,
               "strategy": strategy, "weights": prep["weights"][weights_key(model, size)],
               "steps": timed_steps(args), "warmup": args.warmup}, label)
@@ -479,7 +513,8 @@ def run_grid(args, grid, prep, run) -> tuple:
   ftlab_results, torch_results = {}, {}
   for key in grid:
     name = " ".join(map(str, key))
-    ftlab_results[key] = run_ftlab(args, prep, run, key, f"ftlab {name}")
+    ftlab_results[key] = {impl: run_ftlab(args, prep, run, key, impl, f"ftlab {impl} {name}")
+                          for impl in conv_impls(args)}
     for variant in variants:
       torch_results.setdefault(key, {})[variant] = run_torch(
           args, prep, run, key, variant, f"torch {variant} {name}")
@@ -487,17 +522,19 @@ def run_grid(args, grid, prep, run) -> tuple:
 
 
 def run_repeats(args, grid, prep, run, ftlab_results, torch_results) -> dict:
-  """{point: [(ftlab img/s, torch img/s)]}: rounds 2..repeats, each pair back to back."""
+  """{point: [{impl: img/s, 'torch': img/s}]}: rounds 2..repeats, each back to back."""
   rounds = {}
   for r in range(2, args.repeats + 1):
     for key in grid:
       variant, _ = best_torch(torch_results.get(key, {}))
-      if variant is None or "error" in ftlab_results[key]:
+      impls = [i for i, fl in ftlab_results[key].items() if "error" not in fl]
+      if variant is None or not impls:
         continue
       label = f"round {r}: {' '.join(map(str, key))}"
-      fl = run_ftlab(args, prep, run, key, f"{label} ftlab")
+      measured = {impl: run_ftlab(args, prep, run, key, impl, f"{label} ftlab {impl}")
+                  .get("images_per_s") for impl in impls}
       tb = run_torch(args, prep, run, key, variant, f"{label} torch {variant}")
-      rounds.setdefault(key, []).append((fl.get("images_per_s"), tb.get("images_per_s")))
+      rounds.setdefault(key, []).append({**measured, "torch": tb.get("images_per_s")})
   return rounds
 
 
@@ -523,7 +560,8 @@ def run_pipelines(sizes, prep, run, auto_augment: str = "") -> dict:
 
 
 def ftlab_flags(ftlab_results: dict) -> str:
-  flags = {r.get("xla_flags", "") for r in ftlab_results.values() if "xla_flags" in r}
+  flags = {r.get("xla_flags", "") for by_impl in ftlab_results.values()
+           for r in by_impl.values() if "xla_flags" in r}
   return " | ".join(sorted(flags)) if flags else "(no ftlab rows)"
 
 

@@ -59,7 +59,16 @@ def test_configure_xla_sets_the_environment_for_the_tested_jaxlib():
 def test_configure_xla_keeps_defaults_for_an_untested_jaxlib():
   environ = {}
   assert runtime.configure_xla(environ, jaxlib_version="0.0.1") == ""
-  assert environ == {}
+  assert environ == runtime.OPENMP_ENV  # no XLA_FLAGS; the OpenMP settings do not depend on jaxlib
+
+
+def test_configure_threads_keeps_the_users_openmp_settings():
+  environ = {"OMP_WAIT_POLICY": "ACTIVE"}
+  runtime.configure_threads(environ)
+  assert environ == {"OMP_WAIT_POLICY": "ACTIVE"}
+  environ = {}
+  runtime.configure_threads(environ)
+  assert environ == {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def test_xla_default_hands_the_convolution_to_ynnpack():

@@ -147,7 +147,8 @@ def test_l2sp_without_pretrained_weights_is_an_error():
 
 
 def _conv_count(compiled) -> int:
-  return len(re.findall(r"convolution", compiled.as_text()))
+  """XLA convolutions plus ftlab's oneDNN convolution custom calls (conv_impl=auto on the CPU)."""
+  return len(re.findall(r"convolution|custom_call_target=\"ftlab_onednn_conv", compiled.as_text()))
 
 
 def test_frozen_trunk_has_no_backward_convolutions(image_folder, tmp_path):

@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ftlab.models import inits
+from ftlab.models.conv import Conv
 from ftlab.models.depthwise import DepthwiseConv
 from ftlab.models.layers import DropPath, TrainArg
 from ftlab.models.mobilenet import check_part
@@ -56,10 +57,10 @@ def layer_norm(dtype: Any, name: str) -> nn.LayerNorm:
   return nn.LayerNorm(epsilon=EPSILON, dtype=dtype, use_fast_variance=False, name=name)
 
 
-def conv(features: int, size: int, dtype: Any, name: str) -> nn.Conv:
+def conv(features: int, size: int, dtype: Any, name: str) -> Conv:
   """A size x size, stride-size conv with bias and no padding (stem and downsampling)."""
-  return nn.Conv(features, (size, size), (size, size), padding="VALID", dtype=dtype,
-                 kernel_init=INIT.conv, name=name)
+  return Conv(features, (size, size), (size, size), padding="VALID", dtype=dtype,
+              kernel_init=INIT.conv, name=name)
 
 
 def linear(features: int, dtype: Any, name: str) -> nn.Dense:

@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ftlab.models import inits
+from ftlab.models.conv import Conv
 from ftlab.models.depthwise import DepthwiseConv, tf_same_padding
 from ftlab.models.layers import BatchNorm, DropPath, Dropout, TrainArg
 from ftlab.models.pooling import global_avg_pool
@@ -127,9 +128,9 @@ def relu6(x):
   return jnp.minimum(jnp.maximum(x, 0), 6)
 
 
-def conv1x1(features: int, dtype: Any, kernel_init: Callable, name: str) -> nn.Conv:
-  return nn.Conv(features, (1, 1), use_bias=False, dtype=dtype,
-                 kernel_init=kernel_init, name=name)
+def conv1x1(features: int, dtype: Any, kernel_init: Callable, name: str) -> Conv:
+  return Conv(features, (1, 1), use_bias=False, dtype=dtype,
+              kernel_init=kernel_init, name=name)
 
 
 def batch_norm(dtype: Any, name: str) -> BatchNorm:
@@ -205,8 +206,8 @@ class EfficientNetLite(nn.Module):
 
   def trunk(self, x, train: TrainArg):
     pad = tf_same_padding(self.image_size, 3, 2)
-    x = nn.Conv(STEM_FEATURES, (3, 3), (2, 2), padding=(pad, pad), use_bias=False,
-                dtype=self.dtype, kernel_init=self.scheme.conv, name="_conv_stem")(x)
+    x = Conv(STEM_FEATURES, (3, 3), (2, 2), padding=(pad, pad), use_bias=False,
+             dtype=self.dtype, kernel_init=self.scheme.conv, name="_conv_stem")(x)
     x = relu6(batch_norm(self.dtype, "_bn0")(x, train))
     configs = block_configs(self.width, self.depth, self.image_size)
     x = Blocks(configs, self.drop_connect_rate, self.dtype, self.scheme, name="_blocks")(x, train)

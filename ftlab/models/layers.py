@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from ftlab.models import inits
+from ftlab.models.conv import Conv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,11 +117,11 @@ class Dropout(nn.Module):
 
 
 def torch_conv(features: int, kernel: int, stride: int, dtype: Any, name: str,
-               kernel_init=inits.KAIMING_NORMAL_FAN_OUT) -> nn.Conv:
+               kernel_init=inits.KAIMING_NORMAL_FAN_OUT) -> Conv:
   """Bias-free conv with PyTorch's symmetric padding (kernel - 1) // 2."""
   p = (kernel - 1) // 2
-  return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((p, p), (p, p)),
-                 use_bias=False, dtype=dtype, kernel_init=kernel_init, name=name)
+  return Conv(features, (kernel, kernel), (stride, stride), padding=((p, p), (p, p)),
+              use_bias=False, dtype=dtype, kernel_init=kernel_init, name=name)
 
 
 class DropPath(nn.Module):

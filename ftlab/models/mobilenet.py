@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ftlab.models import inits
+from ftlab.models.conv import Conv
 from ftlab.models.depthwise import DepthwiseConv
 from ftlab.models.layers import BatchNorm, Dropout, TrainArg
 from ftlab.models.pooling import global_avg_pool
@@ -49,9 +50,9 @@ def make_divisible(v: float, divisor: int = 8) -> int:
   return rounded + divisor if rounded < 0.9 * v else rounded
 
 
-def conv1x1(features: int, dtype: Any, name: str, use_bias: bool = False) -> nn.Conv:
-  return nn.Conv(features, (1, 1), use_bias=use_bias, dtype=dtype,
-                 kernel_init=INIT.conv, name=name)
+def conv1x1(features: int, dtype: Any, name: str, use_bias: bool = False) -> Conv:
+  return Conv(features, (1, 1), use_bias=use_bias, dtype=dtype,
+              kernel_init=INIT.conv, name=name)
 
 
 def linear(features: int, fan_in: int, dtype: Any, name: str) -> nn.Dense:
@@ -89,9 +90,9 @@ class ConvBNAct(nn.Module):
       x = DepthwiseConv(self.kernel, self.stride, padding=p, dtype=self.dtype,
                         kernel_init=INIT.depthwise, name="0")(x)
     else:
-      x = nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
-                  padding=((p, p), (p, p)), use_bias=False, dtype=self.dtype,
-                  kernel_init=INIT.conv, name="0")(x)
+      x = Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
+               padding=((p, p), (p, p)), use_bias=False, dtype=self.dtype,
+               kernel_init=INIT.conv, name="0")(x)
     x = self.norm(dtype=self.dtype, name="1")(x, train)
     return x if self.act is None else self.act(x)
 

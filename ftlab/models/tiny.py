@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ftlab.models import inits
+from ftlab.models.conv import Conv
 from ftlab.models.layers import BatchNorm, Dropout, TrainArg
 
 BLOCKS = ("conv1|bn1", "layer1", "layer2")
@@ -24,9 +25,9 @@ class ConvBN(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: TrainArg):
-    x = nn.Conv(self.features, (3, 3), (self.stride, self.stride),
-                padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
-                kernel_init=self.kernel_init, name="conv")(x)
+    x = Conv(self.features, (3, 3), (self.stride, self.stride),
+             padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype,
+             kernel_init=self.kernel_init, name="conv")(x)
     return nn.relu(BatchNorm(dtype=self.dtype, name="bn")(x, train))
 
 
@@ -47,8 +48,8 @@ class TinyCNN(nn.Module):
     conv_init = self.scheme.conv
     if part in ("all", "trunk"):
       x = x.astype(self.dtype)
-      x = nn.Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                  dtype=self.dtype, kernel_init=conv_init, name="conv1")(x)
+      x = Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+               dtype=self.dtype, kernel_init=conv_init, name="conv1")(x)
       x = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
       x = ConvBN(self.width * 2, stride=2, dtype=self.dtype, kernel_init=conv_init,
                  name="layer1")(x, train)

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from ftlab.models import inits
+from ftlab.models.conv import Conv
 from ftlab.models.layers import Dropout, TrainArg
 from ftlab.models.mobilenet import check_part
 
@@ -188,8 +189,8 @@ class VisionTransformer(nn.Module):
     v = self.variant
     check_image_size(x.shape[1], x.shape[2], v.patch)
     fan_in = 3 * v.patch * v.patch
-    x = nn.Conv(v.hidden, (v.patch, v.patch), (v.patch, v.patch), padding="VALID", dtype=self.dtype,
-                kernel_init=nn.initializers.normal(math.sqrt(1 / fan_in)), name="conv_proj")(x)
+    x = Conv(v.hidden, (v.patch, v.patch), (v.patch, v.patch), padding="VALID", dtype=self.dtype,
+             kernel_init=nn.initializers.normal(math.sqrt(1 / fan_in)), name="conv_proj")(x)
     x = x.reshape(x.shape[0], -1, v.hidden)
     token = self.param("class_token", nn.initializers.zeros, (1, 1, v.hidden), jnp.float32)
     token = jnp.broadcast_to(token.astype(self.dtype), (x.shape[0], 1, v.hidden))

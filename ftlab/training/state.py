@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ftlab.models import ModelSpec, get_spec, with_drop_path
+from ftlab.models import ModelSpec, conv, get_spec, with_drop_path
 from ftlab.models.layers import Mode
 from ftlab.pretrained import load as load_lib
 from ftlab.training import ema as ema_lib
@@ -153,6 +153,7 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
   if config.model.dtype not in DTYPES:
     raise ValueError(f"config.model.dtype={config.model.dtype!r}; use one of {list(DTYPES)}")
   spec = get_spec(config.model.name)
+  conv.select(config.model.conv_impl)
   model = spec.build(num_classes, DTYPES[config.model.dtype], config.model.init)
   model = with_drop_path(model, config.model.get("drop_path_rate", 0.0))
   image_size = config.data.image_size or spec.input_size
