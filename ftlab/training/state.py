@@ -155,7 +155,7 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
   spec = get_spec(config.model.name)
   conv.select(config.model.conv_impl)
   model = spec.build(num_classes, DTYPES[config.model.dtype], config.model.init)
-  model = with_drop_path(model, config.model.get("drop_path_rate", 0.0))
+  model = with_drop_path(model, config.model.drop_path_rate)
   image_size = config.data.image_size or spec.input_size
   shapes, batch_norms = variable_shapes(model, image_size)
   preset = strategy.get_preset(config.strategy.name)
