@@ -80,7 +80,11 @@ def get_config(arg=None):
   config.strategy.unfreeze_every_epochs = 1.0  # gradual_unfreeze: one more block per this many epochs
   config.strategy.l2sp_alpha = 0.01    # l2sp: pull towards the pretrained weights
   config.strategy.l2sp_beta = 0.01     # l2sp: decay of the new head
-  config.strategy.cache_features = True  # linear probe with augment=False: train the head on cached features
+  # deterministic train images (data.augment=False, or data.flip_only): linear_probe trains the
+  # head on cached trunk features; freeze_shallow trains the top on the activations cached at
+  # the freeze boundary (ftlab/training/boundary_cache.py)
+  config.strategy.cache_features = True
+  config.strategy.cache_max_bytes = 4 * 2**30  # above it the boundary cache is off (logged): train on images
   config.strategy.rules = ()           # custom: ((regex, action), ...), see ftlab/training/strategy.py
 
   config.optimizer = ml_collections.ConfigDict()

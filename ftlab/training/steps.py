@@ -23,14 +23,21 @@ def normalize(images, spec: ModelSpec):
   return (images.astype(jnp.float32) - mean) / std
 
 
-def _inputs(batch, setup: Setup, on_features: bool):
+def _inputs(batch, setup: Setup, on_features: bool, from_block: int = 0):
+  if from_block:
+    return batch["features"], ("from", from_block)
   if on_features:
     return batch["features"], "head"
   return normalize(batch["image"], setup.spec), "all"
 
 
-def make_train_step(setup: Setup, phase_index: int = 0, on_features: bool = False):
-  """Returns the pure `train_step(state, batch, rng) -> (state, metrics)` of one phase."""
+def make_train_step(setup: Setup, phase_index: int = 0, on_features: bool = False,
+                    from_block: int = 0):
+  """Returns the pure `train_step(state, batch, rng) -> (state, metrics)` of one phase.
+
+  `from_block` > 0: `batch['features']` holds the activations after that many
+  frozen blocks (training/boundary_cache.py), run through the rest of the model.
+  """
   phase = setup.phases[phase_index]
 
   def loss_fn(trainable, state, inputs, part, labels, rng):
@@ -47,7 +54,7 @@ def make_train_step(setup: Setup, phase_index: int = 0, on_features: bool = Fals
 
   def train_step(state: TrainState, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
-    inputs, part = _inputs(batch, setup, on_features)
+    inputs, part = _inputs(batch, setup, on_features, from_block)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (logits, batch_stats)), grads = grad_fn(state.trainable, state, inputs, part,
                                                    batch["label"], rng)
