@@ -11,6 +11,10 @@ augmentation):
 * linear_probe: epochs of the image step fed by the training `Loader` against
   epochs of the head-only step fed by the flip-aware `FeatureLoader`
   (`feature_cache.cache_splits`: one trunk pass per orientation, timed apart).
+* freeze_shallow (`--freeze_blocks`, default 2: ResNet-18's stem and layer1):
+  epochs of the image step against epochs of the step that starts at the
+  freeze boundary (`make_train_step(..., from_block=n)`) fed by
+  `boundary_cache.build`'s activations (both orientations, timed apart).
 
 Compilation is excluded from every epoch time (each step is compiled before
 its first timed epoch). Ratios are of epochs measured back to back in one
@@ -36,6 +40,7 @@ from PIL import Image  # pylint: disable=wrong-import-position
 
 from configs import default  # pylint: disable=wrong-import-position
 from ftlab.evaluation import feature_cache  # pylint: disable=wrong-import-position
+from ftlab.training import boundary_cache  # pylint: disable=wrong-import-position
 from ftlab.training import run as run_lib  # pylint: disable=wrong-import-position
 from ftlab.training.steps import make_train_step, make_trunk_step  # pylint: disable=wrong-import-position
 
@@ -102,20 +107,39 @@ def cached_probe(root: str, args) -> dict:
           "train_images": len(run.data.train)}
 
 
+def boundary_top(root: str, args) -> dict:
+  config = make_config(root, args, "freeze_shallow")
+  config.strategy.freeze_blocks = args.freeze_blocks
+  run = run_lib.prepare(config, tempfile.mkdtemp(), for_training=False)
+  state = run.template(0)
+  images = jax.jit(make_train_step(run.setup), donate_argnums=(0,))
+  image_s, _ = time_epochs(images, jax.tree.map(jax.numpy.copy, state),
+                           run.loaders["train"].epoch, args.epochs)
+  n = boundary_cache.boundary_block(run.setup, config, len(run.data.train), run.setup.image_size)
+  assert n == args.freeze_blocks, n
+  cached, build_s = boundary_cache.build(run.setup, state, run.loaders["train"], run.devices, n, 32)
+  top = jax.jit(make_train_step(run.setup, 0, from_block=n), donate_argnums=(0,))
+  cached_s, _ = time_epochs(top, state, cached.epoch, args.epochs)
+  return {"what": f"freeze_shallow ({n} blocks), flip-only", "images_epoch_s": image_s,
+          "cached_epoch_s": cached_s, "speedup": image_s / cached_s, "cache_build_s": build_s,
+          "train_images": len(run.data.train)}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--model", default="resnet18")
   parser.add_argument("--image_size", type=int, default=96)
   parser.add_argument("--per_class", type=int, default=96)
   parser.add_argument("--epochs", type=int, default=3)
+  parser.add_argument("--freeze_blocks", type=int, default=2)
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     root = make_folder(os.path.join(tmp, "data"), args.per_class)
-    rows = [cached_probe(root, args)]
+    rows = [cached_probe(root, args), boundary_top(root, args)]
   print(f"{args.model} at {args.image_size}px, batch 32, {rows[0]['train_images']} train images, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
   for r in rows:
-    print(f"{r['what']:<28} images {r['images_epoch_s']:.3f} s/epoch  cached "
+    print(f"{r['what']:<36} images {r['images_epoch_s']:.3f} s/epoch  cached "
           f"{r['cached_epoch_s']:.4f} s/epoch  = {r['speedup']:.1f}x  (cache built once in "
           f"{r['cache_build_s']:.2f} s)")
 
