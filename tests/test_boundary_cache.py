@@ -3,7 +3,6 @@ import logging
 
 import jax
 import numpy as np
-import pytest
 
 from ftlab.models import get_spec
 from ftlab.training import boundary_cache, steps, trainer
