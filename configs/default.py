@@ -87,7 +87,11 @@ def get_config(arg=None):
   config.strategy.unfreeze_every_epochs = 1.0  # gradual_unfreeze: one more block per this many epochs
   config.strategy.l2sp_alpha = 0.01    # l2sp: pull towards the pretrained weights
   config.strategy.l2sp_beta = 0.01     # l2sp: decay of the new head
-  config.strategy.cache_features = True  # linear probe with augment=False: train the head on cached features
+  # deterministic train images (data.augment=False, or data.flip_only): linear_probe trains the
+  # head on cached trunk features; freeze_shallow trains the top on the activations cached at
+  # the freeze boundary (ftlab/training/boundary_cache.py)
+  config.strategy.cache_features = True
+  config.strategy.cache_max_bytes = 4 * 2**30  # above it the boundary cache is off (logged): train on images
   config.strategy.lora_rank = 8        # lora: inner dimension r of each adapter A @ B
   config.strategy.lora_alpha = 8.0     # lora: the update is (lora_alpha / lora_rank) * A @ B
   config.strategy.lora_targets = ()    # lora: regexes over parameter paths to adapt; () = the model's default (ViT: attention + MLP kernels; CNNs: 1x1 convs and Dense kernels outside the head)

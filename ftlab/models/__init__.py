@@ -55,6 +55,7 @@ class ModelSpec:
   std: tuple = IMAGENET_STD
   bn_momentum: float = BatchNorm.momentum
   lora_targets: tuple = ()  # LoRA's default targets; () = 1x1 convs and Dense kernels
+  boundaries: bool = False  # __call__ also takes part=('upto', n) / ('from', n) (models/parts.py)
 
 
 def _lite(name: str, build) -> ModelSpec:
@@ -74,10 +75,14 @@ MODELS = {
         input_size=32,
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
+        boundaries=True,
     ),
-    "resnet18": ModelSpec(build=resnet.resnet18, blocks=resnet.BLOCKS, head=resnet.HEAD),
-    "resnet34": ModelSpec(build=resnet.resnet34, blocks=resnet.BLOCKS, head=resnet.HEAD),
-    "resnet50": ModelSpec(build=resnet.resnet50, blocks=resnet.BLOCKS, head=resnet.HEAD),
+    "resnet18": ModelSpec(build=resnet.resnet18, blocks=resnet.BLOCKS, head=resnet.HEAD,
+                          boundaries=True),
+    "resnet34": ModelSpec(build=resnet.resnet34, blocks=resnet.BLOCKS, head=resnet.HEAD,
+                          boundaries=True),
+    "resnet50": ModelSpec(build=resnet.resnet50, blocks=resnet.BLOCKS, head=resnet.HEAD,
+                          boundaries=True),
     "mobilenet_v2": ModelSpec(
         build=mobilenet.mobilenet_v2, blocks=mobilenet.V2_BLOCKS, head=mobilenet.HEAD),
     "mobilenet_v3_small": ModelSpec(

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ftlab.models import inits
+from ftlab.models import inits, parts
 from ftlab.models.layers import BatchNorm, TrainArg, torch_conv
 from ftlab.models.pooling import global_avg_pool, max_pool
 
@@ -109,26 +109,39 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: TrainArg = False, part: str = "all"):
-    """Logits (`part='all'`), pooled trunk features ('trunk'), or head(x) ('head')."""
+  def __call__(self, x, train: TrainArg = False, part="all"):
+    """Logits ('all'), pooled trunk features ('trunk'), head(x) ('head'), or a piece
+    cut at a block boundary (('upto', n) / ('from', n), models/parts.py)."""
+    def head(x):
+      x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=INIT.dense,
+                   bias_init=INIT.dense_bias(x.shape[-1]), name="fc")(x.astype(self.dtype))
+      return x.astype(jnp.float32)
+
+    stages = self._stages(train)
+    if parts.is_boundary(part):
+      return parts.run(x, part, stages, lambda x: head(global_avg_pool(x)))
     if part not in ("all", "trunk", "head"):
       raise ValueError(f"part must be 'all', 'trunk' or 'head', got {part!r}")
     if part != "head":
-      x = self._trunk(x, train)
+      for stage in stages:
+        x = stage(x)
+      x = global_avg_pool(x)
       if part == "trunk":
         return x
-    x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=INIT.dense,
-                 bias_init=INIT.dense_bias(x.shape[-1]), name="fc")(x.astype(self.dtype))
-    return x.astype(jnp.float32)
+    return head(x)
 
-  def _trunk(self, x, train: TrainArg):
-    x = conv(64, 7, 2, self.dtype, name="conv1")(x.astype(self.dtype))
-    x = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
-    x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
-    for i, num_blocks in enumerate(self.layers):
-      x = ResLayer(self.block, 64 * 2**i, num_blocks, 1 if i == 0 else 2,
-                   self.dtype, name=f"layer{i + 1}")(x, train)
-    return global_avg_pool(x)
+  def _stages(self, train: TrainArg) -> list:
+    """One callable per entry of BLOCKS: the stem (conv1, bn1, max pool), then layer1..4."""
+    def stem(x):
+      x = conv(64, 7, 2, self.dtype, name="conv1")(x.astype(self.dtype))
+      x = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
+      return max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
+
+    def layer(i, num_blocks):
+      return lambda x: ResLayer(self.block, 64 * 2**i, num_blocks, 1 if i == 0 else 2,
+                                self.dtype, name=f"layer{i + 1}")(x, train)
+
+    return [stem] + [layer(i, n) for i, n in enumerate(self.layers)]
 
 
 def resnet18(num_classes: int, dtype: Any = jnp.float32, init: str = "native") -> ResNet:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ftlab.models import inits
+from ftlab.models import inits, parts
 from ftlab.models.conv import Conv
 from ftlab.models.layers import BatchNorm, Dropout, TrainArg
 
@@ -44,21 +44,32 @@ class TinyCNN(nn.Module):
     return cls(num_classes=num_classes, dtype=dtype, scheme=scheme)
 
   @nn.compact
-  def __call__(self, x, train: TrainArg = False, part: str = "all"):
+  def __call__(self, x, train: TrainArg = False, part="all"):
+    """Logits ('all'), pooled features ('trunk'), head(x) ('head'), or a piece (models/parts.py)."""
     conv_init = self.scheme.conv
-    if part in ("all", "trunk"):
-      x = x.astype(self.dtype)
+
+    def stem(x):
       x = Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-               dtype=self.dtype, kernel_init=conv_init, name="conv1")(x)
-      x = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
-      x = ConvBN(self.width * 2, stride=2, dtype=self.dtype, kernel_init=conv_init,
-                 name="layer1")(x, train)
-      x = ConvBN(self.width * 4, stride=2, dtype=self.dtype, kernel_init=conv_init,
-                 name="layer2")(x, train)
+               dtype=self.dtype, kernel_init=conv_init, name="conv1")(x.astype(self.dtype))
+      return nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
+
+    def layer(i):
+      return lambda x: ConvBN(self.width * 2**i, stride=2, dtype=self.dtype,
+                              kernel_init=conv_init, name=f"layer{i}")(x, train)
+
+    def head(x):
+      x = Dropout(self.dropout)(x, train)
+      x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=self.scheme.dense,
+                   bias_init=self.scheme.dense_bias(x.shape[-1]), name="fc")(x)
+      return x.astype(jnp.float32)
+
+    stages = (stem, layer(1), layer(2))
+    if parts.is_boundary(part):
+      return parts.run(x, part, stages, lambda x: head(jnp.mean(x, axis=(1, 2))))
+    if part in ("all", "trunk"):
+      for stage in stages:
+        x = stage(x)
       x = jnp.mean(x, axis=(1, 2))
       if part == "trunk":
         return x
-    x = Dropout(self.dropout)(x, train)
-    x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=self.scheme.dense,
-                 bias_init=self.scheme.dense_bias(x.shape[-1]), name="fc")(x)
-    return x.astype(jnp.float32)
+    return head(x)

@@ -113,6 +113,7 @@ def results(run: Run, trainer: Trainer, held_out: dict) -> dict:
       **held_out,
       "history": history, "num_steps": run.schedule.total_steps,
       "num_phases": len(run.setup.phases), "feature_cache": trainer.features is not None,
+      "boundary_cache_block": trainer.boundary,
       "train_time_s": meta["train_time_s"], "compile_time_s": meta["compile_time_s"],
       "feature_cache_s": meta["feature_cache_s"],
       "compile": trainer.compiles.summary() if trainer.compiles is not None else None,

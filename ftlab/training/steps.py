@@ -34,7 +34,9 @@ def normalize(images, spec: ModelSpec):
   return (images.astype(jnp.float32) - mean) / std
 
 
-def _inputs(batch, setup: Setup, on_features: bool):
+def _inputs(batch, setup: Setup, on_features: bool, from_block: int = 0):
+  if from_block:
+    return batch["features"], ("from", from_block)
   if on_features:
     return batch["features"], "head"
   return normalize(batch["image"], setup.spec), "all"
@@ -64,13 +66,19 @@ def _loss(setup: Setup, logits, targets, mixing: bool, smoothing):
   return metrics.cross_entropy(logits, targets, setup.num_classes, smoothing).mean()
 
 
-def make_train_step(setup: Setup, phase_index: int = 0, on_features: bool = False):
-  """Returns the pure `train_step(state, batch, rng) -> (state, metrics)` of one phase."""
+def make_train_step(setup: Setup, phase_index: int = 0, on_features: bool = False,
+                    from_block: int = 0):
+  """Returns the pure `train_step(state, batch, rng) -> (state, metrics)` of one phase.
+
+  `from_block` > 0: `batch['features']` holds the activations after that many
+  frozen blocks (training/boundary_cache.py), run through the rest of the model.
+  """
   phase = setup.phases[phase_index]
   mixing = setup.mixup is not None and setup.mixup.enabled
-  if mixing and on_features:
+  if mixing and (on_features or from_block):
     raise ValueError("mixup/CutMix (config.train.mixup_alpha, cutmix_alpha) mixes images; it is "
-                     "not defined on cached trunk features (config.strategy.cache_features)")
+                     "not defined on cached trunk features or boundary activations "
+                     "(config.strategy.cache_features)")
 
   def loss_fn(trainable, state, inputs, part, targets, rng):
     params = model_params({**state.frozen, **trainable}, state.lora_scale)  # LoRA merged in
@@ -86,7 +94,7 @@ def make_train_step(setup: Setup, phase_index: int = 0, on_features: bool = Fals
 
   def train_step(state: TrainState, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
-    inputs, part = _inputs(batch, setup, on_features)
+    inputs, part = _inputs(batch, setup, on_features, from_block)
     inputs, targets, counted, extra = _targets(setup, inputs, batch["label"], rng, mixing,
                                                _smoothing(setup, state.hparams))
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

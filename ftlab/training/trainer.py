@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from ftlab.evaluation import evaluator, feature_cache
-from ftlab.training import compile_stats, optim, progress, rungs, runtime
+from ftlab.training import boundary_cache, compile_stats, optim, progress, rungs, runtime
 from ftlab.training import ema as ema_lib
 from ftlab.training.results import finish, selection_split
 from ftlab.training.run import Run, prepare, restore_or_init
@@ -67,6 +67,9 @@ class Trainer:
     self.lr = optim.base_schedule(run.config.optimizer, run.schedule.total_steps,
                                   run.schedule.warmup_steps)
     self.features = self._cache_features() if feature_cache.eligible(run.setup, run.config) else None
+    self.boundary, self.boundary_train = 0, None  # boundary_cache: block cut at, its train batches
+    if self.features is None:
+      self._cache_boundary()
     self.image_eval_fn = jax.jit(make_eval_step(run.setup))
     self.eval_fn = (self.image_eval_fn if self.features is None
                     else jax.jit(make_eval_step(run.setup, on_features=True)))
@@ -77,14 +80,28 @@ class Trainer:
         trunk, self.state, self.run.loaders, self.run.devices, self.run.config.train.eval_batch_size)
     return out
 
+  def _cache_boundary(self) -> None:
+    run = self.run
+    self.boundary = boundary_cache.boundary_block(run.setup, run.config, len(run.data.train),
+                                                  run.setup.image_size)
+    if self.boundary:
+      self.boundary_train, self.meta["feature_cache_s"] = boundary_cache.build(
+          run.setup, self.state, run.loaders["train"], run.devices, self.boundary,
+          run.config.train.eval_batch_size)
+
   def _loader(self, name: str):
-    return self.features[name] if self.features is not None else self.run.loaders[name]
+    if self.features is not None:
+      return self.features[name]
+    if self.boundary_train is not None and name == "train":
+      return self.boundary_train
+    return self.run.loaders[name]
 
   def _executable(self, batch):
     """The compiled step of the current phase (compiled once per phase)."""
     if self.phase not in self.compiled:
       t0 = time.perf_counter()
-      fn = jax.jit(make_train_step(self.run.setup, self.phase, self.features is not None),
+      fn = jax.jit(make_train_step(self.run.setup, self.phase, self.features is not None,
+                                   self.boundary),
                    donate_argnums=(0,))
       self.compiled[self.phase] = fn.lower(self.state, batch, self.rng).compile()
       seconds = time.perf_counter() - t0
