@@ -10,6 +10,7 @@ import pytest
 
 from configs import aircraft, default, demo, imagefolder
 from ftlab.configuration import args as config_args
+from ftlab.configuration import files
 from tests.conftest import make_image_folder
 
 
@@ -76,3 +77,14 @@ def test_overrides_reach_the_run(tmp_path):
   assert results["config"]["optimizer"]["lr"] == 0.0123
   assert results["config"]["data"]["image_size"] == 16
   assert results["model"] == "tiny_cnn" and results["num_steps"] == 4  # 33 train images after minival
+
+
+def test_a_run_dir_from_before_a_key_resumes_when_the_key_keeps_its_default(tmp_path):
+  config = default.get_config()
+  saved = json.loads(config.to_json_best_effort())
+  del saved["train"]["ema_decay"]  # a key declared after this run was written
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  files.check_same_run(config, str(tmp_path))  # the default: the same run
+  config.train.ema_decay = 0.5
+  with pytest.raises(ValueError, match=r"train.ema_decay: 0.0 -> 0.5"):
+    files.check_same_run(config, str(tmp_path))

@@ -131,7 +131,7 @@ def test_bad_ema_keys_are_one_line_errors(image_folder, tmp_path):
     _run(tiny_config(image_folder, **{"train.ema_decay": 1.0}), str(tmp_path / "b"))
 
 
-def test_a_checkpoint_from_before_the_ema_field_still_restores(image_folder, tmp_path):
+def test_a_checkpoint_from_before_the_ema_and_hparams_fields_still_restores(image_folder, tmp_path):
   config = tiny_config(image_folder)
   run = _run(config, str(tmp_path / "run"))
   state = run.template(0, load_weights=True)
@@ -142,6 +142,9 @@ def test_a_checkpoint_from_before_the_ema_field_still_restores(image_folder, tmp
   restored, _ = ckpts.restore_latest(run.template)
   ckpts.close()
   assert restored.ema == {} and isinstance(restored, state_lib.TrainState)
+  # TrainState.hparams came later too: the config's values (the same-run check keeps them)
+  assert {k: float(v) for k, v in restored.hparams.items()} == {
+      k: float(v) for k, v in state.hparams.items()} and restored.hparams
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(restored.trainable),
                          jax.device_get(state.trainable))
   with_ema = _run(tiny_config(image_folder, **{"train.ema_decay": 0.9}), str(tmp_path / "run"))

@@ -30,7 +30,9 @@ def check_same_run(config, workdir: str) -> None:
   if not os.path.isfile(path):
     return
   with open(path, encoding="utf-8") as f:
-    old = _flat_config(json.load(f))
+    saved = json.load(f)
+  _add_missing(saved, default.get_config())  # keys declared since: their defaults
+  old = _flat_config(saved)
   new = _flat_config(json.loads(config.to_json_best_effort()))
   changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
              if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES]

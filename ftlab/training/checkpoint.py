@@ -72,11 +72,14 @@ class Checkpoints:
     except ValueError:
       if template.ema:
         raise
-      # Written before TrainState had `ema` (no EMA in this run either): the other fields.
+      # Written before TrainState had `ema` and `hparams` (no EMA in this run either; its
+      # hyperparameter values are the config's, which the same-run check kept unchanged).
+      newer = ("ema", "hparams", "lora_scale")
       fields = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)
-                if f.name != "ema"}
+                if f.name not in newer}
       out = _restore_step(manager, step, fields)
-      out = {"state": type(template)(**out["state"], ema={}), "meta": out["meta"]}
+      out = {"state": type(template)(**out["state"], ema={}, hparams=template.hparams,
+                                     lora_scale=template.lora_scale), "meta": out["meta"]}
     return out["state"], dict(out["meta"])
 
   def restore_latest(self, target_fn: Callable[[int], Any]) -> Optional[tuple]:

@@ -101,7 +101,7 @@ def resolve(spec: ModelSpec, strategy_cfg, shapes: Dict[str, tuple]) -> Adapters
   targets = tuple(strategy_cfg.lora_targets) or default_targets(spec, shapes)
   if not targets:
     raise strategy.StrategyError(
-        f"config.strategy.lora_targets is empty and the model has no 1x1 convolution or Dense "
+        "config.strategy.lora_targets is empty and the model has no 1x1 convolution or Dense "
         "kernel outside its head: name the kernels to adapt")
   head = re.compile(strategy.under(spec.head))
   trunk = [p for p in shapes if not head.fullmatch(p)]
