@@ -40,6 +40,11 @@ def test_rung_stops_do_not_change_the_run(image_folder, tmp_path):
   assert all(r["total_steps"] == total and r["train_images"] == r["step"] * 8
              for r in stops.values())
   assert not os.path.exists(os.path.join(rung_dir, "results.json"))
+  # the 1/3 stop (step 7) is also a scheduled evaluation of the full run: the same score there
+  third = stops[rungs.fraction_key(1 / 3)]
+  scheduled = next(h for h in full["history"] if h["step"] == third["step"])
+  assert (third["minival_top1"], third["minival_loss"]) == (scheduled["minival_top1"],
+                                                            scheduled["minival_loss"])
   resumed = trainer.train_and_evaluate(tiny_config(image_folder, **base), rung_dir)
   # the stops' extra minival evaluations changed neither the weights nor the selection (the
   # logged train loss is a window average, and a stop closes a window: it is not compared)
