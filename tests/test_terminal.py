@@ -16,8 +16,10 @@ from tests.conftest import make_image_folder, tiny_config
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# TensorFlow's and JAX's start-up banners ("oneDNN custom operations" is TF's; ftlab's own line
+# on its oneDNN convolutions is not noise).
 PROBING_NOISE = ("Unable to initialize backend", "libtpu", "TPU", "CUDA", "InitializeLog",
-                 "oneDNN")
+                 "oneDNN custom operations")
 
 
 def _differences(config, base, prefix=""):
