@@ -39,9 +39,11 @@ def _study_command(config_spec: str, workdir: pathlib.Path, runner: Sequence[str
   return cmd + [f"--override={o}" for o in overrides]
 
 
-def _script(header: list, command: list) -> str:
+def _script(header: list, command: list, unquoted: str = "") -> str:
+  """A batch script running `command` (shell-quoted) plus `unquoted` (left for the shell)."""
+  line = f"exec {shlex.join(command)}" + (f" {unquoted}" if unquoted else "")
   return "\n".join(["#!/bin/bash", *header, "set -euo pipefail",
-                    f"cd {shlex.quote(os.getcwd())}", f"exec {shlex.join(command)}", ""])
+                    f"cd {shlex.quote(os.getcwd())}", line, ""])
 
 
 def write_round(study: space.Study, workdir: pathlib.Path, script: pathlib.Path,
@@ -63,9 +65,8 @@ def write_round(study: space.Study, workdir: pathlib.Path, script: pathlib.Path,
   array_text = _script([f"# ftlab.study round {number}: {len(tasks)} runs",
                         f"#SBATCH --job-name={name}-r{number}", f"#SBATCH --array={array}",
                         f"#SBATCH --output={workdir}/{SLURM_DIR}/round-{number:03d}-%a.out",
-                        *(f"#SBATCH {o}" for o in sbatch)], task_cmd)
-  array_text = array_text.replace(f"exec {shlex.join(task_cmd)}",
-                                  f'exec {shlex.join(task_cmd)} --task="${{SLURM_ARRAY_TASK_ID}}"')
+                        *(f"#SBATCH {o}" for o in sbatch)], task_cmd,
+                       '--task="${SLURM_ARRAY_TASK_ID}"')
   sbatch_flags = [f"--sbatch={o}" for o in sbatch]
   next_cmd = base + [f"--slurm={script.resolve()}", f"--parallel={parallel}", *sbatch_flags]
   next_text = _script([f"# ftlab.study after round {number}: plan and submit the next round",
