@@ -2,6 +2,7 @@
 
   python experiments/bench_study.py [--config=configs/demo.py] [--workdir=/tmp/bench_study]
       [--parallel=1] [--full_grid] [--json=FILE] [--config.x=v ...]
+  python experiments/bench_study.py --full_grid_from=/tmp/bench_study/study [--workdir=...]
 
 Runs, one after the other on this machine, each with its own cold
 compilation cache:
@@ -10,7 +11,11 @@ compilation cache:
   2. its study (`get_study`: every strategy's LRs by successive halving on
      minival, then the final seeds), through `ftlab.study`;
   3. with `--full_grid`, the same study without halving (every trial to the
-     end: `max_rungs=1`), the grid that halving approximates.
+     end: `max_rungs=1`), the grid that halving approximates. It starts from
+     a copy of the study's search trials: a trial stopped at a rung resumes
+     from its checkpoint, which ends exactly as an uninterrupted run does
+     (tested), so only the steps halving skipped are trained. With
+     `--full_grid_from=DIR` only this step runs, against a finished study.
 and prints the wall time, the train and compile seconds summed over the
 runs (from results.json and rungs.json) and the training images (steps x
 batch) of each,
@@ -74,13 +79,40 @@ def run_seconds(workdir: pathlib.Path) -> dict:
   return total
 
 
-def run_full_grid(args, overrides: list, cache: str) -> tuple:
-  study = space.load_study(args.config, overrides + [f"train.compilation_cache_dir={cache}"])
+def run_full_grid(config: str, overrides: list, parallel: int, study_dir: pathlib.Path,
+                  workdir: pathlib.Path, cache: str) -> tuple:
+  """(wall seconds, the grid's StudyResults, images trained beyond the study's search)."""
+  study = space.load_study(config, overrides + [f"train.compilation_cache_dir={cache}"])
   grid = dataclasses.replace(study, max_rungs=1)
-  workdir = pathlib.Path(args.workdir) / "full_grid"
+  shutil.copytree(study_dir / "search", workdir / "search")
+  copied = study_results.load(study_dir).images["search"]
   t0 = time.perf_counter()
-  driver.run(grid, workdir, list(DEFAULT_RUNNER), args.parallel, available_cpus(), [], cache)
-  return time.perf_counter() - t0, study_results.load(workdir)
+  driver.run(grid, workdir, list(DEFAULT_RUNNER), parallel, available_cpus(), [], cache)
+  results = study_results.load(workdir)
+  return time.perf_counter() - t0, results, results.images["total"] - copied
+
+
+def report_full_grid(study_dir: pathlib.Path, wall: float, grid, extra: int, base: dict) -> dict:
+  """Prints and returns, per strategy, whether halving chose the full grid's point."""
+  study = study_results.load(study_dir)
+  out = {"wall_s": wall, "images": grid.images["total"], "images_trained": extra, "agree": {}}
+  print(f"{'full grid':<16}{'':>28}{grid.images['total']:>12,} (of which trained here "
+        f"{extra:,}, in {wall:.0f}s; the rest resumed from the study's rungs)")
+  if base:
+    print(f"{'':<16}full grid / untuned sweep: {grid.images['total'] / base['images']:.2f}x "
+          "images")
+  for halved, full in zip(study.tuned, grid.tuned):
+    same = halved.chosen == full.chosen
+    cost = (full.summary.mean - halved.summary.mean
+            if not same and full.summary and halved.summary else 0.0)
+    out["agree"][halved.strategy] = {
+        "same": same, "halving": halved.chosen, "full_grid": full.chosen, "test_cost": cost,
+        "halving_test": halved.summary.mean if halved.summary else None,
+        "full_grid_test": full.summary.mean if full.summary else None}
+    print(f"  {halved.strategy}: halving chose {halved.chosen}, the full grid {full.chosen}"
+          + ("" if same else f" (test top-1 of the grid's choice minus halving's: {cost:+.2f} "
+                             "points)"))
+  return out
 
 
 def main() -> None:
@@ -89,10 +121,15 @@ def main() -> None:
   parser.add_argument("--workdir", default="/tmp/bench_study")
   parser.add_argument("--parallel", type=int, default=1)
   parser.add_argument("--full_grid", action="store_true")
+  parser.add_argument("--full_grid_from", default="",
+                      help="a finished study workdir: run only its full grid")
   parser.add_argument("--json", default="")
   args, rest = parser.parse_known_args()
   overrides = [a[len("--config."):] for a in rest if a.startswith("--config.")]
   work = pathlib.Path(args.workdir)
+  if args.full_grid_from:
+    full_grid_only(args, overrides, pathlib.Path(args.full_grid_from), work)
+    return
   shutil.rmtree(work, ignore_errors=True)
   work.mkdir(parents=True)
   flags = [f"--config.{o}" for o in overrides]
@@ -125,21 +162,27 @@ def main() -> None:
   print(f"{'full grid':<16}{'':>28}{full_grid_images:>12,}{'':>14}"
         f"{full_grid_images / base['images']:>13.2f}x")
   if args.full_grid:
-    wall, grid = run_full_grid(args, overrides, str(work / "cache_full_grid"))
-    out["full_grid"] = {"wall_s": wall, "images": grid.images["total"], "agree": {}}
-    print(f"{'full grid (run)':<16}{wall:>9.0f}s{'':>18}{grid.images['total']:>12,}"
-          f"{wall / base['wall_s']:>14.2f}x{grid.images['total'] / base['images']:>13.2f}x")
-    for halved, full in zip(study.tuned, grid.tuned):
-      same = halved.chosen == full.chosen
-      cost = (full.summary.mean - halved.summary.mean
-              if not same and full.summary and halved.summary else 0.0)
-      out["full_grid"]["agree"][halved.strategy] = {"same": same, "halving": halved.chosen,
-                                                    "full_grid": full.chosen, "test_cost": cost}
-      print(f"  {halved.strategy}: halving chose {halved.chosen}, the full grid {full.chosen}"
-            + ("" if same else f" (test cost of halving's choice {cost:+.2f} points)"))
+    wall, grid, extra = run_full_grid(args.config, overrides, args.parallel, work / "study",
+                                      work / "full_grid", str(work / "cache_full_grid"))
+    out["full_grid"] = report_full_grid(work / "study", wall, grid, extra, base)
   print("\ntest top-1 %: " + ", ".join(
       f"{s} tuned {out['tuned_test'][s]:.2f} / untuned {out['untuned_test'].get(s, float('nan')):.2f}"
       for s in out["tuned_test"] if out["tuned_test"][s] is not None))
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+def full_grid_only(args, overrides: list, study_dir: pathlib.Path, work: pathlib.Path) -> None:
+  if not (study_dir / space.STUDY_FILE).exists():
+    raise SystemExit(f"--full_grid_from={study_dir}: no {space.STUDY_FILE} there")
+  if (work / "full_grid").exists():
+    raise SystemExit(f"{work / 'full_grid'} exists: use another --workdir")
+  work.mkdir(parents=True, exist_ok=True)
+  config = json.loads((study_dir / space.STUDY_FILE).read_text())["config_spec"]
+  wall, grid, extra = run_full_grid(config, overrides, args.parallel, study_dir,
+                                    work / "full_grid", str(work / "cache_full_grid"))
+  out = {"config": config, "cpu": _cpu(), "study": str(study_dir),
+         "full_grid": report_full_grid(study_dir, wall, grid, extra, {})}
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(out, indent=1))
 

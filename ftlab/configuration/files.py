@@ -48,7 +48,7 @@ def _add_missing(saved: dict, defaults: ml_collections.ConfigDict, prefix: str =
     if isinstance(value, ml_collections.ConfigDict):
       added += _add_missing(saved.setdefault(key, {}), value, f"{prefix}{key}.")
     elif key not in saved:
-      saved[key] = value
+      saved[key] = json.loads(json.dumps(value))  # as config.json holds it: a tuple as a list
       added.append(prefix + key)
   return added
 
