@@ -147,6 +147,15 @@ def test_a_checkpoint_from_before_the_ema_and_hparams_fields_still_restores(imag
       k: float(v) for k, v in state.hparams.items()} and restored.hparams
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(restored.trainable),
                          jax.device_get(state.trainable))
+  # and one written between the two fields (hparams, no ema) restores its own hparams
+  between = dict(old, hparams={k: v * 2 for k, v in state.hparams.items()})
+  ckpts = checkpoint.Checkpoints(str(tmp_path / "run"))
+  ckpts.save_latest(4, between, {"history": []})
+  restored, _ = ckpts.restore_latest(run.template)
+  ckpts.close()
+  assert restored.ema == {} and int(restored.step) == int(state.step)
+  assert {k: float(v) for k, v in restored.hparams.items()} == {
+      k: 2 * float(v) for k, v in state.hparams.items()}
   with_ema = _run(tiny_config(image_folder, **{"train.ema_decay": 0.9}), str(tmp_path / "run"))
   with pytest.raises(ValueError, match="do not match"):  # an EMA run cannot resume without one
     with_ema.ckpts.restore_latest(with_ema.template)

@@ -34,6 +34,29 @@ def _restore_step(manager, step: int, abstract_state) -> dict:
       state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
 
 
+# TrainState's fields by when they came, the newest last: checkpoints written
+# before `hparams` lack both, those written between lack `ema`.
+_NEWER_FIELDS = (("ema",), ("ema", "hparams"))
+
+
+def _restore_older(manager, step: int, template, abstract) -> dict:
+  """Restores a checkpoint written before TrainState had its newer fields (no EMA in this
+  run either; missing hyperparameter values are the config's, which the same-run check kept)."""
+  error = None
+  for missing in _NEWER_FIELDS:
+    fields = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)
+              if f.name not in missing and f.metadata.get("pytree_node", True)}
+    try:
+      out = _restore_step(manager, step, fields)
+    except ValueError as e:
+      error = e
+      continue
+    state = dict(out["state"], ema={}, lora_scale=template.lora_scale)
+    state.setdefault("hparams", template.hparams)
+    return {"state": type(template)(**state), "meta": out["meta"]}
+  raise error
+
+
 class Checkpoints:
   """The run's two checkpoint managers."""
 
@@ -72,14 +95,7 @@ class Checkpoints:
     except ValueError:
       if template.ema:
         raise
-      # Written before TrainState had `ema` and `hparams` (no EMA in this run either; its
-      # hyperparameter values are the config's, which the same-run check kept unchanged).
-      newer = ("ema", "hparams", "lora_scale")
-      fields = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)
-                if f.name not in newer}
-      out = _restore_step(manager, step, fields)
-      out = {"state": type(template)(**out["state"], ema={}, hparams=template.hparams,
-                                     lora_scale=template.lora_scale), "meta": out["meta"]}
+      out = _restore_older(manager, step, template, abstract)
     return out["state"], dict(out["meta"])
 
   def restore_latest(self, target_fn: Callable[[int], Any]) -> Optional[tuple]:
