@@ -33,8 +33,12 @@ def get_config(arg=None):
   # where nn.Conv-style convolutions run: auto | xla | onednn. onednn = ftlab's
   # oneDNN custom calls (CPU only; an error if the library cannot be built);
   # auto = XLA everywhere for now (oneDNN not measured faster on the CPU; see
-  # ftlab.models.conv.AUTO_CPU, README "oneDNN convolutions"). Depthwise convs keep ftlab's own path.
+  # ftlab.models.conv.AUTO_CPU, README "oneDNN convolutions").
   config.model.conv_impl = "auto"
+  # where depthwise convs run: auto | ftlab | xla. ftlab = shifted multiply-adds
+  # (ftlab.models.depthwise; 5-7x XLA's grouped conv on the CPU), xla = grouped
+  # conv (cuDNN on GPU); auto = ftlab on the CPU, xla on GPU/TPU (conv.AUTO_DEPTHWISE).
+  config.model.depthwise_impl = "auto"
 
   config.data = ml_collections.ConfigDict()
   config.data.kind = "imagefolder"     # imagefolder | aircraft | digits | tfds

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ftlab.models import conv as conv_lib
 from ftlab.models import depthwise
 from ftlab.models.depthwise import DepthwiseConv, depthwise_conv, resolve_padding
 
@@ -123,3 +124,32 @@ def test_module_bfloat16_dtype():
   variables = module.init(jax.random.PRNGKey(0), x)
   assert variables["params"]["kernel"].dtype == jnp.float32
   assert module.apply(variables, x).dtype == jnp.bfloat16
+
+
+@pytest.fixture
+def restore_depthwise():
+  before = dict(conv_lib._selected)  # pylint: disable=protected-access
+  yield
+  conv_lib.select(before["impl"], before["depthwise"])
+
+
+def test_depthwise_choice_is_per_backend_and_overridable():
+  resolve = conv_lib._resolve_depthwise  # pylint: disable=protected-access
+  assert resolve("auto", "cpu") == "ftlab"
+  assert resolve("auto", "gpu") == "xla" and resolve("auto", "tpu") == "xla"
+  assert resolve("xla", "cpu") == "xla" and resolve("ftlab", "gpu") == "ftlab"
+  with pytest.raises(ValueError, match=r"config.model.depthwise_impl='cudnn'; use one of"):
+    conv_lib.select("auto", "cudnn")
+
+
+@pytest.mark.parametrize("impl", ["ftlab", "xla"])
+def test_module_runs_where_depthwise_impl_says(impl, restore_depthwise):
+  module = DepthwiseConv(3, 2, padding="SAME", use_bias=True)
+  x = jax.random.normal(jax.random.PRNGKey(3), (2, 9, 8, 5))
+  params = module.init(jax.random.PRNGKey(0), x)
+  conv_lib.select("auto", impl)
+  hlo = jax.jit(module.apply).lower(params, x).as_text()
+  assert ("feature_group_count = 5" in hlo) == (impl == "xla")
+  got = module.apply(params, x)
+  want = grouped_conv(x, params["params"]["kernel"], 2, "SAME") + params["params"]["bias"]
+  assert_close(got, want, 1e-5)

@@ -15,8 +15,16 @@ are unchanged. Where its convolution runs is chosen once per process:
   2-core EPYC (README "oneDNN convolutions": ResNet-18 96 full_ft step 17.8
   vs 18.4 images/s, per-layer totals within 5%, on a shared machine).
 
-`select(impl)` is called by `training.state.build_setup` with the config's
-value; the choice (and, for `auto`, why) is logged once. A convolution the
+Depthwise convolutions (`models.depthwise.DepthwiseConv`) are chosen here
+too, per backend (`config.model.depthwise_impl`): `ftlab` is the shifted
+multiply-add path of `models.depthwise` (5-7x faster than XLA's grouped
+convolution on the CPU, where Eigen has no depthwise kernel); `xla` is
+`lax.conv_general_dilated` with one group per channel (cuDNN's depthwise
+kernels on GPU); `auto` is `AUTO_DEPTHWISE[backend]`, else `xla`. oneDNN's
+depthwise is not used: ftlab's library implements groups = 1 only.
+
+`select(impl, depthwise_impl)` is called by `training.state.build_setup`
+with the config's values; each choice (and, for `auto`, why) is logged once. A convolution the
 oneDNN path does not support (bfloat16, grouped, negative padding) runs on
 XLA, logged once per shape.
 """
@@ -33,22 +41,30 @@ from ftlab.ops import conv as onednn
 
 IMPLS = ("auto", "xla", "onednn")
 AUTO_CPU = "xla"  # what `auto` picks on the CPU backend; see the module docstring
+DEPTHWISE_IMPLS = ("auto", "ftlab", "xla")
+# depthwise_impl=auto per backend (others: xla). No GPU measurement has been
+# made yet (README "On a GPU"): cuDNN's grouped convolution is the default there.
+AUTO_DEPTHWISE = {"cpu": "ftlab"}
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 PaddingLike = Union[str, int, Sequence]
 
-_selected = {"impl": "auto"}  # set by `select`; read when a Conv is traced
+_selected = {"impl": "auto", "depthwise": "auto"}  # set by `select`; read when a Conv is traced
 
 
-def select(impl: str) -> str:
-  """Makes `impl` (config.model.conv_impl) the process's choice; returns what it resolves to."""
+def select(impl: str, depthwise_impl: str = "auto") -> str:
+  """Makes `impl` (config.model.conv_impl) and `depthwise_impl` (config.model.depthwise_impl)
+  the process's choices; returns what `impl` resolves to."""
   if impl not in IMPLS:
     raise ValueError(f"config.model.conv_impl={impl!r}; use one of {list(IMPLS)}")
+  if depthwise_impl not in DEPTHWISE_IMPLS:
+    raise ValueError(f"config.model.depthwise_impl={depthwise_impl!r}; use one of "
+                     f"{list(DEPTHWISE_IMPLS)}")
   if impl == "onednn":
     ok, why = onednn.availability()
     if not ok:
       raise ValueError(f"config.model.conv_impl='onednn' but ftlab's oneDNN library is "
                        f"unavailable: {why}")
-  _selected["impl"] = impl
+  _selected["impl"], _selected["depthwise"] = impl, depthwise_impl
   return resolved()
 
 
@@ -72,6 +88,23 @@ def _resolve(impl: str, backend: str) -> str:
     choice = "onednn" if ok else "xla"
     why = f"conv_impl=auto on the CPU, {detail}" if ok else f"conv_impl=auto: {detail}"
   logging.info("convolutions: %s (%s)", "oneDNN" if choice == "onednn" else "XLA", why)
+  return choice
+
+
+def depthwise_resolved() -> str:
+  """'ftlab' or 'xla': where depthwise convolutions run on the default backend."""
+  return _resolve_depthwise(_selected["depthwise"], jax.default_backend())
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve_depthwise(impl: str, backend: str) -> str:
+  if impl != "auto":
+    choice, why = impl, f"config.model.depthwise_impl={impl!r}"
+  else:
+    choice = AUTO_DEPTHWISE.get(backend, "xla")
+    why = f"depthwise_impl=auto on the {backend} backend"
+  logging.info("depthwise convolutions: %s (%s)",
+               "ftlab's shifted multiply-adds" if choice == "ftlab" else "XLA grouped", why)
   return choice
 
 

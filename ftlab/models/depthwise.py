@@ -15,6 +15,9 @@ supplies the backward pass:
   batch per tap is memory bound).
 
 All arithmetic accumulates in float32; outputs have the input's dtype.
+
+`DepthwiseConv` runs this path or XLA's grouped convolution (`grouped_conv`)
+as `models.conv.depthwise_resolved()` says (per backend, `config.model.depthwise_impl`).
 """
 from typing import Any, Callable, Sequence, Tuple, Union
 
@@ -23,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ftlab.models import conv as conv_lib
 from ftlab.models import inits
 
 Pads = Tuple[Tuple[int, int], Tuple[int, int]]
@@ -218,6 +222,14 @@ def depthwise_conv(x, kernel, strides: int = 1, padding: PaddingArg = "SAME"):
   return _depthwise_vjp(x, kernel, int(strides), pads)
 
 
+def grouped_conv(x, kernel, strides: int = 1, padding: PaddingArg = "SAME"):
+  """`depthwise_conv` by XLA's grouped convolution (one group per channel: cuDNN on GPU)."""
+  pads = resolve_padding(padding, x.shape[1], x.shape[2], kernel.shape[0], strides)
+  return lax.conv_general_dilated(x, kernel, (strides, strides), pads,
+                                  dimension_numbers=conv_lib.DIMENSION_NUMBERS,
+                                  feature_group_count=x.shape[-1])
+
+
 def _vjp_fwd(x, kernel, stride, pads):
   return _forward(x, kernel, stride, pads), (x, kernel)
 
@@ -261,8 +273,8 @@ class DepthwiseConv(nn.Module):
     c = x.shape[-1]
     k = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (k, k, 1, c), jnp.float32)
-    y = depthwise_conv(x.astype(self.dtype), kernel.astype(self.dtype),
-                       self.strides, self.padding)
+    conv = depthwise_conv if conv_lib.depthwise_resolved() == "ftlab" else grouped_conv
+    y = conv(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, self.padding)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (c,), jnp.float32).astype(self.dtype)
     return y

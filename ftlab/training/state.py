@@ -153,7 +153,7 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
   if config.model.dtype not in DTYPES:
     raise ValueError(f"config.model.dtype={config.model.dtype!r}; use one of {list(DTYPES)}")
   spec = get_spec(config.model.name)
-  conv.select(config.model.conv_impl)
+  conv.select(config.model.conv_impl, config.model.depthwise_impl)
   model = spec.build(num_classes, DTYPES[config.model.dtype], config.model.init)
   model = with_drop_path(model, config.model.drop_path_rate)
   image_size = config.data.image_size or spec.input_size
