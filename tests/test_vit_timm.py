@@ -230,7 +230,7 @@ def test_registered_weights_are_timms_default_on_the_hub():
   assert entry.filename == "vit_small_patch16_224.augreg_in21k_ft_in1k.safetensors"
 
 
-def test_registered_name_downloads_a_safetensors_file_and_predicts(tmp_path, monkeypatch):
+def test_registered_name_downloads_a_safetensors_file_and_predicts(tmp_path, monkeypatch, caplog):
   from safetensors.torch import save_file  # pylint: disable=import-outside-toplevel
   net = timm_vit(depth=1, num_classes=1000)
   served = tmp_path / "server" / "model.safetensors"
@@ -242,6 +242,7 @@ def test_registered_name_downloads_a_safetensors_file_and_predicts(tmp_path, mon
   monkeypatch.setenv("FTLAB_CACHE", str(tmp_path / "cache"))
   predictor = predict.from_pretrained(NAME)
   assert (tmp_path / "cache" / filename).is_file()
+  assert f"weights '{NAME}' ({served.as_uri()}) have no registered sha256" in caplog.text
   x = np.random.default_rng(3).standard_normal((1, 3, SIZE, SIZE), dtype=np.float32)
   ref, _ = timm_outputs(net, x)
   probs = predictor.probabilities(x.transpose(0, 2, 3, 1))

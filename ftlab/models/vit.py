@@ -11,7 +11,9 @@ torch's (3D, D) matrix of the stacked q, k, v projections and
 the converter copies them unchanged (a leaf of the same name in the Flax
 module); `out_proj` is an ordinary Dense. ViT-S/16 (torchvision has none) is
 torchvision's VisionTransformer class with ViT-S dimensions (patch 16, 12
-layers, 6 heads, width 384, MLP 1536), not timm's layout.
+layers, 6 heads, width 384, MLP 1536); timm's layout of the same model, with
+its weights, is `vit_timm.vit_small_patch16_224`, which shares `attend` and
+`layer_norm` with this module.
 
 The position embedding's grid follows the input at initialisation, so a model
 built for another image size has its own `pos_embedding` shape; loading a

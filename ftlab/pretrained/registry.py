@@ -30,6 +30,7 @@ of that page could be found offline: the file is registered with
 """
 import dataclasses
 import importlib.util
+import logging
 import os
 import pathlib
 from typing import Mapping, Optional, Union
@@ -167,6 +168,9 @@ def resolve(name_or_path, *, progress: bool = True) -> pathlib.Path:
   if isinstance(source, Packaged):
     return _packaged_path(name, source)
   if isinstance(source, Remote):
+    if source.sha256 is None:
+      logging.warning("weights %r (%s) have no registered sha256: the file is not verified",
+                      name, source.url)
     try:
       return download_lib.download(source.url, cache_dir(), sha256=source.sha256,
                                    filename=source.filename, progress=progress)
