@@ -23,6 +23,7 @@ from ftlab.models import vit_timm
 from ftlab.pretrained import load, posemb, registry
 from ftlab.pretrained.layout import torch_to_flax
 from ftlab.training import state as state_lib
+from ftlab.training import strategy
 
 NAME = "vit_small_patch16_224"
 NUM_CLASSES = 10
@@ -108,6 +109,17 @@ def test_eval_and_train_logits_and_trunk_match_timm(pair):
   assert max_diff(train_logits, ref_train) < TOL
 
 
+def test_bfloat16_computes_in_bfloat16_and_returns_float32_logits(pair):
+  net, model, variables = pair
+  model = model.clone(dtype=jnp.bfloat16)
+  x = np.random.default_rng(1).standard_normal((2, 3, SIZE, SIZE), dtype=np.float32)
+  ref, _ = timm_outputs(net, x)
+  logits, trunk = jax.jit(lambda v, x: (model.apply(v, x), model.apply(v, x, part="trunk")))(
+      variables, jnp.asarray(x.transpose(0, 2, 3, 1)))
+  assert trunk.dtype == jnp.bfloat16 and logits.dtype == jnp.float32
+  assert 0 < max_diff(logits, ref) < 0.05 * np.abs(ref).max(), max_diff(logits, ref)
+
+
 def test_parameter_paths_are_timms(pair):
   net, _, variables = pair
   paths = {"/".join(k) for k in traverse_util.flatten_dict(variables["params"])}
@@ -149,7 +161,8 @@ def test_preprocessing_is_timms_config():
 
 
 def test_init_is_timms():
-  params = state_lib.flatten(flax_vit(1).init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))["params"])
+  variables = flax_vit(1).init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  params = state_lib.flatten(variables["params"])
   for name in ("blocks/0/attn/qkv/kernel", "blocks/0/mlp/fc1/kernel", "head/kernel", "pos_embed"):
     value = np.asarray(params[name])
     assert abs(value.std() - 0.02) < 0.002, name
@@ -172,6 +185,26 @@ def test_lora_default_targets_are_attention_and_mlp_kernels():
   assert set(setup.lora.targets) == expected
   assert setup.lora.shapes["blocks/0/attn/qkv/kernel/lora_a"] == (384, 4)
   assert setup.lora.shapes["blocks/0/attn/qkv/kernel/lora_b"] == (4, 1152)
+
+
+def test_freeze_shallow_and_layer_decay_cut_on_timms_blocks():
+  spec = models.get_spec(NAME)
+  shapes = state_lib.param_shapes(spec.build(10, jnp.float32), SIZE)
+  cfg = default.get_config().strategy
+  cfg.name, cfg.freeze_blocks = "freeze_shallow", 2  # the patch embedding, then blocks/0
+  plan = strategy.build_plan(spec, cfg, shapes)
+  frozen = {p for p in shapes if not plan.trainable(p)}
+  assert frozen == {p for p in shapes if re.match(r"(patch_embed|blocks/0)/|cls_token$|pos_embed$",
+                                                  p)}
+  cfg.name, cfg.layer_decay = "layer_decay", 0.5
+  plan = strategy.build_plan(spec, cfg, shapes)
+
+  def mult(path):
+    return plan.group_of(path).action.lr_mult
+
+  assert mult("head/kernel") == 1.0 and mult("norm/scale") == 0.5
+  assert mult("blocks/11/mlp/fc1/kernel") == 0.25 and mult("blocks/1/attn/qkv/bias") == 0.5 ** 12
+  assert mult("cls_token") == mult("pos_embed") == mult("patch_embed/proj/kernel") == 0.5 ** 14
 
 
 # ------------------------------------------------------- loading
