@@ -280,3 +280,13 @@ def test_registered_name_downloads_a_safetensors_file_and_predicts(tmp_path, mon
   ref, _ = timm_outputs(net, x)
   probs = predictor.probabilities(x.transpose(0, 2, 3, 1))
   assert max_diff(probs, torch.softmax(torch.from_numpy(ref), -1).numpy()) < 1e-5
+
+
+def test_an_unreachable_hub_file_says_where_to_put_it(tmp_path, monkeypatch):
+  filename = registry.WEIGHTS[NAME].filename
+  missing = (tmp_path / "nowhere" / "model.safetensors").as_uri()
+  monkeypatch.setitem(registry.WEIGHTS, NAME, registry.Remote(missing, None, filename))
+  monkeypatch.setenv("FTLAB_CACHE", str(tmp_path / "cache"))
+  with pytest.raises(registry.WeightsNotFoundError) as error:
+    registry.resolve(NAME, progress=False)
+  assert f"copy it to {tmp_path / 'cache' / filename}, or set" in str(error.value)

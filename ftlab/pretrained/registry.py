@@ -177,7 +177,7 @@ def resolve(name_or_path, *, progress: bool = True) -> pathlib.Path:
     except download_lib.DownloadError as e:
       raise WeightsNotFoundError(
           f"weights {name!r} could not be fetched: {e}. Download {source.url} on a "
-          f"machine with internet and copy it to {cache_dir()}/, or set "
+          f"machine with internet and copy it to {cache_dir()}/{source.filename or ''}, or set "
           f"config.model.pretrained to the file's path") from e
   path = pathlib.Path(name).expanduser()
   if path.exists():
