@@ -161,7 +161,7 @@ def test_preprocessing_is_timms_config():
 
 
 def test_init_is_timms():
-  variables = flax_vit(1).init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  variables = jax.jit(flax_vit(1).init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
   params = state_lib.flatten(variables["params"])
   for name in ("blocks/0/attn/qkv/kernel", "blocks/0/mlp/fc1/kernel", "head/kernel", "pos_embed"):
     value = np.asarray(params[name])
