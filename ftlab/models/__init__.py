@@ -20,9 +20,10 @@ Contract for every architecture module (see `tiny.py` for the smallest one):
 * `spec.blocks` lists the trunk's blocks from shallow to deep, each a regex
   that fully matches a '/'-joined *module* path prefix (e.g. 'layer1',
   'conv1|bn1') or a whole parameter path (ViT's 'class_token',
-  'encoder/pos_embedding', which sit directly in a module with other
-  children); `spec.head` likewise names the classifier. Together they must
-  cover every parameter: strategies such as freeze_shallow(n) cut on them.
+  'encoder/pos_embedding', timm ViT's 'cls_token', 'pos_embed', which sit
+  directly in a module with other children); `spec.head` likewise names the
+  classifier. Together they must cover every parameter: strategies such as
+  freeze_shallow(n) cut on them.
 * A model with a `drop_path_rate` attribute (ConvNeXt) takes
   `config.model.drop_path_rate` through `with_drop_path`.
 * `spec.lora_targets` (optional) are the regexes over parameter paths that
@@ -38,7 +39,7 @@ from typing import Callable
 import flax.linen as nn
 
 from ftlab.models import (convnext, densenet, efficientnet_lite, mobilenet, resnest, resnet, tiny,
-                          vit)
+                          vit, vit_timm)
 from ftlab.models.layers import BatchNorm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -107,6 +108,9 @@ MODELS = {
                           lora_targets=vit.LORA_TARGETS),
     "vit_s_16": ModelSpec(build=vit.vit_s_16, blocks=vit.BLOCKS, head=vit.HEAD,
                           lora_targets=vit.LORA_TARGETS),
+    "vit_small_patch16_224": ModelSpec(
+        build=vit_timm.vit_small_patch16_224, blocks=vit_timm.BLOCKS, head=vit_timm.HEAD,
+        mean=vit_timm.MEAN, std=vit_timm.STD, lora_targets=vit_timm.LORA_TARGETS),
 }
 
 

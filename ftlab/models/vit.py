@@ -11,7 +11,9 @@ torch's (3D, D) matrix of the stacked q, k, v projections and
 the converter copies them unchanged (a leaf of the same name in the Flax
 module); `out_proj` is an ordinary Dense. ViT-S/16 (torchvision has none) is
 torchvision's VisionTransformer class with ViT-S dimensions (patch 16, 12
-layers, 6 heads, width 384, MLP 1536), not timm's layout.
+layers, 6 heads, width 384, MLP 1536); timm's layout of the same model, with
+its weights, is `vit_timm.vit_small_patch16_224`, which shares `attend` and
+`layer_norm` with this module.
 
 The position embedding's grid follows the input at initialisation, so a model
 built for another image size has its own `pos_embedding` shape; loading a
@@ -71,6 +73,21 @@ def _bias_normal_1e6(key, shape, dtype=jnp.float32):
 layer_norm = functools.partial(nn.LayerNorm, epsilon=LN_EPS)
 
 
+def attend(qkv, heads: int, dtype: Any):
+  """Multi-head scaled dot-product attention: packed (N, S, 3D) q, k, v -> (N, S, D).
+
+  The last axis holds q, k and v in that order, each as `heads` consecutive
+  slices of D / heads, as torch's packed `in_proj` and timm's `attn.qkv` both
+  lay them out. The softmax runs in float32.
+  """
+  n, s, width = qkv.shape
+  d = width // 3
+  q, k, v = jnp.split(qkv.reshape(n, s, 3 * heads, d // heads), 3, axis=2)
+  logits = jnp.einsum("nqhc,nkhc->nhqk", q, k) / math.sqrt(d // heads)
+  attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
+  return jnp.einsum("nhqk,nkhc->nqhc", attn, v).reshape(n, s, d)
+
+
 class SelfAttention(nn.Module):
   """torch.nn.MultiheadAttention(batch_first=True) on (x, x, x), packed in_proj."""
   heads: int
@@ -82,10 +99,7 @@ class SelfAttention(nn.Module):
     w = self.param("in_proj_weight", nn.initializers.xavier_uniform(), (3 * d, d), jnp.float32)
     b = self.param("in_proj_bias", nn.initializers.zeros, (3 * d,), jnp.float32)
     qkv = jnp.einsum("nsd,ed->nse", x, w.astype(self.dtype)) + b.astype(self.dtype)
-    q, k, v = jnp.split(qkv.reshape(*x.shape[:2], 3 * self.heads, d // self.heads), 3, axis=2)
-    logits = jnp.einsum("nqhc,nkhc->nhqk", q, k) / math.sqrt(d // self.heads)
-    attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-    y = jnp.einsum("nhqk,nkhc->nqhc", attn, v).reshape(x.shape)
+    y = attend(qkv, self.heads, self.dtype)
     return nn.Dense(d, dtype=self.dtype, kernel_init=inits.TORCH_DEFAULT_KERNEL,
                     name="out_proj")(y)
 

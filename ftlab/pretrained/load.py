@@ -8,8 +8,9 @@ name, a `.pth`/`.pt`/`.safetensors` file, or a directory written by
 * same shape: loaded;
 * different shape inside the head (`spec.head`): kept from the template, i.e.
   re-initialised — the usual case when the task has its own classes;
-* a ViT `pos_embedding` of another grid (the model's image size differs from
-  the checkpoint's): resampled bicubically, class token kept
+* a ViT position embedding (`pos_embedding`, timm's `pos_embed`) of another
+  grid (the model's image size differs from the checkpoint's): resampled
+  bicubically, class token kept
   (`posemb.resample`), and listed as `resized`;
 * different shape elsewhere: an error naming the entry and both shapes;
 * only in the checkpoint: `unexpected` (ignored); only in the model: `missing`
@@ -36,6 +37,8 @@ from ftlab.pretrained import layout, posemb, pth, registry
 VARIABLES_FILE = "variables.msgpack"
 META_FILE = "meta.json"
 SUMMARY_NAMES = 8
+# The position embeddings' leaf names: torchvision's ViT, timm's (both with the class token's row).
+POSEMB_LEAVES = ("pos_embedding", "pos_embed")
 
 
 class ShapeMismatchError(ValueError):
@@ -158,7 +161,7 @@ def _kept(name, in_template, why: str, source: str):
 
 def _is_posemb(name: str, old: tuple, new: tuple) -> bool:
   """A ViT position embedding (1, tokens, D) whose number of tokens differs."""
-  return (name.endswith("/pos_embedding") and len(old) == len(new) == 3
+  return (name.rsplit("/", 1)[-1] in POSEMB_LEAVES and len(old) == len(new) == 3
           and old[0] == new[0] == 1 and old[2] == new[2])
 
 

