@@ -62,6 +62,7 @@ def run_config(spec: dict):
   config = benchlib.ftlab_config(spec["model"], spec["image_size"], spec["strategy"])
   config.data.kind = "imagefolder"
   config.data.root = spec["root"]
+  config.data.val_split = ""  # minival carved from train
   config.train.num_epochs = spec["steps"] * config.train.batch_size / (0.9 * spec["images"])
   config.train.checkpoint_every_steps = 0
   config.train.compilation_cache_dir = spec["cache"]
@@ -164,6 +165,8 @@ def summarize(rounds: list, variants: list) -> dict:
          "variants": {}}
   for v in variants:
     good = [r for r in ok if "error" not in r[v]]
+    if not good:
+      raise SystemExit(f"every {v} loop failed: {rounds[-1][v]['error']}")
     ratios = [r[v]["images_per_s"] / r["step"]["images_per_s"] for r in good]
     out["variants"][v] = {
         "images_per_s": statistics.median(r[v]["images_per_s"] for r in good),
