@@ -43,13 +43,31 @@ def eligible(setup: Setup, config) -> bool:
     return False
   if jax.process_count() > 1:
     return False
-  plan = setup.phases[0].plan
+  return head_only(setup, 0)
+
+
+def head_only(setup: Setup, phase: int) -> bool:
+  """True when phase `phase` trains only the head, with the trunk's BatchNorms frozen."""
+  plan = setup.phases[phase].plan
   head = re.compile(strategy.under(setup.spec.head))
   if any(plan.trainable(p) and not head.fullmatch(p) for p in plan.labels):
     return False
   bn_modules = {p.rsplit("/", 1)[0] for p in plan.labels
                 if p.endswith("/scale") and not head.fullmatch(p)}
   return bn_modules <= plan.frozen_bn()
+
+
+def train_features(trunk_fn, state, train: Loader, devices: Devices,
+                   eval_batch_size: int) -> "FeatureLoader":
+  """A FeatureLoader of the train split's features (both orientations under flip_only)."""
+  fixed = dataclasses.replace(train.augment, flip_only=False)
+  ordered = dataclasses.replace(train, train=False, batch_size=eval_batch_size, augment=fixed)
+  features = extract(trunk_fn, state, ordered, devices)
+  flipped = None
+  if train.augment.flip_only:
+    flipped = extract(trunk_fn, state, dataclasses.replace(ordered, augment=Mirrored(fixed)),
+                      devices)
+  return FeatureLoader(features, train, flipped)
 
 
 def extract(trunk_fn, state, loader: Loader, devices: Devices) -> np.ndarray:
@@ -89,15 +107,7 @@ class _Lookup:
 def cache_splits(trunk_fn, state, loaders: Dict[str, Loader], devices: Devices,
                  eval_batch_size: int) -> Dict[str, "FeatureLoader"]:
   """FeatureLoaders for 'train' (both orientations under flip_only) and 'minival'."""
-  train = loaders["train"]
-  fixed = dataclasses.replace(train.augment, flip_only=False)
-  ordered = dataclasses.replace(train, train=False, batch_size=eval_batch_size, augment=fixed)
-  features = extract(trunk_fn, state, ordered, devices)
-  flipped = None
-  if train.augment.flip_only:
-    flipped = extract(trunk_fn, state, dataclasses.replace(ordered, augment=Mirrored(fixed)),
-                      devices)
-  return {"train": FeatureLoader(features, train, flipped),
+  return {"train": train_features(trunk_fn, state, loaders["train"], devices, eval_batch_size),
           "minival": FeatureLoader(extract(trunk_fn, state, loaders["minival"], devices),
                                    loaders["minival"])}
 
@@ -126,6 +136,11 @@ class FeatureLoader:
   @property
   def num_batches(self) -> int:
     return self.loader.num_batches
+
+  @property
+  def nbytes(self) -> int:
+    lookup = self.loader.augment
+    return lookup.features.nbytes + (0 if lookup.flipped is None else lookup.flipped.nbytes)
 
   def epoch(self, epoch: int, start: int = 0):
     for batch in self.loader.epoch(epoch, start):

@@ -15,7 +15,6 @@ freezes leading blocks), models whose spec has `boundaries=True` (tiny_cnn,
 ResNets), one process. Otherwise, or when the cache would exceed
 `config.strategy.cache_max_bytes`, the run trains on images and logs why.
 """
-import dataclasses
 import re
 import time
 
@@ -29,9 +28,9 @@ from ftlab.training.state import Setup, TrainState, init_variables, variables_of
 from ftlab.training.steps import normalize
 
 
-def frozen_prefix(setup: Setup) -> int:
-  """How many leading trunk blocks are wholly frozen, BatchNorms included (0 = none)."""
-  plan = setup.phases[0].plan
+def frozen_prefix(setup: Setup, phase: int = 0) -> int:
+  """How many leading trunk blocks phase `phase` wholly freezes, BatchNorms included (0 = none)."""
+  plan = setup.phases[phase].plan
   frozen_bn = plan.frozen_bn()
   n = 0
   for block in setup.spec.blocks:
@@ -44,11 +43,11 @@ def frozen_prefix(setup: Setup) -> int:
   return n
 
 
-def boundary_block(setup: Setup, config, num_train: int, image_size: int) -> int:
-  """The block to cache at (0 = train on images; the reason is logged)."""
+def boundary_block(setup: Setup, config, num_train: int, image_size: int, phase: int = 0) -> int:
+  """The block to cache phase `phase`'s train inputs at (0 = train on images; the reason is logged)."""
   if not config.strategy.cache_features or config.data.augment:
     return 0
-  n = frozen_prefix(setup) if len(setup.phases) == 1 else 0
+  n = frozen_prefix(setup, phase)
   if n == 0 or n == len(setup.spec.blocks):
     return 0  # nothing frozen, or the whole trunk: the feature cache's case
   why = ""
@@ -79,9 +78,10 @@ def activation_bytes(setup: Setup, n: int, image_size: int) -> int:
   return int(np.prod(out.shape)) * out.dtype.itemsize
 
 
-def make_upto_step(setup: Setup, n: int):
-  """`upto(state, batch) -> activations after the first n blocks`, as the train step computes them."""
-  mode = setup.phases[0].mode
+def make_upto_step(setup: Setup, n: int, phase: int = 0):
+  """`upto(state, batch) -> activations after the first n blocks`, as phase `phase`'s train step
+  computes them."""
+  mode = setup.phases[phase].mode
 
   def upto(state: TrainState, batch):
     return setup.model.apply(variables_of(state), normalize(batch["image"], setup.spec),
@@ -91,19 +91,14 @@ def make_upto_step(setup: Setup, n: int):
 
 
 def build(setup: Setup, state: TrainState, loader, devices, n: int,
-          eval_batch_size: int) -> tuple:
+          eval_batch_size: int, phase: int = 0) -> tuple:
   """(a FeatureLoader of the boundary activations in the train loader's order, seconds)."""
   t0 = time.perf_counter()
-  upto = jax.jit(make_upto_step(setup, n))
-  fixed = dataclasses.replace(loader.augment, flip_only=False)
-  ordered = dataclasses.replace(loader, train=False, batch_size=eval_batch_size, augment=fixed)
-  acts = feature_cache.extract(upto, state, ordered, devices)
-  flipped = None
-  if loader.augment.flip_only:
-    flipped = feature_cache.extract(
-        upto, state, dataclasses.replace(ordered, augment=feature_cache.Mirrored(fixed)), devices)
+  upto = jax.jit(make_upto_step(setup, n, phase))
+  acts = feature_cache.train_features(upto, state, loader, devices, eval_batch_size)
   seconds = time.perf_counter() - t0
+  flips = acts.loader.augment.flipped is not None
   logging.info("cached the activations after %d frozen block(s) of %d train images%s (%.2f GiB) "
-               "in %.1fs", n, len(acts), " (both orientations)" if flipped is not None else "",
-               acts.nbytes * (1 if flipped is None else 2) / 2**30, seconds)
-  return feature_cache.FeatureLoader(acts, loader, flipped), seconds
+               "in %.1fs", n, len(loader.split), " (both orientations)" if flips else "",
+               acts.nbytes / 2**30, seconds)
+  return acts, seconds

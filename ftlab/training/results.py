@@ -114,6 +114,7 @@ def results(run: Run, trainer: Trainer, held_out: dict) -> dict:
       "history": history, "num_steps": run.schedule.total_steps,
       "num_phases": len(run.setup.phases), "feature_cache": trainer.features is not None,
       "boundary_cache_block": trainer.boundary,
+      "phase_inputs": {str(k): v for k, v in sorted(trainer.phase_inputs.items())},
       "train_time_s": meta["train_time_s"], "compile_time_s": meta["compile_time_s"],
       "feature_cache_s": meta["feature_cache_s"],
       "compile": trainer.compiles.summary() if trainer.compiles is not None else None,

@@ -14,6 +14,7 @@ and a one-line summary at the start, `progress.Progress` lines and one line per
 minival evaluation while training, and a block with the held-out scores, the
 times and the run's files at the end.
 """
+import dataclasses
 import logging
 import os
 import time
@@ -25,7 +26,8 @@ import ml_collections
 import numpy as np
 
 from ftlab.evaluation import evaluator, feature_cache
-from ftlab.training import boundary_cache, compile_stats, optim, progress, rungs, runtime
+from ftlab.training import (boundary_cache, compile_stats, optim, phase_cache, progress, rungs,
+                            runtime)
 from ftlab.training import ema as ema_lib
 from ftlab.training.results import finish, selection_split
 from ftlab.training.run import Run, prepare, restore_or_init
@@ -68,8 +70,10 @@ class Trainer:
                                   run.schedule.warmup_steps)
     self.features = self._cache_features() if feature_cache.eligible(run.setup, run.config) else None
     self.boundary, self.boundary_train = 0, None  # boundary_cache: block cut at, its train batches
-    if self.features is None:
+    if self.features is None and len(run.setup.phases) == 1:
       self._cache_boundary()
+    self.inputs = {}  # several phases: phase -> its PhaseInput (phase_cache), built on entering it
+    self.phase_inputs = {}  # phase -> what its steps trained on, for results.json
     self.image_eval_fn = jax.jit(make_eval_step(run.setup))
     self.eval_fn = (self.image_eval_fn if self.features is None
                     else jax.jit(make_eval_step(run.setup, on_features=True)))
@@ -96,12 +100,30 @@ class Trainer:
       return self.boundary_train
     return self.run.loaders[name]
 
+  def _train_input(self) -> phase_cache.PhaseInput:
+    """What the current phase's steps read, with its loader (a cache built on first use)."""
+    run = self.run
+    if len(run.setup.phases) == 1:
+      return phase_cache.PhaseInput(self.features is not None, self.boundary, self._loader("train"))
+    if self.phase not in self.inputs:
+      kind = phase_cache.choose(run.setup, run.config, self.phase, len(run.data.train),
+                                run.schedule.total_steps, run.schedule.steps_per_epoch)
+      built, seconds = phase_cache.build(run.setup, self.state, kind, run.loaders["train"],
+                                         run.devices, run.config.train.eval_batch_size, self.phase)
+      self.meta["feature_cache_s"] += seconds
+      self.inputs = {self.phase: built}  # the previous phase's cache is released
+      self.phase_inputs[self.phase] = built.describe()
+    built = self.inputs[self.phase]
+    return built if built.loader is not None else dataclasses.replace(
+        built, loader=run.loaders["train"])
+
   def _executable(self, batch):
     """The compiled step of the current phase (compiled once per phase)."""
     if self.phase not in self.compiled:
       t0 = time.perf_counter()
-      fn = jax.jit(make_train_step(self.run.setup, self.phase, self.features is not None,
-                                   self.boundary),
+      source = self._train_input()
+      fn = jax.jit(make_train_step(self.run.setup, self.phase, source.on_features,
+                                   source.from_block),
                    donate_argnums=(0,))
       self.compiled[self.phase] = fn.lower(self.state, batch, self.rng).compile()
       seconds = time.perf_counter() - t0
@@ -110,13 +132,16 @@ class Trainer:
       runtime.release_free_memory()  # the compiler's freed heap, before the step allocates
     return self.compiled[self.phase]
 
-  def _enter_phase(self, step: int) -> None:
+  def _enter_phase(self, step: int) -> bool:
+    """Moves the state into step `step`'s phase; True if that is a new phase."""
     index = self.run.setup.phase_index(step)
-    if index != self.phase:
-      self.state = self.run.devices.replicate(regroup(self.state, self.run.setup.phases[index]))
-      self.phase = index
-      logging.info("step %d: strategy phase %d:\n%s", step, index,
-                   self.run.setup.phases[index].plan.table())
+    if index == self.phase:
+      return False
+    self.state = self.run.devices.replicate(regroup(self.state, self.run.setup.phases[index]))
+    self.phase = index
+    logging.info("step %d: strategy phase %d:\n%s", step, index,
+                 self.run.setup.phases[index].plan.table())
+    return True
 
   def _drain(self) -> None:
     """Fetches the previous step's metrics (one step behind, to keep the device busy)."""
@@ -190,11 +215,16 @@ class Trainer:
   def train(self, stop: int) -> None:
     """Runs steps until `stop`; train time excludes compilation, evaluation and checkpoints."""
     start = int(self.state.step)
-    batches = train_batches(self._loader("train"), start, self.run.schedule.steps_per_epoch)
-    t_mark = time.perf_counter()
+    batches, t_mark = None, time.perf_counter()
     self.console.start(start, self.meta["train_time_s"], self.meta["compile_time_s"])
     for step in range(start, stop):
-      self._enter_phase(step)
+      if self._enter_phase(step) or batches is None:  # its inputs (maybe a cache to build)
+        self.meta["train_time_s"] += time.perf_counter() - t_mark
+        if batches is not None:
+          batches.close()  # the previous phase's stream: its decode threads stop
+        batches = train_batches(self._train_input().loader, step,
+                                self.run.schedule.steps_per_epoch)
+        t_mark = time.perf_counter()
       batch = self.run.devices.shard_batch(next(batches))
       if self.phase not in self.compiled:
         self._executable(batch)
