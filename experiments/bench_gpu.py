@@ -47,16 +47,16 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import benchlib
+from gpu_table import note_of, write_outputs
 from shared_weights import load_into_torch, load_torch_weights, save_state_dict, torch_model
 
 
 MODELS = ("resnet50", "efficientnet_lite0")
 DTYPES = ("bfloat16", "float32")
 TORCH_VARIANTS = ("eager", "compile")
-SIDES = ("ftlab", "torch_eager", "torch_compile")
 DEVICE_CHECKS = ("gpu", "none")
 MIN_JOB_S = 20.0  # a job is not started with less of the budget left
 JOB_LIMIT_S = 300.0  # at most this long for any one measurement
@@ -71,8 +71,34 @@ def check_device(framework: str, found: str, device_check: str) -> None:
     raise RuntimeError(f"--device_check=gpu: {framework} runs on {found!r}, not a GPU")
 
 
+def attempt(fn: Callable[[], object]) -> Tuple[object, str]:
+  """(fn(), '') or (None, 'ErrorType: message'): a probe's reading that may fail."""
+  try:
+    return fn(), ""
+  except Exception as e:  # pylint: disable=broad-except
+    return None, f"{type(e).__name__}: {e}"
+
+
+def import_ftlab_step() -> str:
+  """What the ftlab worker imports; returns flax's version."""
+  import flax  # pylint: disable=import-outside-toplevel
+  from configs import default  # noqa: F401  # pylint: disable=import-outside-toplevel
+  from ftlab.training import steps  # noqa: F401  # pylint: disable=import-outside-toplevel
+  return flax.__version__
+
+
+PRECISION = {  # the settings that decide float32 convolution/matmul precision on each side
+    "torch_cudnn_allow_tf32": lambda torch, jax: torch.backends.cudnn.allow_tf32,
+    "torch_matmul_allow_tf32": lambda torch, jax: torch.backends.cuda.matmul.allow_tf32,
+    "jax_default_matmul_precision": lambda torch, jax: jax.config.jax_default_matmul_precision}
+
+
 def prepare_worker(spec: dict) -> dict:
-  """Devices and versions of both frameworks, ftlab's step import, the shared weights."""
+  """Devices and versions of both frameworks, ftlab's step import, the shared weights.
+
+  A failed import of ftlab's step or a model's PyTorch original is recorded
+  (its jobs are then skipped), not raised: the other jobs still run.
+  """
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # this probe only
   import jax  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
@@ -80,24 +106,19 @@ def prepare_worker(spec: dict) -> dict:
   out = {"torch": torch.__version__, "torch_backend": "gpu" if cuda else "cpu",
          "torch_device": torch.cuda.get_device_name(0) if cuda else "cpu",
          "jax": jax.__version__, "jax_backend": jax.default_backend(),
-         "jax_device": jax.devices()[0].device_kind, "python": sys.version.split()[0],
-         "cudnn_tf32": torch.backends.cudnn.allow_tf32,
-         "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
-         "jax_matmul_precision": str(jax.config.jax_default_matmul_precision)}
-  try:  # what the ftlab worker imports; a failure skips the ftlab jobs, not the torch ones
-    import flax  # pylint: disable=import-outside-toplevel
-    from ftlab.training import steps  # pylint: disable=import-outside-toplevel,unused-import
-    from configs import default  # pylint: disable=import-outside-toplevel,unused-import
-    out["flax"] = flax.__version__
-  except Exception as e:  # pylint: disable=broad-except
-    out["ftlab_import_error"] = f"{type(e).__name__}: {e}"
+         "jax_device": jax.devices()[0].device_kind, "python": sys.version.split()[0]}
+  for name, read in PRECISION.items():
+    value, error = attempt(lambda read=read: read(torch, jax))
+    out[name] = error or str(value)
+  out["flax"], out["ftlab_import_error"] = attempt(import_ftlab_step)
   out["weights"], out["weight_errors"] = {}, {}
   for m in spec["models"]:
-    try:
-      net = torch_model(m, spec["image_size"])
-      out["weights"][m] = save_state_dict(net, os.path.join(spec["dir"], f"{m}.npz"))
-    except Exception as e:  # pylint: disable=broad-except
-      out["weight_errors"][m] = f"{type(e).__name__}: {e}"
+    path, error = attempt(lambda m=m: save_state_dict(
+        torch_model(m, spec["image_size"]), os.path.join(spec["dir"], f"{m}.npz")))
+    if error:
+      out["weight_errors"][m] = error
+    else:
+      out["weights"][m] = path
   return out
 
 
@@ -122,7 +143,7 @@ def ftlab_worker(spec: dict) -> dict:
   compiled, compile_s = benchlib.compile_step(make_train_step(setup, 0), state, batch, rng)
   timing = benchlib.time_steps(benchlib.Stepper(compiled, state, batch, rng),
                                spec["steps"], spec["warmup"], rounds=1)
-  memory = compiled.memory_analysis()
+  memory, _ = attempt(compiled.memory_analysis)  # an extra: its failure loses no row
   return {"images_per_s": spec["batch"] / timing.median_s, "step_ms": timing.median_s * 1e3,
           "compile_s": compile_s, "peak_mb": jax_peak_mb(jax.devices()[0]),
           "temp_mb": memory.temp_size_in_bytes / MIB if memory else None,
@@ -185,7 +206,7 @@ WORKERS = {"prepare": prepare_worker, "ftlab": ftlab_worker, "torch": torch_work
 class Job:
   model: str
   dtype: str
-  side: str  # one of SIDES
+  side: str  # one of gpu_table.SIDES
 
   @property
   def label(self) -> str:
@@ -245,95 +266,6 @@ def skip_reason(prep: dict, device_check: str) -> Callable[[Job], str]:
       return f"--device_check=gpu: {backend} is {prep[backend]!r}"
     return ""
   return why
-
-
-# --- the table -------------------------------------------------------------------
-
-
-def note_of(result: dict) -> str:
-  return result.get("skipped") or result.get("error") or ""
-
-
-def summarize(results: Dict[Job, dict]) -> List[dict]:
-  """One row per (model, dtype), in the order first planned, with each side's numbers."""
-  rows: Dict[tuple, dict] = {}
-  for job, r in results.items():
-    row = rows.setdefault((job.model, job.dtype), {"model": job.model, "dtype": job.dtype,
-                                                    "notes": []})
-    row[f"{job.side}_images_per_s"] = r.get("images_per_s")
-    row[f"{job.side}_peak_mb"] = r.get("peak_mb")
-    row[f"{job.side}_first_s"] = r.get("compile_s", r.get("first_step_s"))
-    if note_of(r):
-      row["notes"].append(f"{job.side}: {note_of(r)}")
-  for row in rows.values():
-    torch_sides = [s for s in SIDES[1:] if row.get(f"{s}_images_per_s")]
-    best = max(torch_sides, key=lambda s: row[f"{s}_images_per_s"], default=None)
-    row["best_torch"] = best
-    row["best_torch_images_per_s"] = row[f"{best}_images_per_s"] if best else None
-    ftlab = row.get("ftlab_images_per_s")
-    row["ratio"] = ftlab / row["best_torch_images_per_s"] if ftlab and best else None
-  return list(rows.values())
-
-
-COLUMNS = (  # (key, markdown header, format)
-    ("model", "model", ""), ("dtype", "dtype", ""),
-    ("ftlab_images_per_s", "ftlab img/s", ".0f"),
-    ("torch_eager_images_per_s", "PyTorch eager img/s", ".0f"),
-    ("torch_compile_images_per_s", "torch.compile img/s", ".0f"),
-    ("ratio", "ftlab / best PyTorch", ".2f"),
-    ("ftlab_peak_gib", "ftlab peak GiB", ".2f"),
-    ("torch_eager_peak_gib", "eager peak GiB", ".2f"),
-    ("torch_compile_peak_gib", "compile peak GiB", ".2f"),
-    ("ftlab_first_s", "ftlab compile s", ".0f"),
-    ("torch_compile_first_s", "torch.compile 1st step s", ".0f"))
-
-
-def cell(value, fmt: str) -> str:
-  if value is None:
-    return "-"
-  return format(value, fmt) if fmt else str(value)
-
-
-def with_gib(row: dict) -> dict:
-  return {**row, **{f"{s}_peak_gib": row[f"{s}_peak_mb"] / 1024.0
-                    for s in SIDES if row.get(f"{s}_peak_mb") is not None}}
-
-
-def header(meta: dict) -> str:
-  """The table's caption: device, versions, what was timed."""
-  return (f"{meta.get('device', 'unknown device')}, {meta.get('date', '')}: "
-          f"{meta['image_size']}x{meta['image_size']}, batch {meta['batch']}, full_ft, "
-          f"median of {meta['steps']} steps after {meta['warmup']} warm-up; "
-          f"jax {meta.get('jax', '?')}, torch {meta.get('torch', '?')} "
-          f"(channels_last, cudnn.benchmark; bfloat16 = autocast), "
-          f"ftlab bfloat16 = config.model.dtype; peak = the allocator's peak per process.")
-
-
-def markdown(meta: dict, rows: List[dict]) -> str:
-  """The README table: a caption, one line per row, then every skip or error as a note."""
-  lines = [header(meta), "",
-           "| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
-           "|" + "|".join("---" for _ in COLUMNS) + "|"]
-  for row in map(with_gib, rows):
-    lines.append("| " + " | ".join(cell(row.get(k), f) for k, _, f in COLUMNS) + " |")
-  notes = [f"- {r['model']} {r['dtype']} {n}" for r in rows for n in r["notes"]]
-  if notes:
-    lines += ["", "Not measured or failed:"] + notes
-  return "\n".join(lines) + "\n"
-
-
-def write_outputs(args, meta: dict, results: Dict[Job, dict]) -> List[dict]:
-  """Rewrites --json / --markdown from the results so far; returns the rows."""
-  rows = summarize(results)
-  if args.json:
-    with open(args.json, "w", encoding="utf-8") as f:
-      json.dump({"meta": meta, "rows": rows,
-                 "results": [{**dataclasses.asdict(j), **r} for j, r in results.items()]},
-                f, indent=1)
-  if args.markdown:
-    with open(args.markdown, "w", encoding="utf-8") as f:
-      f.write(markdown(meta, rows))
-  return rows
 
 
 # --- parent -----------------------------------------------------------------------
@@ -407,11 +339,10 @@ def main(argv=None) -> None:
     results = run_jobs(
         jobs, lambda job, t: benchlib.run_worker(script, job_spec(job, args, prep), t), budget,
         args.compile_limit_s, skip_reason(prep, args.device_check),
-        after_each=lambda results: write_outputs(args, meta, results))
+        after_each=lambda results: write_outputs(args.json, args.markdown, meta, results))
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
-  rows = write_outputs(args, meta, results)
-  print(markdown(meta, rows))
+  print(write_outputs(args.json, args.markdown, meta, results))
 
 
 if __name__ == "__main__":

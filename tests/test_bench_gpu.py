@@ -1,4 +1,4 @@
-"""experiments/bench_gpu.py's plan, budget and table, on fake worker results (no models run)."""
+"""bench_gpu.py's plan and budget, gpu_table.py's table: on fake worker results, no models."""
 import json
 import os
 import sys
@@ -8,6 +8,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments"))
 import bench_gpu  # noqa: E402  # pylint: disable=wrong-import-position
 from bench_gpu import Job  # noqa: E402  # pylint: disable=wrong-import-position
+import gpu_table  # noqa: E402  # pylint: disable=wrong-import-position
 
 
 MODELS = ("resnet50", "efficientnet_lite0")
@@ -61,7 +62,8 @@ def test_run_jobs_caps_compile_variants_and_honours_skips():
   calls, seen = [], []
   results = bench_gpu.run_jobs(
       jobs, lambda job, t: calls.append((job, t)) or {"images_per_s": 1.0}, budget,
-      compile_limit_s=150.0, skip=lambda job: "no lite0" if job.model == "efficientnet_lite0" else "",
+      compile_limit_s=150.0,
+      skip=lambda job: "no lite0" if job.model == "efficientnet_lite0" else "",
       after_each=lambda r: seen.append(len(r)))
   assert [(j.side, t) for j, t in calls] == [("ftlab", bench_gpu.JOB_LIMIT_S),
                                              ("torch_eager", bench_gpu.JOB_LIMIT_S),
@@ -101,7 +103,7 @@ def fake_results():
 
 
 def test_summarize_ratio_against_the_best_torch_variant():
-  rows = bench_gpu.summarize(fake_results())
+  rows = gpu_table.summarize(fake_results())
   assert [(r["model"], r["dtype"]) for r in rows] == [("resnet50", "bfloat16"),
                                                       ("efficientnet_lite0", "bfloat16")]
   r50, lite = rows
@@ -115,11 +117,11 @@ def test_summarize_ratio_against_the_best_torch_variant():
 def test_markdown_table_and_notes():
   meta = {"device": "NVIDIA H200", "date": "2026-12-02", "image_size": 224, "batch": 128,
           "steps": 10, "warmup": 3, "jax": "0.11.2", "torch": "2.11.0"}
-  text = bench_gpu.markdown(meta, bench_gpu.summarize(fake_results()))
+  text = gpu_table.markdown(meta, gpu_table.summarize(fake_results()))
   lines = text.splitlines()
   assert lines[0].startswith("NVIDIA H200, 2026-12-02: 224x224, batch 128")
   header = [c.strip() for c in lines[2].strip("|").split("|")]
-  assert header == [h for _, h, _ in bench_gpu.COLUMNS]
+  assert header == [h for _, h, _ in gpu_table.COLUMNS]
   r50 = [c.strip() for c in lines[4].strip("|").split("|")]
   assert r50 == ["resnet50", "bfloat16", "3000", "2000", "2400", "1.25", "20.00", "10.00",
                  "8.00", "41", "95"]
@@ -130,9 +132,10 @@ def test_markdown_table_and_notes():
 
 
 def test_write_outputs_json_and_markdown(tmp_path):
-  args = bench_gpu.parse_args([f"--json={tmp_path / 'b.json'}", f"--markdown={tmp_path / 'b.md'}"])
   meta = {"device": "NVIDIA H200", "image_size": 224, "batch": 128, "steps": 10, "warmup": 3}
-  bench_gpu.write_outputs(args, meta, fake_results())
+  text = gpu_table.write_outputs(str(tmp_path / "b.json"), str(tmp_path / "b.md"), meta,
+                                 fake_results())
+  assert (tmp_path / "b.md").read_text() == text
   data = json.loads((tmp_path / "b.json").read_text())
   assert data["meta"]["device"] == "NVIDIA H200"
   assert data["rows"][0]["ratio"] == pytest.approx(1.25)
