@@ -61,6 +61,9 @@ DEVICE_CHECKS = ("gpu", "none")
 MIN_JOB_S = 20.0  # a job is not started with less of the budget left
 JOB_LIMIT_S = 300.0  # at most this long for any one measurement
 MIB = 2.0 ** 20
+# The PyTorch step's normalisation when ftlab's model registry does not import on the machine
+# (torchvision's ImageNet values; speed-neutral): the torch rows are measured all the same.
+FALLBACK_NORM = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
 
 # --- workers (each in its own process) ---------------------------------------
@@ -77,6 +80,13 @@ def attempt(fn: Callable[[], object]) -> Tuple[object, str]:
     return fn(), ""
   except Exception as e:  # pylint: disable=broad-except
     return None, f"{type(e).__name__}: {e}"
+
+
+def norm_of(model: str) -> dict:
+  """The mean and std of `model`'s ftlab spec (what ftlab's step normalises with)."""
+  from ftlab.models import get_spec  # pylint: disable=import-outside-toplevel
+  spec = get_spec(model)
+  return {"mean": tuple(spec.mean), "std": tuple(spec.std)}
 
 
 def import_ftlab_step() -> str:
@@ -111,8 +121,9 @@ def prepare_worker(spec: dict) -> dict:
     value, error = attempt(lambda read=read: read(torch, jax))
     out[name] = error or str(value)
   out["flax"], out["ftlab_import_error"] = attempt(import_ftlab_step)
-  out["weights"], out["weight_errors"] = {}, {}
+  out["weights"], out["weight_errors"], out["norms"] = {}, {}, {}
   for m in spec["models"]:
+    out["norms"][m], _ = attempt(lambda m=m: norm_of(m))
     path, error = attempt(lambda m=m: save_state_dict(
         torch_model(m, spec["image_size"]), os.path.join(spec["dir"], f"{m}.npz")))
     if error:
@@ -303,15 +314,14 @@ def split(csv: str) -> List[str]:
 
 
 def job_spec(job: Job, args, prep: dict) -> dict:
-  from ftlab.models import get_spec  # pylint: disable=import-outside-toplevel
+  """A worker's spec; the parent imports neither framework nor ftlab."""
   common = {"model": job.model, "dtype": job.dtype, "image_size": args.image_size,
             "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
             "device_check": args.device_check, "weights": prep["weights"][job.model]}
   if job.side == "ftlab":
     return {"kind": "ftlab", **common}
-  spec = get_spec(job.model)
-  return {"kind": "torch", "variant": job.side.split("_", 1)[1], "mean": spec.mean,
-          "std": spec.std, **common}
+  return {"kind": "torch", "variant": job.side.split("_", 1)[1],
+          **(prep["norms"][job.model] or FALLBACK_NORM), **common}
 
 
 def main(argv=None) -> None:

@@ -87,6 +87,21 @@ def test_skip_reason_from_the_probe():
   assert "ml_collections" in no_ftlab(Job("resnet50", "bfloat16", "ftlab"))
 
 
+def test_job_spec_uses_the_probed_normalisation_or_the_fallback():
+  args = bench_gpu.parse_args(["--batch=8", "--device_check=none"])
+  norm = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+  prep = {**PREP, "weights": {"resnet50": "/w/r50.npz", "efficientnet_lite0": "/w/l0.npz"},
+          "norms": {"resnet50": None, "efficientnet_lite0": norm}}
+  lite = bench_gpu.job_spec(Job("efficientnet_lite0", "bfloat16", "torch_compile"), args, prep)
+  assert (lite["kind"], lite["variant"], lite["weights"], lite["batch"]) == (
+      "torch", "compile", "/w/l0.npz", 8)
+  assert (lite["mean"], lite["std"]) == (norm["mean"], norm["std"])
+  r50 = bench_gpu.job_spec(Job("resnet50", "float32", "torch_eager"), args, prep)
+  assert (r50["variant"], r50["mean"]) == ("eager", bench_gpu.FALLBACK_NORM["mean"])
+  ftlab = bench_gpu.job_spec(Job("resnet50", "float32", "ftlab"), args, prep)
+  assert ftlab["kind"] == "ftlab" and "mean" not in ftlab
+
+
 def fake_results():
   r50, lite = "resnet50", "efficientnet_lite0"
   return {
