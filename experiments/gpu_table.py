@@ -69,7 +69,10 @@ def header(meta: dict) -> str:
           f"median of {meta['steps']} steps after {meta['warmup']} warm-up; "
           f"jax {meta.get('jax', '?')}, torch {meta.get('torch', '?')} "
           f"(channels_last, cudnn.benchmark on a GPU; bfloat16 = autocast), "
-          f"ftlab bfloat16 = config.model.dtype; peak = the allocator's peak per process.")
+          f"ftlab bfloat16 = config.model.dtype; float32 precision: torch cudnn.allow_tf32 "
+          f"{meta.get('torch_cudnn_allow_tf32', '?')}, jax default_matmul_precision "
+          f"{meta.get('jax_default_matmul_precision', '?')}; peak = the allocator's peak per "
+          f"process.")
 
 
 def markdown(meta: dict, rows: List[dict]) -> str:
