@@ -70,6 +70,7 @@ import statistics
 import tempfile
 
 import benchlib
+from shared_weights import load_into_torch, load_torch_weights, torch_model, weights_key
 import torch_lora
 
 
@@ -83,7 +84,6 @@ ROW_KEYS = ("model", "image_size", "strategy", "ftlab_images_per_s", "torch_imag
             "ratio", "ftlab_peak_rss_mb", "torch_peak_rss_mb", "peak_flops_share",
             "ratio_min", "ratio_max", "rounds", "xla_images_per_s", "xla_ratio",
             "onednn_images_per_s", "onednn_ratio", "onednn_ratio_min", "onednn_ratio_max")
-LITE_TORCH_NAME = "efficientnet-lite0"
 TORCH_HEADS = {"resnet18": "fc", "efficientnet_lite0": "_fc", "convnext_tiny": "classifier",
                "vit_s_16": "heads"}
 PIPELINE_IMAGES = 500
@@ -93,26 +93,6 @@ TARGET_PIPELINE_RATIO = 2.0
 
 
 # --- workers (each in its own process) ---------------------------------------
-
-
-def torch_model(model: str, image_size: int):
-  """The PyTorch original of `model` with a NUM_CLASSES head (random init, seed 0)."""
-  import torch  # pylint: disable=import-outside-toplevel
-  torch.manual_seed(0)
-  if model in ("resnet18", "convnext_tiny"):
-    import torchvision  # pylint: disable=import-outside-toplevel
-    return getattr(torchvision.models, model)(weights=None, num_classes=benchlib.NUM_CLASSES)
-  if model == "vit_s_16":  # torchvision's class with ViT-S/16 widths, its grid for image_size
-    from torchvision.models.vision_transformer import \
-      VisionTransformer  # pylint: disable=import-outside-toplevel
-    from ftlab.models.vit import VARIANTS  # pylint: disable=import-outside-toplevel
-    v = VARIANTS[model]
-    return VisionTransformer(image_size, v.patch, v.layers, v.heads, v.hidden, v.mlp,
-                             num_classes=benchlib.NUM_CLASSES)
-  if model == "efficientnet_lite0":
-    from efficientnet_lite_pytorch import EfficientNet  # pylint: disable=import-outside-toplevel
-    return EfficientNet.from_name(LITE_TORCH_NAME, num_classes=benchlib.NUM_CLASSES)
-  raise ValueError(f"no PyTorch original for {model!r}")
 
 
 def write_jpegs(image_dir: str) -> str:
@@ -128,10 +108,6 @@ def write_jpegs(image_dir: str) -> str:
     noisy = np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
     Image.fromarray(noisy).save(os.path.join(image_dir, f"{i:04d}.jpg"), quality=90)
   return image_dir
-
-
-def weights_key(model: str, image_size: int) -> str:
-  return f"{model}_{image_size}"  # a ViT's position embedding follows the image size
 
 
 def prepare_worker(spec: dict) -> dict:
@@ -155,33 +131,6 @@ def prepare_worker(spec: dict) -> dict:
     out["weights"][weights_key(model, size)] = path
   out["image_dir"] = write_jpegs(os.path.join(spec["dir"], "jpeg"))
   return out
-
-
-def load_torch_weights(setup, state, path: str):
-  """`state` with every parameter and BN statistic from the torch state dict at `path`.
-
-  LoRA adapters (not in the torch state dict) keep their fresh init.
-  """
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-
-  from ftlab.pretrained import layout  # pylint: disable=import-outside-toplevel
-  from ftlab.training import lora  # pylint: disable=import-outside-toplevel
-  from ftlab.training import state as state_lib  # pylint: disable=import-outside-toplevel
-  with np.load(path) as npz:
-    state_dict = {k: npz[k] for k in npz.files}
-  converted = layout.torch_to_flax(state_dict, state_lib.variables_of(state))
-  params = state_lib.flatten(converted["params"])
-  everything = {**state.trainable, **state.frozen}
-  adapters = {k: v for k, v in everything.items() if lora.is_adapter(k)}
-  expected = {k: v for k, v in everything.items() if k not in adapters}
-  if set(params) != set(expected) or any(params[k].shape != expected[k].shape for k in params):
-    raise ValueError(f"converted weights do not fit the ftlab model ({path})")
-  params = {**jax.tree.map(jax.numpy.asarray, params), **adapters}
-  state = state.replace(trainable=params, frozen={},
-                        batch_stats=jax.tree.map(jax.numpy.asarray,
-                                                 converted.get("batch_stats", {})))
-  return state_lib.regroup(state, setup.phases[0])
 
 
 def ftlab_worker(spec: dict) -> dict:
@@ -228,14 +177,12 @@ def torch_worker(spec: dict) -> dict:
   """Times an idiomatic PyTorch training step (one layout / compile variant)."""
   import time  # pylint: disable=import-outside-toplevel
 
-  import numpy as np  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   torch.set_num_threads(benchlib.num_cores())
   channels_last = spec["variant"].endswith("channels_last")
   layout = torch.channels_last if channels_last else torch.contiguous_format
   net = torch_model(spec["model"], spec["image_size"])
-  with np.load(spec["weights"]) as npz:
-    net.load_state_dict({k: torch.from_numpy(npz[k]) for k in npz.files})
+  load_into_torch(net, spec["weights"])
   if spec["strategy"] == "lora":
     torch_lora.add_lora(net, spec["model"], spec["image_size"], TORCH_HEADS[spec["model"]])
   net = net.to(memory_format=layout)

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -245,19 +246,38 @@ def emit(result: Dict) -> None:
   print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
+def _end_group(proc: subprocess.Popen) -> None:
+  """Kills what is left of the worker's process group (torch.compile's compile workers too)."""
+  try:
+    os.killpg(proc.pid, signal.SIGKILL)
+  except (ProcessLookupError, PermissionError):
+    pass
+
+
 def run_worker(script: str, spec: Dict, timeout_s: float = 1800.0,
                env: Optional[Dict[str, str]] = None) -> Dict:
-  """Runs `script --worker=<spec>` in a fresh Python; returns its result (or {'error': ...})."""
+  """Runs `script --worker=<spec>` in a fresh Python; returns its result (or {'error': ...}).
+
+  The worker leads its own process group, which is killed when it ends, times
+  out or the parent is interrupted, so no grandchild outlives its measurement.
+  """
   cmd = [sys.executable, script, "--worker=" + json.dumps(spec)]
-  try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
-                          env={**os.environ, **(env or {})}, check=False)
-  except subprocess.TimeoutExpired:
-    return {"error": f"timed out after {timeout_s:.0f} s"}
-  for line in reversed(proc.stdout.splitlines()):
+  with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                        env={**os.environ, **(env or {})}, process_group=0) as proc:
+    try:
+      stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+      _end_group(proc)
+      proc.communicate()
+      return {"error": f"timed out after {timeout_s:.0f} s"}
+    except BaseException:
+      _end_group(proc)
+      raise
+    _end_group(proc)
+  for line in reversed(stdout.splitlines()):
     if line.startswith(RESULT_PREFIX):
       return json.loads(line[len(RESULT_PREFIX):])
-  tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+  tail = (stderr or stdout).strip().splitlines()[-5:]
   return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
 
 
