@@ -35,15 +35,21 @@ from ftlab.training.state import Setup
 
 def eligible(setup: Setup, config) -> bool:
   """True when the features of every train image are fixed for the whole run."""
-  if not config.strategy.cache_features or config.data.augment or len(setup.phases) != 1:
-    return False
-  if setup.mixup is not None and setup.mixup.enabled:
-    logging.info("mixup/CutMix is on (config.train.mixup_alpha/cutmix_alpha): trunk features are "
-                 "not cached, the head trains on mixed images")
-    return False
-  if jax.process_count() > 1:
+  if len(setup.phases) != 1 or not inputs_fixed(setup, config):
     return False
   return head_only(setup, 0)
+
+
+def inputs_fixed(setup: Setup, config) -> bool:
+  """True when caching is on and each train image reaches the network the same at every step
+  (no random augmentation, no mixup, one process): the precondition of every train cache."""
+  if not config.strategy.cache_features or config.data.augment:
+    return False
+  if setup.mixup is not None and setup.mixup.enabled:
+    logging.info("mixup/CutMix is on (config.train.mixup_alpha/cutmix_alpha): nothing is cached, "
+                 "training runs on mixed images")
+    return False
+  return jax.process_count() == 1
 
 
 def head_only(setup: Setup, phase: int) -> bool:

@@ -36,7 +36,7 @@ class PhaseInput:
   """What one phase's train steps read: images, trunk features or boundary activations."""
   on_features: bool = False
   from_block: int = 0
-  loader: Optional[Any] = None  # a feature_cache.FeatureLoader; None: the image loader
+  loader: Optional[Any] = None  # the image Loader or a feature_cache.FeatureLoader (set by `build`)
 
   def describe(self) -> str:
     if self.on_features:
@@ -55,11 +55,7 @@ def phase_steps(setup: Setup, phase: int, total_steps: int) -> int:
 def choose(setup: Setup, config, phase: int, num_train: int, total_steps: int,
            steps_per_epoch: int) -> PhaseInput:
   """The kind of input phase `phase` trains on (without its loader); reasons are logged."""
-  if not config.strategy.cache_features or config.data.augment:
-    return IMAGES
-  if setup.mixup is not None and setup.mixup.enabled:
-    return IMAGES  # the train step refuses cached inputs with mixup
-  if jax.process_count() > 1:
+  if not feature_cache.inputs_fixed(setup, config):
     return IMAGES
   if feature_cache.head_only(setup, phase):
     kind = PhaseInput(on_features=True)
@@ -77,7 +73,8 @@ def choose(setup: Setup, config, phase: int, num_train: int, total_steps: int,
 
 def build(setup: Setup, state: TrainState, kind: PhaseInput, train_loader, devices,
           eval_batch_size: int, phase: int) -> tuple:
-  """(`kind` with its loader, seconds): the cache of phase `phase`'s train inputs."""
+  """(`kind` with its loader, seconds): `train_loader` itself for images, else the cache of phase
+  `phase`'s train inputs, built now."""
   if kind.on_features:
     trunk = jax.jit(make_trunk_step(setup))
     t0 = time.perf_counter()
@@ -89,6 +86,6 @@ def build(setup: Setup, state: TrainState, kind: PhaseInput, train_loader, devic
     loader, seconds = boundary_cache.build(setup, state, train_loader, devices, kind.from_block,
                                            eval_batch_size, phase)
   else:
-    return kind, 0.0
+    loader, seconds = train_loader, 0.0
   return dataclasses.replace(kind, loader=loader), seconds
 

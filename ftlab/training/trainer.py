@@ -14,7 +14,6 @@ and a one-line summary at the start, `progress.Progress` lines and one line per
 minival evaluation while training, and a block with the held-out scores, the
 times and the run's files at the end.
 """
-import dataclasses
 import logging
 import os
 import time
@@ -113,9 +112,7 @@ class Trainer:
       self.meta["feature_cache_s"] += seconds
       self.inputs = {self.phase: built}  # the previous phase's cache is released
       self.phase_inputs[self.phase] = built.describe()
-    built = self.inputs[self.phase]
-    return built if built.loader is not None else dataclasses.replace(
-        built, loader=run.loaders["train"])
+    return self.inputs[self.phase]
 
   def _executable(self, batch):
     """The compiled step of the current phase (compiled once per phase)."""
