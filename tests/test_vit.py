@@ -21,6 +21,8 @@ from ftlab import convert, models, predict
 from ftlab.models import vit
 from ftlab.pretrained import load, posemb
 from ftlab.pretrained.layout import torch_to_flax
+from tests.test_models_torchvision import max_diff, numpy_state
+from tests.torch_reference import randomise_transformer_
 
 NUM_CLASSES = 10
 SIZE = 48
@@ -38,21 +40,9 @@ def torch_vit(variant: vit.Variant, image_size: int = SIZE, seed: int = 0) -> to
   torch.manual_seed(seed)
   net = VisionTransformer(image_size, variant.patch, variant.layers, variant.heads, variant.hidden,
                           variant.mlp, num_classes=NUM_CLASSES)
-  with torch.no_grad():
-    for name, p in net.named_parameters():
-      if name.endswith("bias"):
-        p.normal_(0, 0.1)
-      elif "ln" in name:
-        p.uniform_(0.5, 1.5)
-      elif p.ndim >= 2 and "embedding" not in name and "token" not in name:
-        p.normal_(0, p[0].numel() ** -0.5)
-      else:
-        p.normal_(0, 0.5)
+  randomise_transformer_(net, lambda name: "ln" in name,
+                         lambda name: "embedding" in name or "token" in name)
   return net.eval()
-
-
-def numpy_state(net) -> dict:
-  return {k: v.detach().numpy() for k, v in net.state_dict().items()}
 
 
 def flax_vit(variant: vit.Variant, num_classes: int = NUM_CLASSES, dtype=jnp.float32):
@@ -61,10 +51,6 @@ def flax_vit(variant: vit.Variant, num_classes: int = NUM_CLASSES, dtype=jnp.flo
 
 def template_for(model, size: int = SIZE):
   return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
-
-
-def max_diff(a, b) -> float:
-  return float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
 
 
 def torch_outputs(net, x):

@@ -24,6 +24,8 @@ from ftlab.pretrained import load, posemb, registry
 from ftlab.pretrained.layout import torch_to_flax
 from ftlab.training import state as state_lib
 from ftlab.training import strategy
+from tests.test_models_torchvision import max_diff, numpy_state
+from tests.torch_reference import randomise_transformer_
 
 NAME = "vit_small_patch16_224"
 NUM_CLASSES = 10
@@ -38,21 +40,9 @@ def timm_vit(depth: int = 2, image_size: int = SIZE, num_classes: int = NUM_CLAS
   torch.manual_seed(seed)
   net = timm.create_model(name, pretrained=False, num_classes=num_classes, depth=depth,
                           img_size=image_size)
-  with torch.no_grad():
-    for key, p in net.named_parameters():
-      if key.endswith("bias"):
-        p.normal_(0, 0.1)
-      elif "norm" in key:
-        p.uniform_(0.5, 1.5)
-      elif p.ndim >= 2 and key not in ("cls_token", "pos_embed"):
-        p.normal_(0, p[0].numel() ** -0.5)
-      else:
-        p.normal_(0, 0.5)
+  randomise_transformer_(net, lambda name: "norm" in name,
+                         lambda name: name in ("cls_token", "pos_embed"))
   return net.eval()
-
-
-def numpy_state(net) -> dict:
-  return {k: v.detach().numpy() for k, v in net.state_dict().items()}
 
 
 def flax_vit(depth: int = 2, num_classes: int = NUM_CLASSES):
@@ -62,10 +52,6 @@ def flax_vit(depth: int = 2, num_classes: int = NUM_CLASSES):
 
 def template_for(model, size: int = SIZE):
   return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
-
-
-def max_diff(a, b) -> float:
-  return float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
 
 
 def timm_outputs(net, x):

@@ -21,3 +21,22 @@ def randomise_(net: torch.nn.Module, seed: int = 1) -> None:
         m.bias.normal_(0, 0.1, generator=gen)
       elif isinstance(m, torch.nn.Conv2d) and m.bias is not None:
         m.bias.normal_(0, 0.1, generator=gen)
+
+
+def randomise_transformer_(net: torch.nn.Module, is_norm, is_embedding) -> None:
+  """Random weights at scales keeping a ViT's activations O(1), from torch's global generator.
+
+  Biases N(0, 0.1^2); the LayerNorm affine parameters (`is_norm(name)`) U(0.5, 1.5); matrices
+  N(0, 1 / fan_in) except the class token and position embedding (`is_embedding(name)`),
+  which, like the remaining tensors, get N(0, 0.5^2).
+  """
+  with torch.no_grad():
+    for name, p in net.named_parameters():
+      if name.endswith("bias"):
+        p.normal_(0, 0.1)
+      elif is_norm(name):
+        p.uniform_(0.5, 1.5)
+      elif p.ndim >= 2 and not is_embedding(name):
+        p.normal_(0, p[0].numel() ** -0.5)
+      else:
+        p.normal_(0, 0.5)
