@@ -39,7 +39,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 from PIL import Image  # pylint: disable=wrong-import-position
 
 from configs import default  # pylint: disable=wrong-import-position
-from ftlab.evaluation import feature_cache  # pylint: disable=wrong-import-position
+from ftlab.training import feature_cache  # pylint: disable=wrong-import-position
 from ftlab.training import boundary_cache  # pylint: disable=wrong-import-position
 from ftlab.training import run as run_lib  # pylint: disable=wrong-import-position
 from ftlab.training.steps import make_train_step, make_trunk_step  # pylint: disable=wrong-import-position

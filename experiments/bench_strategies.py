@@ -111,7 +111,7 @@ def cache_worker(spec: dict) -> dict:
 
   from ftlab.data.pipeline import Loader  # pylint: disable=import-outside-toplevel
   from ftlab.data.sources import Split  # pylint: disable=import-outside-toplevel
-  from ftlab.evaluation import feature_cache  # pylint: disable=import-outside-toplevel
+  from ftlab.training import feature_cache  # pylint: disable=import-outside-toplevel
   from ftlab.training.steps import (make_train_step,  # pylint: disable=import-outside-toplevel
                                     make_trunk_step)
   config = benchlib.ftlab_config(spec["model"], spec["image_size"], "linear_probe", spec["dtype"])

@@ -74,7 +74,8 @@ with stderr_without(IMPORT_NOISE, enabled=QUIET):
   from absl import app, flags, logging
   from ml_collections import config_flags
 
-  from ftlab.training import parallel, runtime, trainer, writers
+  from ftlab.parallel.devices import initialize as initialize_processes
+  from ftlab.training import runtime, trainer, writers
 
 
 FLAGS = flags.FLAGS
@@ -94,7 +95,7 @@ def main(argv):
   runtime.configure_xla()
   if QUIET:
     writers.quiet_library_logs()
-  parallel.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  initialize_processes(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   logging.debug("config:\n%s", FLAGS.config)
   trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

@@ -7,7 +7,7 @@ import pytest
 
 from ftlab.data import datasets
 from ftlab.data.pipeline import Augment, Loader
-from ftlab.evaluation import feature_cache
+from ftlab.training import feature_cache
 from ftlab.training import run as run_lib
 from ftlab.training import trainer
 from tests.conftest import tiny_config

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ftlab.evaluation import feature_cache
+from ftlab.training import feature_cache
 from ftlab.training import mixup as mixup_lib
 from ftlab.training import run as run_lib
 from ftlab.training import state as state_lib

@@ -23,10 +23,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _run_in_subprocess(root, workdir, devices, overrides, extra_env=None, args=()):
   code = textwrap.dedent(f"""
       import json, sys
-      from ftlab.training import parallel, trainer
+      from ftlab.parallel.devices import initialize
+      from ftlab.training import trainer
       from tests.conftest import tiny_config
       if len(sys.argv) > 1:
-        parallel.initialize(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+        initialize(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
       out = trainer.train_and_evaluate(tiny_config({root!r}, **{overrides!r}), sys.argv[4] if len(sys.argv) > 4 else {workdir!r})
       print("RESULT" + json.dumps({{k: out[k] for k in ("test", "num_devices", "history")}}))
   """)

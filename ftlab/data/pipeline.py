@@ -37,7 +37,7 @@ class Augment:
   `flip_only` (with `train=False`): the eval transform, then a horizontal
   flip with probability 0.5 drawn first from the example's generator, the
   only augmentation; the linear probe's feature cache caches both
-  orientations and replays the same draw (ftlab/evaluation/feature_cache.py).
+  orientations and replays the same draw (ftlab/training/feature_cache.py).
   """
   size: int
   train: bool               # random-resized-crop + flip, else resize + center crop

@@ -8,7 +8,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from ftlab.evaluation import metrics
-from ftlab.training.parallel import Devices
+from ftlab.parallel.devices import Devices
 
 
 def fetch(tree):

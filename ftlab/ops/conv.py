@@ -6,7 +6,7 @@ XLA FFI custom calls into `onednn_conv.cc` (built on first use by
 `ftlab.ops.build`); a frozen kernel's gradient is never asked for, so XLA
 drops its custom call with the rest of the dead code.
 
-Under a mesh (the data-parallel `jit` of `ftlab.training.parallel`) each call
+Under a mesh (the data-parallel `jit` of `ftlab.parallel.devices`) each call
 is `custom_partitioning`-ed: the batch stays sharded on whatever mesh axes
 shard it, every other dimension is replicated, and the kernel gradient, a sum
 over the batch, is the per-device gradient summed across those axes (psum).

@@ -22,7 +22,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from ftlab.evaluation import feature_cache
+from ftlab.training import feature_cache
 from ftlab.training import strategy
 from ftlab.training.state import Setup, TrainState, init_variables, variables_of
 from ftlab.training.steps import normalize

@@ -1,7 +1,7 @@
 """The frozen phases of multi-phase strategies (lp_ft, gradual_unfreeze) on cached inputs.
 
 A phase that trains only the head (lp_ft's linear probe, gradual_unfreeze's
-first phase) trains it on cached trunk features (`evaluation.feature_cache`);
+first phase) trains it on cached trunk features (`training.feature_cache`);
 a phase whose leading blocks are frozen (gradual_unfreeze's later phases)
 trains the rest on the activations cached at its boundary
 (`training.boundary_cache`). Within a phase the frozen part does not change,
@@ -25,7 +25,7 @@ from typing import Any, Optional
 from absl import logging
 import jax
 
-from ftlab.evaluation import feature_cache
+from ftlab.training import feature_cache
 from ftlab.training import boundary_cache
 from ftlab.training.state import Setup, TrainState
 from ftlab.training.steps import make_trunk_step

@@ -9,7 +9,8 @@ import jax
 
 from ftlab.configuration.files import write_json_atomic
 from ftlab.data import datasets
-from ftlab.evaluation import evaluator, feature_cache, probe
+from ftlab.evaluation import evaluator, probe
+from ftlab.training import feature_cache
 from ftlab.training import ema as ema_lib
 from ftlab.training.run import Run
 from ftlab.training.steps import make_trunk_step

@@ -11,7 +11,7 @@ from ftlab.configuration.files import check_same_run, write_json_atomic
 from ftlab.data import datasets
 from ftlab.data.pipeline import Augment, Loader
 from ftlab.training import checkpoint, writers
-from ftlab.training.parallel import Devices
+from ftlab.parallel.devices import Devices
 from ftlab.training.state import Setup, TrainState, build_setup, initial_state
 
 

@@ -24,7 +24,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from ftlab.evaluation import evaluator, feature_cache
+from ftlab.evaluation import evaluator
+from ftlab.training import feature_cache
 from ftlab.training import (boundary_cache, compile_stats, optim, phase_cache, progress, rungs,
                             runtime)
 from ftlab.training import ema as ema_lib

@@ -29,7 +29,7 @@ from ftlab.data import transforms
 from ftlab.data.pipeline import Augment, Loader
 from ftlab.data.sources import Split
 from ftlab.training import strategy
-from ftlab.training.parallel import Devices
+from ftlab.parallel.devices import Devices
 from ftlab.training.state import Setup
 
 

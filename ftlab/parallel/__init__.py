@@ -1,0 +1,1 @@
+"""Devices: the data-parallel mesh and multi-process start-up."""
