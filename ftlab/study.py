@@ -29,19 +29,16 @@ study could not start (bad config: nothing in the workdir is changed).
 """
 import pathlib
 import shlex
-import sys
 from typing import Sequence
 
 from absl import app, flags
 
 from ftlab.studies import driver, planner, slurm, space
+from ftlab.sweeps import cli
 from ftlab.sweeps.grid import SweepError
-from ftlab.sweeps.placement import available_cpus, detect_gpus
 from ftlab.sweeps.runner import DEFAULT_RUNNER, Interrupted, install_signal_handlers
 
 
-ERROR_EXIT = 101
-MAX_EXIT_STATUS = 100
 FLAGS = flags.FLAGS
 
 
@@ -61,11 +58,6 @@ def define_flags() -> None:
   flags.DEFINE_string("gpus", None, "Comma-separated GPU ids to split.")
   flags.DEFINE_integer("cpus", None, "How many CPUs to split between parallel runs.")
   flags.DEFINE_multi_string("override", [], "key=value passed to every run.")
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  prefix = "--config."
-  return FLAGS([f"--override={a[len(prefix):]}" if a.startswith(prefix) else a for a in argv])
 
 
 def summary(data: dict) -> str:
@@ -106,8 +98,7 @@ def _main() -> int:
   if FLAGS.slurm:
     return slurm.step(study, workdir, FLAGS.slurm, runner if FLAGS.runner else None,
                       FLAGS.submit, FLAGS.sbatch, FLAGS.parallel, FLAGS.config, FLAGS.override)
-  cpus = available_cpus()[:FLAGS.cpus] if FLAGS.cpus else available_cpus()
-  gpus = FLAGS.gpus.split(",") if FLAGS.gpus else detect_gpus()
+  cpus, gpus = cli.devices()
   install_signal_handlers()
   try:
     data = driver.run(study, workdir, runner, FLAGS.parallel, cpus, gpus, study.cache_dir)
@@ -116,21 +107,13 @@ def _main() -> int:
     return 128 + e.signum
   print(summary(data), flush=True)
   print(f"report: python -m ftlab.report --workdir={workdir}", flush=True)
-  return min(_failed_runs(study, workdir), MAX_EXIT_STATUS)
+  return min(_failed_runs(study, workdir), cli.MAX_EXIT_STATUS)
 
 
 def main(argv: Sequence[str]) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}", exitcode=ERROR_EXIT)
-  if not FLAGS.config or not FLAGS.workdir:
-    raise app.UsageError("--config and --workdir are required", exitcode=ERROR_EXIT)
-  try:
-    return _main()
-  except SweepError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return ERROR_EXIT
+  return cli.guarded(argv, _main)
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -26,23 +26,19 @@ rewritten whenever a status changes.
 """
 import pathlib
 import shlex
-import sys
 from typing import Sequence
 
 from absl import app, flags
 
 from ftlab.sweeps.filters import matches, parse_filters
+from ftlab.sweeps import cli
 from ftlab.sweeps.grid import SweepError
 from ftlab.sweeps.index import SweepIndex, init_index, is_finished
-from ftlab.sweeps.placement import available_cpus, detect_gpus
 from ftlab.sweeps.runner import (DEFAULT_RUNNER, Interrupted, Run, execute, install_signal_handlers,
                                  plan)
 from ftlab.sweeps.slurm import slurm_script
 from ftlab.sweeps.spec import Sweep, load_sweep
 
-
-MAX_EXIT_STATUS = 100
-ERROR_EXIT = 101  # the sweep could not start (bad config, flags or state).
 
 FLAGS = flags.FLAGS
 
@@ -70,13 +66,6 @@ def define_flags() -> None:
                             "--config.key=value; `--config.key=value` is accepted too.")
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing, with `--config.key=value` taken as `--override=key=value`."""
-  prefix = "--config."
-  argv = [f"--override={a[len(prefix):]}" if a.startswith(prefix) else a for a in argv]
-  return FLAGS(argv)
-
-
 def _select(runs: list[Run], sweep: Sweep) -> list[Run]:
   if FLAGS.task is not None:
     if not 0 <= FLAGS.task < len(runs):
@@ -92,15 +81,7 @@ def _summary(finished: int, failed: int) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}", exitcode=ERROR_EXIT)
-  if not FLAGS.config or not FLAGS.workdir:
-    raise app.UsageError("--config and --workdir are required", exitcode=ERROR_EXIT)
-  try:
-    return _main()
-  except SweepError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return ERROR_EXIT
+  return cli.guarded(argv, _main)
 
 
 def _main() -> int:
@@ -129,8 +110,7 @@ def _main() -> int:
              keep_existing=FLAGS.task is not None)
   if done:
     print(f"skipping {done} finished run(s)")
-  cpus = available_cpus()[:FLAGS.cpus] if FLAGS.cpus else available_cpus()
-  gpus = FLAGS.gpus.split(",") if FLAGS.gpus else detect_gpus()
+  cpus, gpus = cli.devices()
   install_signal_handlers()
   try:
     counts = execute(todo, index, max(1, FLAGS.parallel), cpus, gpus)
@@ -139,9 +119,9 @@ def _main() -> int:
     print(_summary(done + e.counts["finished"], e.counts["failed"]), flush=True)
     return 128 + e.signum
   print(_summary(done + counts["finished"], counts["failed"]), flush=True)
-  return min(counts["failed"], MAX_EXIT_STATUS)
+  return min(counts["failed"], cli.MAX_EXIT_STATUS)
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

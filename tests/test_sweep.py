@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ftlab import sweep
+from ftlab.sweeps import cli
 from ftlab.sweeps import filters as sweep_filters
 from ftlab.sweeps import grid, naming, placement, runner
 from ftlab.sweeps import spec as sweep_spec
@@ -258,7 +258,7 @@ def test_refuses_to_start_while_an_orphaned_run_still_runs(setup):
   entry = json.loads(index.read_text())["runs"][1]
   try:
     out = _run_sweep(setup, "resume")
-    assert out.returncode == sweep.ERROR_EXIT
+    assert out.returncode == cli.ERROR_EXIT
     assert "still running" in out.stderr and slow.name in out.stderr
   finally:
     os.killpg(entry["pid"], signal.SIGKILL)
@@ -291,6 +291,6 @@ def test_sweep_wide_overrides_reach_every_run_but_not_the_names(setup):
   index = json.loads((setup / "runs" / "sweep.json").read_text())
   assert index["fixed_overrides"] == {"optimizer.lr": "0.5"}
   clash = _run_sweep(setup, "fail", "--config.fake=ok", "--dry_run")
-  assert clash.returncode == sweep.ERROR_EXIT and "also a sweep axis" in clash.stderr
+  assert clash.returncode == cli.ERROR_EXIT and "also a sweep axis" in clash.stderr
   unknown = _run_sweep(setup, "fail", "--config.optimizer.lrr=1", "--dry_run")
   assert "sweep key 'optimizer.lrr' is not a field" in unknown.stderr
