@@ -21,6 +21,7 @@ from flax import traverse_util
 from ftlab import models
 from ftlab.models import efficientnet_lite
 from ftlab.pretrained.layout import torch_to_flax
+from tests.test_models_torchvision import max_diff, numpy_state
 from tests.torch_reference import randomise_
 
 NUM_CLASSES = 10
@@ -42,20 +43,12 @@ def torch_net(name: str, **overrides) -> torch.nn.Module:
   return net.eval()
 
 
-def numpy_state(net: torch.nn.Module) -> dict:
-  return {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
-
-
 def template_for(model, hw=HW) -> dict:
   return jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *hw, 3)))
 
 
 def nhwc(x) -> jnp.ndarray:
   return jnp.asarray(np.asarray(x).transpose(0, 2, 3, 1))
-
-
-def max_diff(a, b) -> float:
-  return float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
 
 
 def random_images(n=2, hw=HW, seed=0) -> np.ndarray:

@@ -47,7 +47,8 @@ def torch_net(name: str) -> torch.nn.Module:
 
 
 def numpy_state(net: torch.nn.Module) -> dict:
-  return {k: v.detach().numpy() for k, v in net.state_dict().items()}
+  """The state dict as numpy copies (a later train-mode step of `net` leaves them unchanged)."""
+  return {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
 
 
 def template_for(model, hw) -> dict:
@@ -70,6 +71,32 @@ def run_jitted(fn, *args):
 
 def max_diff(a, b) -> float:
   return float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
+
+
+def flax_outputs(model, variables, x: np.ndarray, dropout_rng=None) -> tuple:
+  """Flax (logits, trunk, head(trunk)) in eval mode for the NCHW batch `x`, in one compiled
+  program; with `dropout_rng`, the train-mode logits as a fourth output."""
+
+  def run(v, x):
+    trunk = model.apply(v, x, part="trunk")
+    out = (model.apply(v, x), trunk, model.apply(v, trunk, part="head"))
+    if dropout_rng is not None:
+      out += (model.apply(v, x, train=True, rngs={"dropout": dropout_rng}),)
+    return out
+
+  return run_jitted(run, variables, nhwc(x))
+
+
+def assert_eval_parity(outputs: tuple, ref_logits, ref_trunk, tol: float) -> None:
+  """`flax_outputs`' logits and trunk within `tol` of the reference's (its trunk flattened per
+  example), and the head applied to the trunk equal to the whole model."""
+  logits, trunk, head = outputs[:3]
+  assert logits.dtype == jnp.float32 and logits.shape == ref_logits.shape
+  assert max_diff(logits, ref_logits) < tol, max_diff(logits, ref_logits)
+  ref_trunk = np.reshape(ref_trunk, (len(ref_trunk), -1))
+  assert trunk.shape == ref_trunk.shape, (trunk.shape, ref_trunk.shape)
+  assert max_diff(trunk, ref_trunk) < tol, max_diff(trunk, ref_trunk)
+  assert max_diff(head, logits) < 1e-6
 
 
 def torch_forward(net, x: np.ndarray, head: str):
@@ -189,15 +216,8 @@ def case(request) -> Case:
 @pytest.fixture(scope="module")
 def eval_outputs(case):
   """torchvision (logits, trunk) and Flax (all, trunk, head(trunk)) in eval mode."""
-  head = models.MODELS[case.name].head
-  ref = torch_forward(case.net, case.x, head)
-
-  def run(variables, x):
-    trunk = case.model.apply(variables, x, part="trunk")
-    return (case.model.apply(variables, x), trunk,
-            case.model.apply(variables, trunk, part="head"))
-
-  return ref, run_jitted(run, case.variables, nhwc(case.x))
+  ref = torch_forward(case.net, case.x, models.MODELS[case.name].head)
+  return ref, flax_outputs(case.model, case.variables, case.x)
 
 
 def test_conversion_fills_every_variable_with_the_template_shape(case):
@@ -207,21 +227,10 @@ def test_conversion_fills_every_variable_with_the_template_shape(case):
   assert got == want
 
 
-def test_eval_logits_match_torchvision(case, eval_outputs):
-  (ref_logits, _), (logits, _, _) = eval_outputs
-  assert logits.dtype == jnp.float32 and logits.shape == ref_logits.shape
-  assert max_diff(logits, ref_logits) < EVAL_TOL, max_diff(logits, ref_logits)
-
-
-def test_trunk_features_match_torchvision_classifier_input(case, eval_outputs):
-  (_, ref_trunk), (_, trunk, _) = eval_outputs
-  assert trunk.shape == ref_trunk.shape and trunk.ndim == 2
-  assert max_diff(trunk, ref_trunk) < EVAL_TOL, max_diff(trunk, ref_trunk)
-
-
-def test_head_of_trunk_equals_all(case, eval_outputs):
-  _, (logits, _, head_logits) = eval_outputs
-  assert max_diff(head_logits, logits) < 1e-6
+def test_eval_logits_trunk_and_head_match_torchvision(case, eval_outputs):
+  (ref_logits, ref_trunk), outputs = eval_outputs
+  assert outputs[1].ndim == 2
+  assert_eval_parity(outputs, ref_logits, ref_trunk, EVAL_TOL)
 
 
 def test_head_dropout_rates_match_torchvision(case):

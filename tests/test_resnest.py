@@ -20,7 +20,8 @@ from ftlab.models import resnest
 from ftlab.pretrained import download, load, registry
 from ftlab.pretrained.layout import torch_to_flax
 from tests.test_models_torchvision import (
-    NUM_CLASSES, max_diff, nhwc, numpy_state, run_jitted, template_for, torch_forward)
+    NUM_CLASSES, assert_eval_parity, flax_outputs, max_diff, nhwc, numpy_state, run_jitted,
+    template_for, torch_forward)
 from tests.torch_reference import randomise_
 
 HW = (80, 72)
@@ -55,18 +56,7 @@ def test_eval_logits_and_trunk_match_timm(timm_pair, fast_compiles):
   net, model, _, variables = timm_pair
   x = np.random.default_rng(0).standard_normal((2, 3, *HW), dtype=np.float32)
   ref_logits, ref_trunk = torch_forward(net, x, "fc")
-
-  def run(v, x):
-    trunk = model.apply(v, x, part="trunk")
-    return model.apply(v, x), trunk, model.apply(v, trunk, part="head")
-
-  logits, trunk, head = run_jitted(run, variables, nhwc(x))
-  print(f"resnest50d {HW}: logits max|diff| {max_diff(logits, ref_logits):.2e}, "
-        f"trunk {max_diff(trunk, ref_trunk.reshape(2, -1)):.2e}")
-  assert logits.dtype == jnp.float32 and logits.shape == ref_logits.shape
-  assert max_diff(logits, ref_logits) < TOL
-  assert trunk.shape == (2, 2048) and max_diff(trunk, ref_trunk.reshape(2, -1)) < TOL
-  assert max_diff(head, logits) < 1e-6
+  assert_eval_parity(flax_outputs(model, variables, x), ref_logits, ref_trunk, TOL)
 
 
 def test_train_mode_logits_match_timm(timm_pair, fast_compiles):

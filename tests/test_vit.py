@@ -21,7 +21,7 @@ from ftlab import convert, models, predict
 from ftlab.models import vit
 from ftlab.pretrained import load, posemb
 from ftlab.pretrained.layout import torch_to_flax
-from tests.test_models_torchvision import max_diff, numpy_state
+from tests.test_models_torchvision import assert_eval_parity, flax_outputs, max_diff, numpy_state
 from tests.torch_reference import randomise_transformer_
 
 NUM_CLASSES = 10
@@ -85,24 +85,13 @@ def case(request) -> Case:
 
 def test_eval_and_train_logits_and_trunk_match_torchvision(case):
   ref_logits, ref_trunk = torch_outputs(case.net, case.x)
-  x = jnp.asarray(case.x.transpose(0, 2, 3, 1))
-
-  @jax.jit
-  def run(v, x):
-    trunk = case.model.apply(v, x, part="trunk")
-    return (case.model.apply(v, x), trunk, case.model.apply(v, trunk, part="head"),
-            case.model.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)}))
-
-  logits, trunk, head, train_logits = run(case.variables, x)
-  assert logits.dtype == jnp.float32 and logits.shape == ref_logits.shape
-  assert max_diff(logits, ref_logits) < TOL, max_diff(logits, ref_logits)
-  assert trunk.shape == ref_trunk.shape and max_diff(trunk, ref_trunk) < TOL
-  assert max_diff(head, logits) < 1e-6
+  outputs = flax_outputs(case.model, case.variables, case.x, dropout_rng=jax.random.key(1))
+  assert_eval_parity(outputs, ref_logits, ref_trunk, TOL)
   # torchvision's ViT has dropout 0: train mode computes the same logits.
   with torch.no_grad():
     ref_train = case.net.train()(torch.from_numpy(case.x)).numpy()
   case.net.eval()
-  assert max_diff(train_logits, ref_train) < TOL, max_diff(train_logits, ref_train)
+  assert max_diff(outputs[3], ref_train) < TOL, max_diff(outputs[3], ref_train)
 
 
 @pytest.mark.parametrize("name", ["vit_b_16", "vit_s_16"])

@@ -24,7 +24,7 @@ from ftlab.pretrained import load, posemb, registry
 from ftlab.pretrained.layout import torch_to_flax
 from ftlab.training import state as state_lib
 from ftlab.training import strategy
-from tests.test_models_torchvision import max_diff, numpy_state
+from tests.test_models_torchvision import assert_eval_parity, flax_outputs, max_diff, numpy_state
 from tests.torch_reference import randomise_transformer_
 
 NAME = "vit_small_patch16_224"
@@ -77,22 +77,13 @@ def test_eval_and_train_logits_and_trunk_match_timm(pair):
   net, model, variables = pair
   x = np.random.default_rng(0).standard_normal((2, 3, SIZE, SIZE), dtype=np.float32)
   ref_logits, ref_trunk = timm_outputs(net, x)
-
-  @jax.jit
-  def run(v, x):
-    trunk = model.apply(v, x, part="trunk")
-    return (model.apply(v, x), trunk, model.apply(v, trunk, part="head"),
-            model.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)}))
-
-  logits, trunk, head, train_logits = run(variables, jnp.asarray(x.transpose(0, 2, 3, 1)))
-  assert logits.dtype == jnp.float32 and logits.shape == ref_logits.shape
-  assert max_diff(logits, ref_logits) < TOL, max_diff(logits, ref_logits)
-  assert trunk.shape == (2, 384) and max_diff(trunk, ref_trunk) < TOL, max_diff(trunk, ref_trunk)
-  assert max_diff(head, logits) < 1e-6
+  outputs = flax_outputs(model, variables, x, dropout_rng=jax.random.key(1))
+  assert_eval_parity(outputs, ref_logits, ref_trunk, TOL)
+  assert outputs[1].shape == (2, 384)
   with torch.no_grad():  # timm's rates are 0 for this model: train mode is eval mode
     ref_train = net.train()(torch.from_numpy(x)).numpy()
   net.eval()
-  assert max_diff(train_logits, ref_train) < TOL
+  assert max_diff(outputs[3], ref_train) < TOL
 
 
 def test_bfloat16_computes_in_bfloat16_and_returns_float32_logits(pair):
