@@ -18,10 +18,18 @@ from ftlab.data.sources import DataError, open_image
 RATIO = (3 / 4, 4 / 3)
 
 
-def open_rgb(path: str, min_size: tuple) -> tuple:
-  """Opens `path`, drafted to at least `min_size` (w, h); returns (image, scale)."""
+def open_header(path) -> Image.Image:
+  """`path` opened once, only its header read (size, mode); `decode_rgb` decodes it."""
   try:
-    img = open_image(path)
+    return open_image(path)
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(f"cannot read image {path}: {e}") from e
+
+
+def decode_rgb(img: Image.Image, path, min_size: tuple) -> tuple:
+  """`open_header`'s image decoded as RGB, drafted to at least `min_size` (w, h) (JPEG decodes
+  at a reduced scale when that is enough); returns (image, scale of the decoded to the full size)."""
+  try:
     full = img.size
     img.draft("RGB", (max(1, int(min_size[0])), max(1, int(min_size[1]))))
     scale = img.size[0] / full[0]
@@ -29,14 +37,6 @@ def open_rgb(path: str, min_size: tuple) -> tuple:
   except Exception as e:  # pylint: disable=broad-except
     raise DataError(f"cannot decode image {path}: {e}") from e
   return img, scale
-
-
-def image_size(path: str) -> tuple:
-  try:
-    with open_image(path) as img:
-      return img.size
-  except Exception as e:  # pylint: disable=broad-except
-    raise DataError(f"cannot read image {path}: {e}") from e
 
 
 def sample_crop(width: int, height: int, min_scale: float, rng: np.random.Generator) -> tuple:
@@ -68,10 +68,11 @@ def draw_flip(rng: np.random.Generator) -> bool:
 def train_crop(path: str, size: int, min_scale: float, hflip: bool,
                rng: np.random.Generator) -> Image.Image:
   """The random-resized-crop (and flip) of `path` as a PIL RGB image."""
-  width, height = image_size(path)
+  img = open_header(path)
+  width, height = img.size
   left, top, w, h = sample_crop(width, height, min_scale, rng)
   flip = hflip and draw_flip(rng)
-  img, scale = open_rgb(path, (width * size / w, height * size / h))
+  img, scale = decode_rgb(img, path, (width * size / w, height * size / h))
   box = (left * scale, top * scale, (left + w) * scale, (top + h) * scale)
   img = img.resize((size, size), Image.BILINEAR, box=box)
   if flip:
@@ -120,11 +121,12 @@ def random_erase(image: np.ndarray, prob: float, fill: tuple,
 
 
 def eval_image(path: str, size: int, resize_ratio: float) -> np.ndarray:
-  width, height = image_size(path)
+  img = open_header(path)
+  width, height = img.size
   short = int(round(size * resize_ratio))
   factor = short / min(width, height)
   new_w, new_h = max(short, round(width * factor)), max(short, round(height * factor))
-  img, _ = open_rgb(path, (new_w, new_h))
+  img, _ = decode_rgb(img, path, (new_w, new_h))
   img = img.resize((new_w, new_h), Image.BILINEAR)
   left, top = (new_w - size) // 2, (new_h - size) // 2
   return np.asarray(img.crop((left, top, left + size, top + size)), np.uint8)
