@@ -32,8 +32,8 @@ def get_config(arg=None):
   config.model.bn_momentum = 0.0       # > 0: BatchNorm running-stat momentum for every layer (PyTorch convention); 0 = the architecture's own
   # where nn.Conv-style convolutions run: auto | xla | onednn. onednn = ftlab's
   # oneDNN custom calls (CPU only; an error if the library cannot be built);
-  # auto = XLA everywhere for now (oneDNN not measured faster on the CPU; see
-  # ftlab.models.conv.AUTO_CPU, README "oneDNN convolutions").
+  # auto = oneDNN on the CPU (XLA, with one log line, where the library cannot
+  # be built), XLA on GPU/TPU (ftlab.models.conv.AUTO_CPU, README "oneDNN convolutions").
   config.model.conv_impl = "auto"
   # where depthwise convs run: auto | ftlab | xla. ftlab = shifted multiply-adds
   # (ftlab.models.depthwise; 5-7x XLA's grouped conv on the CPU), xla = grouped

@@ -206,11 +206,13 @@ def test_auto_resolves_per_backend_and_falls_back_without_the_library(monkeypatc
   resolve = conv_lib._resolve  # pylint: disable=protected-access
   resolve.cache_clear()
   try:
-    assert resolve("auto", "cpu") == conv_lib.AUTO_CPU
-    assert resolve("auto", "gpu") == "xla"
-    monkeypatch.setattr(conv_lib, "AUTO_CPU", "onednn")
-    resolve.cache_clear()
+    assert conv_lib.AUTO_CPU == "onednn"
     assert resolve("auto", "cpu") == "onednn"
+    assert resolve("auto", "gpu") == "xla"
+    monkeypatch.setattr(conv_lib, "AUTO_CPU", "xla")
+    resolve.cache_clear()
+    assert resolve("auto", "cpu") == "xla"
+    monkeypatch.setattr(conv_lib, "AUTO_CPU", "onednn")
     monkeypatch.setattr(ops, "availability", lambda: (False, "no compiler"))
     resolve.cache_clear()
     assert resolve("auto", "cpu") == "xla"

@@ -11,9 +11,10 @@ are unchanged. Where its convolution runs is chosen once per process:
   only); a ValueError at `select` if the library cannot be built or loaded;
 * `auto`: `AUTO_CPU` on the CPU backend (falling back to `xla` with one
   log line if that is `onednn` and the library is unavailable), `xla` on
-  GPU/TPU. `AUTO_CPU` is `xla` because oneDNN was not measured faster on the
-  2-core EPYC (README "oneDNN convolutions": ResNet-18 96 full_ft step 17.8
-  vs 18.4 images/s, per-layer totals within 5%, on a shared machine).
+  GPU/TPU. `AUTO_CPU` is `onednn`: on a quiet 2-core EPYC its train steps
+  were 1.0-1.55x XLA's in every row of `bench_step.py`'s grid (ResNet-18 and
+  EfficientNet-Lite0, 96 and 224, full_ft and linear_probe, 3 rounds; README
+  "oneDNN convolutions"), level only in Lite0's 224 linear probe (0.98x).
 
 Depthwise convolutions (`models.depthwise.DepthwiseConv`) are chosen here
 too, per backend (`config.model.depthwise_impl`): `ftlab` is the shifted
@@ -40,7 +41,7 @@ from jax import lax
 from ftlab.ops import conv as onednn
 
 IMPLS = ("auto", "xla", "onednn")
-AUTO_CPU = "xla"  # what `auto` picks on the CPU backend; see the module docstring
+AUTO_CPU = "onednn"  # what `auto` picks on the CPU backend; see the module docstring
 DEPTHWISE_IMPLS = ("auto", "ftlab", "xla")
 # depthwise_impl=auto per backend (others: xla). No GPU measurement has been
 # made yet (README "On a GPU"): cuDNN's grouped convolution is the default there.
@@ -82,7 +83,7 @@ def _resolve(impl: str, backend: str) -> str:
   elif backend != "cpu":
     choice, why = "xla", f"conv_impl=auto on the {backend} backend"
   elif AUTO_CPU == "xla":
-    choice, why = "xla", "conv_impl=auto on the CPU: oneDNN not measured faster here"
+    choice, why = "xla", "conv_impl=auto on the CPU: ftlab.models.conv.AUTO_CPU='xla'"
   else:
     ok, detail = onednn.availability()
     choice = "onednn" if ok else "xla"
