@@ -21,9 +21,11 @@ halving (rungs at 1/3 and all of the 80 steps) and re-runs the chosen LR with
 seeds 0 and 1. Result (2026-12-02, shared 2-core machine): 1.52x the untuned
 sweep's wall time, 1.51x its training images; tuned test top-1 in README.md
 ("Studies").
-Result (2-core AMD EPYC, 2026-12-01): full_ft seed 0 test top-1 96.10% (345/359)
-in 1 min 55 s wall time (cold compilation cache); the sweep's table
-(6 strategies x 2 seeds, 12.5 min) is in README.md.
+Result (2-core AMD EPYC, 2026-12-02, convolutions on oneDNN, `conv_impl=auto`'s
+CPU choice since then): full_ft seed 0 test top-1 96.66% (347/359) in 1 min 6 s
+wall time (23 s of it compiling; the compilation cache half warm). With XLA's
+convolutions (2026-12-01): 96.10% (345/359) in 1 min 55 s, cold cache; the
+sweep's table (6 strategies x 2 seeds, 12.5 min, XLA's convolutions) is in README.md.
 """
 from configs import default
 from ftlab.configuration import args as config_args
