@@ -162,13 +162,27 @@ def test_train_step_computes_weight_gradients_of_trainable_convs_only(image_fold
 
 def test_unsupported_convolution_falls_back_to_xla_once_per_shape(caplog):
   conv_lib.select("onednn")
-  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4), jnp.bfloat16)
-  w = jax.random.normal(jax.random.key(1), (3, 3, 4, 4), jnp.bfloat16)
+  conv_lib._log_fallback.cache_clear()  # pylint: disable=protected-access
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 4, 4))
   with caplog.at_level(logging.INFO):
     for _ in range(2):
-      text = hlo(lambda a, b: conv_lib.conv2d(a, b, (1, 1), "SAME"), x, w)
+      text = hlo(lambda a, b: conv_lib.conv2d(a, b, (1, 1), ((-1, 1), (1, 1))), x, w)
   assert ops.TARGETS["forward"][0] not in text and "convolution(" in text
   lines = [r.getMessage() for r in caplog.records if "runs on XLA" in r.getMessage()]
+  assert len(lines) == 1 and "negative padding" in lines[0], lines
+
+
+def test_bfloat16_convolutions_fall_back_to_xla_with_one_line_per_dtype(caplog):
+  conv_lib.select("onednn")
+  conv_lib._log_dtype_fallback.cache_clear()  # pylint: disable=protected-access
+  with caplog.at_level(logging.INFO):
+    for shape in ((2, 8, 8, 4), (2, 6, 6, 4), (1, 5, 5, 4)):
+      x = jax.random.normal(jax.random.key(0), shape, jnp.bfloat16)
+      w = jax.random.normal(jax.random.key(1), (3, 3, 4, 4), jnp.bfloat16)
+      text = hlo(lambda a, b: conv_lib.conv2d(a, b, (1, 1), "SAME"), x, w)
+      assert ops.TARGETS["forward"][0] not in text and "convolution(" in text
+  lines = [r.getMessage() for r in caplog.records if "run on XLA" in r.getMessage()]
   assert len(lines) == 1 and "bfloat16" in lines[0], lines
 
 

@@ -26,8 +26,8 @@ depthwise is not used: ftlab's library implements groups = 1 only.
 
 `select(impl, depthwise_impl)` is called by `training.state.build_setup`
 with the config's values; each choice (and, for `auto`, why) is logged once. A convolution the
-oneDNN path does not support (bfloat16, grouped, negative padding) runs on
-XLA, logged once per shape.
+oneDNN path does not support (grouped, negative padding) runs on XLA, logged
+once per shape; bfloat16 (or any dtype but float32) runs on XLA, logged once per dtype.
 """
 import functools
 import logging
@@ -114,6 +114,11 @@ def _log_fallback(shapes: str, reason: str) -> None:
   logging.info("convolution %s runs on XLA: oneDNN does not support %s", shapes, reason)
 
 
+@functools.lru_cache(maxsize=None)
+def _log_dtype_fallback(dtype: str) -> None:
+  logging.info("%s convolutions run on XLA: ftlab's oneDNN path is float32 only", dtype)
+
+
 def _pair(v: Union[int, Sequence[int]]) -> Tuple[int, int]:
   return (int(v), int(v)) if isinstance(v, int) else tuple(int(i) for i in v)
 
@@ -136,7 +141,9 @@ def conv2d(x, kernel, strides: Sequence[int], padding: PaddingLike,
   """NHWC `x` convolved with the HWIO `kernel` by the selected implementation."""
   strides, dilation = _pair(strides), _pair(dilation)
   pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides, dilation)
-  if resolved() == "onednn":
+  if resolved() == "onednn" and jnp.dtype(x.dtype) != jnp.float32:
+    _log_dtype_fallback(jnp.dtype(x.dtype).name)  # once per run, not once per shape
+  elif resolved() == "onednn":
     geometry = onednn.Geometry(strides, pads, dilation)
     reason = onednn.unsupported(x.shape, kernel.shape, x.dtype, geometry)
     if not reason:
