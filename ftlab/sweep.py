@@ -30,8 +30,8 @@ from typing import Sequence
 
 from absl import app, flags
 
-from ftlab.sweeps.filters import matches, parse_filters
 from ftlab.sweeps import cli
+from ftlab.sweeps.filters import matches, parse_filters
 from ftlab.sweeps.grid import SweepError
 from ftlab.sweeps.index import SweepIndex, init_index, is_finished
 from ftlab.sweeps.runner import (DEFAULT_RUNNER, Interrupted, Run, execute, install_signal_handlers,

@@ -67,13 +67,17 @@ def test_find_cycle_sees_a_cycle():
   assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
 
 
-def test_packages_import_each_other_one_way():
-  graph = package_imports()
+@pytest.fixture(scope="module")
+def graph() -> dict:
+  return package_imports()
+
+
+def test_packages_import_each_other_one_way(graph):
   assert {"training", "evaluation", "models", "data", "parallel"} <= set(graph)
   assert find_cycle(graph) == [], f"import cycle between ftlab packages: {find_cycle(graph)}"
 
 
 @pytest.mark.parametrize("entry_point", ["main", "sweep", "study", "report", "evaluate"])
-def test_no_package_imports_an_entry_point(entry_point):
-  for package, imported in package_imports().items():
+def test_no_package_imports_an_entry_point(graph, entry_point):
+  for package, imported in graph.items():
     assert entry_point not in imported, f"ftlab/{package} imports the entry point ftlab.{entry_point}"

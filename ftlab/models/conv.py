@@ -141,14 +141,15 @@ def conv2d(x, kernel, strides: Sequence[int], padding: PaddingLike,
   """NHWC `x` convolved with the HWIO `kernel` by the selected implementation."""
   strides, dilation = _pair(strides), _pair(dilation)
   pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides, dilation)
-  if resolved() == "onednn" and jnp.dtype(x.dtype) != jnp.float32:
-    _log_dtype_fallback(jnp.dtype(x.dtype).name)  # once per run, not once per shape
-  elif resolved() == "onednn":
+  if resolved() == "onednn":
     geometry = onednn.Geometry(strides, pads, dilation)
     reason = onednn.unsupported(x.shape, kernel.shape, x.dtype, geometry)
     if not reason:
       return onednn.conv2d(x, kernel, geometry)
-    _log_fallback(f"{x.shape} * {kernel.shape} {geometry}", reason)
+    if jnp.dtype(x.dtype) != jnp.float32:
+      _log_dtype_fallback(jnp.dtype(x.dtype).name)  # once per run, not once per shape
+    else:
+      _log_fallback(f"{x.shape} * {kernel.shape} {geometry}", reason)
   return lax.conv_general_dilated(x, kernel, strides, pads, rhs_dilation=dilation,
                                   dimension_numbers=DIMENSION_NUMBERS)
 
