@@ -1,4 +1,6 @@
 """LoRA: adapters as their own trainable group, no change at init, merged for evaluation/export."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,14 +65,28 @@ def test_vit_default_targets_are_attention_and_mlp_kernels():
   assert setup.lora.shapes[layer.format(0) + "mlp/0/kernel/lora_b"] == (4, 1536)
 
 
-def test_cnn_default_targets_are_the_pointwise_kernels_outside_the_head():
+def test_cnn_default_targets_are_every_conv_kernel_outside_the_head():
   _, setup = _setup("resnet50", 32)
   shapes = state_lib.param_shapes(setup.model, 32)
-  assert setup.lora.targets and all(shapes[p][:2] == (1, 1) for p in setup.lora.targets)
+  convs = {p for p, s in shapes.items() if p.endswith("/kernel") and len(s) == 4}
+  assert set(setup.lora.targets) == convs  # no conv in ResNet's head
   assert "layer1/0/conv1/kernel" in setup.lora.targets  # Bottleneck's 1x1 reduction
-  assert "layer1/0/downsample/0/kernel" in setup.lora.targets
-  assert "layer1/0/conv2/kernel" not in setup.lora.targets  # 3x3
+  assert "layer1/0/conv2/kernel" in setup.lora.targets  # its 3x3
   assert not any(p.startswith("fc/") for p in setup.lora.targets)  # the head trains in full
+
+
+def test_resnet18_default_adapters_reach_its_3x3_basic_blocks():
+  """ResNet-18's blocks are 3x3 convs: adapting only 1x1s would adapt 3 downsamples (a linear
+  probe under another name)."""
+  _, setup = _setup("resnet18", 32)
+  blocks = [p for p in setup.lora.targets if re.fullmatch(r"layer\d/\d/conv[12]/kernel", p)]
+  assert len(blocks) == 16 and len(setup.lora.targets) == 20  # + the stem and 3 downsamples
+
+
+def test_depthwise_kernels_get_no_default_adapter():
+  _, setup = _setup("efficientnet_lite0", 32)
+  assert "_blocks/1/_expand_conv/kernel" in setup.lora.targets
+  assert not any("_depthwise_conv" in p for p in setup.lora.targets)
 
 
 def test_plan_has_the_adapters_as_their_own_group_and_freezes_the_base():

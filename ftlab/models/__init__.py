@@ -28,8 +28,8 @@ Contract for every architecture module (see `tiny.py` for the smallest one):
   `config.model.drop_path_rate` through `with_drop_path`.
 * `spec.lora_targets` (optional) are the regexes over parameter paths that
   the `lora` strategy adapts by default (ViT: attention and MLP kernels);
-  without them it adapts every 1x1 convolution and Dense kernel outside the
-  head (`training/lora.py`).
+  without them it adapts every convolution kernel (1x1 or kxk, not
+  depthwise) and Dense kernel outside the head (`training/lora.py`).
 * `spec.bn_momentum` is the architecture's own BatchNorm momentum (PyTorch
   convention), which `config.model.bn_momentum` may override.
 """
@@ -55,7 +55,7 @@ class ModelSpec:
   mean: tuple = IMAGENET_MEAN
   std: tuple = IMAGENET_STD
   bn_momentum: float = BatchNorm.momentum
-  lora_targets: tuple = ()  # LoRA's default targets; () = 1x1 convs and Dense kernels
+  lora_targets: tuple = ()  # LoRA's default targets; () = conv (not depthwise) and Dense kernels
   boundaries: bool = False  # __call__ also takes part=('upto', n) / ('from', n) (models/parts.py)
 
 

@@ -24,8 +24,9 @@ Targets (`config.strategy.lora_targets`) are regexes that fully match
 parameter paths; parameters under the head are trained in full and get no
 adapter. Empty means the architecture's default (`ModelSpec.lora_targets`;
 ViT: the attention and MLP kernels), or, for a model that declares none,
-every 1x1 convolution and Dense kernel outside the head (the pointwise layers
-of a CNN). A target that matches no adaptable parameter is a one-line error
+every convolution kernel (1x1 or kxk; depthwise ones have no matrix) and
+Dense kernel outside the head, so the adapters reach a CNN's main blocks
+(ResNet-18's 3x3 BasicBlocks, EfficientNet's pointwise convs). A target that matches no adaptable parameter is a one-line error
 listing the nearest paths; adapting a parameter that is not a matrix or a
 conv kernel (a bias, a norm's scale, a depthwise kernel) is an error too.
 """
@@ -83,13 +84,14 @@ def is_adapter(path: str) -> bool:
 
 
 def default_targets(spec: ModelSpec, shapes: Dict[str, tuple]) -> Tuple[str, ...]:
-  """The architecture's own targets, or every 1x1 conv and Dense kernel outside the head."""
+  """The architecture's own targets, or every convolution (1x1 or kxk, not depthwise) and Dense
+  kernel outside the head: the main blocks of every CNN (ResNet-18's BasicBlocks are 3x3)."""
   if spec.lora_targets:
     return spec.lora_targets
   head = re.compile(strategy.under(spec.head))
   return tuple(re.escape(p) for p, s in sorted(shapes.items())
                if p.endswith("/" + KERNEL) and not head.fullmatch(p)
-               and (len(s) == 2 or (len(s) == 4 and s[:2] == (1, 1) and s[2] > 1)))
+               and (len(s) == 2 or (len(s) == 4 and s[2] > 1)))
 
 
 def resolve(spec: ModelSpec, strategy_cfg, shapes: Dict[str, tuple]) -> Adapters:
@@ -101,7 +103,7 @@ def resolve(spec: ModelSpec, strategy_cfg, shapes: Dict[str, tuple]) -> Adapters
   targets = tuple(strategy_cfg.lora_targets) or default_targets(spec, shapes)
   if not targets:
     raise strategy.StrategyError(
-        "config.strategy.lora_targets is empty and the model has no 1x1 convolution or Dense "
+        "config.strategy.lora_targets is empty and the model has no convolution or Dense "
         "kernel outside its head: name the kernels to adapt")
   head = re.compile(strategy.under(spec.head))
   trunk = [p for p in shapes if not head.fullmatch(p)]
