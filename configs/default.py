@@ -24,6 +24,20 @@ def get_config(arg=None):
   # published weights: torchvision's; TF's for EfficientNet-Lite); torch =
   # each layer type as PyTorch initialises it in the PyTorch original.
   config.model.init = "native"
+  # the layers a pretrained checkpoint does not provide (a new head for the task's classes):
+  # torch | zero | native (ftlab.models.inits.transfer_init). torch = PyTorch's Linear default
+  # U(+-1/sqrt(fan_in)) (timm's reset_classifier); zero = a zero output layer (big_vision's
+  # head_zeroinit); native = model.init's scratch init. Chosen by measurement (docs/models.md).
+  config.model.head_init = "torch"
+  # BatchNorm statistics (ftlab/training/bn_stats.py): batch | frozen | reestimate.
+  # batch = the trained layers normalise with batch statistics and update running ones
+  # (momentum), frozen layers use their running statistics; frozen = every BatchNorm uses its
+  # running statistics, never updated (FrozenBatchNorm; needs a far smaller LR); reestimate =
+  # batch, plus the running statistics recomputed on `bn_batches` train batches (eval
+  # transform, a pure function of seed and step) before a phase that feeds frozen BatchNorms
+  # starts (a linear probe) and before every evaluation (precise-BN / AdaBN).
+  config.model.bn = "reestimate"
+  config.model.bn_batches = 20
   # stochastic depth of the last block (ConvNeXt), rising linearly from 0 at the
   # first; 0 = the architecture's default, torchvision's (convnext_tiny 0.1,
   # convnext_small 0.4: what the weights were trained with); < 0 = off. Models
@@ -87,8 +101,15 @@ def get_config(arg=None):
   config.strategy.deep_lr_mults = (1.05, 1.1, 1.15)  # full_ft_deep_lr: last blocks' LR multipliers
   config.strategy.layer_decay = 0.75  # layer_decay: LR multiplier per block from the head down
   config.strategy.bitfit_bn_scale = True  # bitfit: BatchNorm scales train too (biases always do)
-  config.strategy.lp_fraction = 0.5    # lp_ft: share of the steps spent linear-probing
-  config.strategy.unfreeze_every_epochs = 1.0  # gradual_unfreeze: one more block per this many epochs
+  # lp_ft, gradual_unfreeze: the head is first fit by a linear probe of lp_epochs with its own
+  # cosine (peak lp_lr_mult x optimizer.lr, no warm-up); then full fine-tuning's own schedule
+  # runs train.num_epochs with optimizer.warmup_epochs and peak optimizer.lr (Kumar et al.).
+  config.strategy.lp_epochs = 10.0
+  config.strategy.lp_lr_mult = 10.0
+  # gradual_unfreeze: during the first unfreeze_fraction of fine-tuning, the trunk's blocks are
+  # unfrozen from the top in unfreeze_stages equal groups (ULMFiT's order on LP-FT's budget)
+  config.strategy.unfreeze_stages = 4
+  config.strategy.unfreeze_fraction = 0.5
   config.strategy.l2sp_alpha = 0.01    # l2sp: pull towards the pretrained weights
   config.strategy.l2sp_beta = 0.01     # l2sp: decay of the new head
   # deterministic train images (data.augment=False, or data.flip_only): linear_probe trains the
@@ -98,7 +119,7 @@ def get_config(arg=None):
   config.strategy.cache_max_bytes = 4 * 2**30  # above it the boundary cache is off (logged): train on images
   config.strategy.lora_rank = 8        # lora: inner dimension r of each adapter A @ B
   config.strategy.lora_alpha = 8.0     # lora: the update is (lora_alpha / lora_rank) * A @ B
-  config.strategy.lora_targets = ()    # lora: regexes over parameter paths to adapt; () = the model's default (ViT: attention + MLP kernels; CNNs: 1x1 convs and Dense kernels outside the head)
+  config.strategy.lora_targets = ()    # lora: regexes over parameter paths to adapt; () = the model's default (ViT: attention + MLP kernels; CNNs: every conv kernel, not depthwise, and Dense kernel outside the head)
   config.strategy.rules = ()           # custom: ((regex, action), ...), see ftlab/training/strategy.py
 
   config.optimizer = ml_collections.ConfigDict()
@@ -108,7 +129,7 @@ def get_config(arg=None):
   config.optimizer.nesterov = False
   config.optimizer.weight_decay = 1e-4
   config.optimizer.warmup_epochs = 0.0
-  config.optimizer.phase_warmup_epochs = 0.0  # lp_ft, gradual_unfreeze: linear re-warm-up at each later phase's start (0 = the run's one schedule only)
+  config.optimizer.phase_warmup_epochs = 0.0  # gradual_unfreeze: linear re-warm-up at each later stage's start (0 = none)
   config.optimizer.schedule = "cosine"  # cosine | constant
   config.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
 

@@ -50,6 +50,7 @@ def get_config(arg=None):
   config.model.bn_momentum = 0.1
   config.strategy.name = args["strategy"]
   config.strategy.freeze_blocks = 9        # the stem + Lite0's first 8 of 16 MBConv blocks
+  config.strategy.lp_epochs = 2.0          # lp_ft, gradual_unfreeze: a probe as long as the run
   config.data.kind = "digits"
   config.data.val_split = ""
   config.data.image_size = 64

@@ -95,12 +95,14 @@ def test_plan_table_lists_groups():
   assert "frozen" in table and "(?:fc)/.*" in table
 
 
-def _setup(name, preset, total_steps, bn_momentum=0.0):
+def _setup(name, preset, total_steps, bn_momentum=0.0, bn="batch", lp_epochs=20.0):
   config = default.get_config()
   config.model.name = name
   config.model.bn_momentum = bn_momentum
+  config.model.bn = bn
   config.data.image_size = 32
   config.strategy.name = preset
+  config.strategy.lp_epochs = lp_epochs
   return state_lib.build_setup(config, 10, total_steps, 0, 10)
 
 
@@ -115,6 +117,9 @@ def test_stale_batchnorm_statistics_are_warned_about():
   assert state_lib.stale_bn_warning(_setup("vit_s_16", "full_ft", 20), 20) == ""
   # No BatchNorm layer updates its statistics in a linear probe: nothing to warn about.
   assert state_lib.stale_bn_warning(_setup("efficientnet_lite0", "linear_probe", 80), 80) == ""
-  # lp_ft updates them only in its second half.
+  # lp_ft updates them only after its probe (20 epochs of 10 steps here).
   warning = state_lib.stale_bn_warning(_setup("efficientnet_lite0", "lp_ft", 400), 400)
   assert "after 200 updating steps" in warning
+  # Statistics that are re-estimated before every evaluation, or never updated, are never stale.
+  for bn in ("reestimate", "frozen"):
+    assert state_lib.stale_bn_warning(_setup("efficientnet_lite0", "full_ft", 80, bn=bn), 80) == ""

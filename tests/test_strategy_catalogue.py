@@ -32,16 +32,16 @@ def _trainable(plan, shapes):
 
 @pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0"])
 def test_single_phase_presets_select_what_they_claim(name):
-  spec, shapes, [(_, lp)] = _phases(name, "linear_probe")
+  spec, shapes, [(_, lp, _)] = _phases(name, "linear_probe")
   head = {p for p in shapes if re.fullmatch(strategy.under(spec.head), p)}
   assert _trainable(lp, shapes) == head and head
-  _, _, [(_, bitfit)] = _phases(name, "bitfit", bitfit_bn_scale=False)
+  _, _, [(_, bitfit, _)] = _phases(name, "bitfit", bitfit_bn_scale=False)
   assert _trainable(bitfit, shapes) == head | {p for p in shapes if p.endswith("/bias")}
   assert not bitfit.frozen_bn()  # BN statistics keep adapting while the shifts train
-  _, _, [(_, bitfit_bn)] = _phases(name, "bitfit", bitfit_bn_scale=True)
+  _, _, [(_, bitfit_bn, _)] = _phases(name, "bitfit", bitfit_bn_scale=True)
   assert _trainable(bitfit_bn, shapes) == _trainable(bitfit, shapes) | {
       p for p in shapes if p.endswith("/scale")}
-  _, _, [(_, decay)] = _phases(name, "layer_decay", layer_decay=0.5)
+  _, _, [(_, decay, _)] = _phases(name, "layer_decay", layer_decay=0.5)
   n = len(spec.blocks)
   first = next(p for p in shapes if re.fullmatch(strategy.under(spec.blocks[0]), p))
   last = next(p for p in shapes if re.fullmatch(strategy.under(spec.blocks[-1]), p))
@@ -51,15 +51,30 @@ def test_single_phase_presets_select_what_they_claim(name):
 
 
 def test_lp_ft_and_gradual_unfreeze_phases():
-  spec, shapes, phases = _phases("resnet18", "lp_ft", total_steps=100, lp_fraction=0.3)
-  assert [start for start, _ in phases] == [0, 30]
+  spec, shapes, phases = _phases("resnet18", "lp_ft", total_steps=100, steps_per_epoch=10,
+                                 lp_epochs=3.0)
+  assert [(start, window) for start, _, window in phases] == [(0, "probe"), (30, "fine_tune")]
   assert _trainable(phases[0][1], shapes) == {"fc/kernel", "fc/bias"}
   assert _trainable(phases[1][1], shapes) == set(shapes)
+  # ResNet's 5 blocks (stem, layer1-4) in 5 stages over the first half of the 70 fine-tuning steps
   _, _, phases = _phases("resnet18", "gradual_unfreeze", total_steps=100, steps_per_epoch=10,
-                         unfreeze_every_epochs=2.0)
-  assert [start for start, _ in phases] == [0, 20, 40, 60, 80]
+                         lp_epochs=3.0, unfreeze_stages=5, unfreeze_fraction=0.5)
+  assert [start for start, _, _ in phases] == [0, 30, 37, 44, 51, 58]
+  assert [window for _, _, window in phases] == ["probe"] + ["fine_tune"] * 5
   assert _trainable(phases[1][1], shapes) == {p for p in shapes if p.startswith(("fc/", "layer4/"))}
-  assert _trainable(phases[-1][1], shapes) == {p for p in shapes if not p.startswith(("conv1/", "bn1/"))}
+  assert _trainable(phases[-1][1], shapes) == set(shapes)
+  _, _, phases = _phases("resnet18", "gradual_unfreeze", total_steps=100, steps_per_epoch=10,
+                         lp_epochs=3.0, unfreeze_stages=2, unfreeze_fraction=0.5)
+  assert [start for start, _, _ in phases] == [0, 30, 48]  # layer2-4, then all 5 blocks
+  assert _trainable(phases[1][1], shapes) == {
+      p for p in shapes if p.startswith(("fc/", "layer2/", "layer3/", "layer4/"))}
+
+
+def test_a_probe_that_leaves_no_fine_tuning_is_an_error():
+  with pytest.raises(strategy.StrategyError, match="no fine-tuning steps"):
+    _phases("resnet18", "lp_ft", total_steps=30, steps_per_epoch=10, lp_epochs=3.0)
+  with pytest.raises(strategy.StrategyError, match="config.strategy.lp_epochs=0.0"):
+    _phases("resnet18", "lp_ft", total_steps=30, steps_per_epoch=10, lp_epochs=0.0)
 
 
 def _run(root, workdir, **overrides):
@@ -81,7 +96,7 @@ def _params(state):
 
 def test_lp_ft_changes_only_the_head_then_the_trunk(image_folder, tmp_path):
   # 63 train images -> 7 steps per epoch; lp phase = steps 0..6, ft phase = 7..13
-  over = {"strategy.name": "lp_ft", "train.num_epochs": 2.0, "strategy.lp_fraction": 0.5}
+  over = {"strategy.name": "lp_ft", "train.num_epochs": 1.0, "strategy.lp_epochs": 1.0}
   config = tiny_config(image_folder, **over)
   mid_dir = str(tmp_path / "mid")
   trainer.train_and_evaluate(tiny_config(image_folder, **over, **{"train.stop_after_steps": 7}), mid_dir)

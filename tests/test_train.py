@@ -43,8 +43,10 @@ def test_short_run_learns_separable_data(image_folder, tmp_path):
   assert json.load(open(tmp_path / "run" / "label_map.json"))["classes"] == ["cat", "dog", "wolf"]
 
 
-def test_linear_probe_leaves_backbone_bit_identical(image_folder, tmp_path):
-  config = tiny_config(image_folder, **{"strategy.name": "linear_probe", "train.num_epochs": 1.0})
+@pytest.mark.parametrize("bn", ["batch", "frozen"])
+def test_linear_probe_leaves_backbone_bit_identical(image_folder, tmp_path, bn):
+  config = tiny_config(image_folder, **{"strategy.name": "linear_probe", "train.num_epochs": 1.0,
+                                        "model.bn": bn})
   workdir = str(tmp_path / "run")
   start = _initial(config, workdir)
   trainer.train_and_evaluate(config, workdir)

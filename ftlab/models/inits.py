@@ -1,4 +1,5 @@
-"""Parameter initialisers, one named `Scheme` per original's layer defaults.
+"""Parameter initialisers, one named `Scheme` per original's layer defaults, and the
+transfer init of the layers a pretrained checkpoint does not provide (`transfer_init`).
 
 `config.model.init` picks one of two schemes per architecture:
 
@@ -114,3 +115,45 @@ def check(init: str) -> str:
 def select(init: str, native: Scheme, torch: Scheme) -> Scheme:
   """The scheme `init` ('native' or 'torch') names."""
   return native if check(init) == "native" else torch
+
+
+# config.model.head_init: how the layers a pretrained checkpoint did not provide (a new head) start.
+HEAD_INITS = ("torch", "zero", "native")
+
+
+def _fan_in(path: str, params: dict) -> int:
+  """PyTorch's fan_in of a kernel (all axes but the last) or of the bias beside one."""
+  kernel = params[path.rsplit("/", 1)[0] + "/kernel"] if path.endswith("/bias") else params[path]
+  return max(math.prod(kernel.shape[:-1]), 1)
+
+
+def transfer_init(params: dict, loaded: frozenset, head_init: str, num_classes: int, rng) -> dict:
+  """`params` (flat, '/'-joined) with every kernel and bias not in `loaded` re-drawn per `head_init`.
+
+  * `torch`: PyTorch's Linear/Conv2d default, U(+-1/sqrt(fan_in)) for kernel
+    and bias (timm's `reset_classifier`, torchvision's usual head replacement);
+  * `zero`: the output layer (kernels with `num_classes` outputs, and their
+    biases) starts at zero (big_vision's and BiT's `head_zeroinit`); any other
+    layer the checkpoint did not provide gets `torch`'s init, since a chain
+    of zero layers would not train;
+  * `native`: left as the architecture's scratch init drew it (`config.model.init`).
+
+  Other leaves the checkpoint did not provide (a norm's scale) keep the
+  architecture's init. A ValueError names config.model.head_init if it is unknown.
+  """
+  if head_init not in HEAD_INITS:
+    raise ValueError(f"config.model.head_init={head_init!r}; use one of {list(HEAD_INITS)}")
+  new = sorted(k for k in params if k not in loaded and k.rsplit("/", 1)[-1] in ("kernel", "bias")
+               and (k.endswith("/kernel") or k.rsplit("/", 1)[0] + "/kernel" in params))
+  if head_init == "native" or not new:
+    return params
+  out = dict(params)
+  for i, path in enumerate(new):
+    kernel = params[path.rsplit("/", 1)[0] + "/kernel"]
+    if head_init == "zero" and kernel.shape[-1] == num_classes:
+      out[path] = jnp.zeros_like(params[path])
+    else:
+      bound = 1.0 / math.sqrt(_fan_in(path, params))
+      out[path] = jax.random.uniform(jax.random.fold_in(rng, i), params[path].shape,
+                                     params[path].dtype, -bound, bound)
+  return out

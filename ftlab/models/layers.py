@@ -32,11 +32,14 @@ class Mode:
       (PyTorch convention: weight of the new batch), in place of the
       architecture's own; TF-trained weights use 0.01, which leaves the
       running statistics of a short fine-tuning run far from the new data.
+    stochastic: False turns dropout and drop-path off everywhere (the
+      forward passes that only measure BatchNorm statistics, training/bn_stats.py).
   """
   train: bool
   frozen_bn: frozenset = frozenset()
   bn_momentum: float = 0.0  # > 0: overrides every BatchNorm's momentum (timm's --bn-momentum)
   frozen_modules: frozenset = frozenset()
+  stochastic: bool = True
 
 
 TrainArg = Union[bool, Mode]
@@ -51,7 +54,8 @@ def stochastic(train: TrainArg, path: tuple) -> bool:
   if not is_training(train):
     return False
   if isinstance(train, Mode):
-    return not any("/".join(path[:i]) in train.frozen_modules for i in range(1, len(path)))
+    return train.stochastic and not any("/".join(path[:i]) in train.frozen_modules
+                                        for i in range(1, len(path)))
   return True
 
 

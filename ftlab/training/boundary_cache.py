@@ -31,7 +31,7 @@ from ftlab.training.steps import normalize
 def frozen_prefix(setup: Setup, phase: int = 0) -> int:
   """How many leading trunk blocks phase `phase` wholly freezes, BatchNorms included (0 = none)."""
   plan = setup.phases[phase].plan
-  frozen_bn = plan.frozen_bn()
+  frozen_bn = setup.phases[phase].frozen_bn
   n = 0
   for block in setup.spec.blocks:
     pattern = re.compile(strategy.under(block))

@@ -60,7 +60,7 @@ def head_only(setup: Setup, phase: int) -> bool:
     return False
   bn_modules = {p.rsplit("/", 1)[0] for p in plan.labels
                 if p.endswith("/scale") and not head.fullmatch(p)}
-  return bn_modules <= plan.frozen_bn()
+  return bn_modules <= setup.phases[phase].frozen_bn
 
 
 def train_features(trunk_fn, state, train: Loader, devices: Devices,

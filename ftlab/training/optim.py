@@ -6,12 +6,18 @@ trainable group gets the base schedule (linear warm-up, then cosine decay or
 constant) scaled by its LR multiplier, and weight decay scaled by its
 `wd_mult` (semantics in `ftlab/training/strategy.py`).
 
-The base schedule is a function of the run's *global* step. A phased
-strategy (lp_ft, gradual_unfreeze) starts each phase with fresh optimizer
-state, whose step count starts at 0, so each phase's transformation reads
-its schedule at `count + phase start`: the warm-up runs once and the cosine
-anneals once over the whole run, across phase boundaries. `config.optimizer.phase_warmup_epochs` adds a
-linear re-warm-up at the start of each later phase (off by default).
+Each phase runs in a schedule `Window`: a span of the run's steps over
+which one warm-up + cosine (or constant) schedule runs. Single-phase
+strategies have one window, the whole run. The phased strategies (lp_ft,
+gradual_unfreeze) have two, as Kumar et al. run LP-FT: the linear probe's
+own (its steps, its peak LR, no warm-up), then full fine-tuning's own (the
+steps, warm-up and peak LR a `full_ft` run of `train.num_epochs` has).
+A phase starts with fresh optimizer state, whose step count starts at 0, so
+its transformation reads its window's schedule at `count + phase start -
+window start`: within a window the warm-up runs once and the cosine anneals
+once, across phase boundaries (gradual unfreezing's stages).
+`config.optimizer.phase_warmup_epochs` adds a linear re-warm-up at the start
+of each phase that starts inside its window (off by default).
 
 One compile per distinct program: the scalars a search varies (the base
 LR, each group's LR multiplier, its weight decay, the momentum, the clipping
@@ -23,6 +29,7 @@ its structure: the optimizer, the schedule's step counts, and whether a term
 is there at all (a weight decay, momentum or clipping norm of 0 switches its
 transformation off, so 0 and non-zero are two programs).
 """
+import dataclasses
 from typing import Dict, Optional
 
 import jax.numpy as jnp
@@ -65,18 +72,26 @@ def base_schedule(opt_cfg, total_steps: int, warmup_steps: int, peak=None) -> op
   return optax.join_schedules([warm, main], [warmup_steps])
 
 
-def phase_schedule(base: optax.Schedule, start_step: int, rewarm_steps: int = 0) -> optax.Schedule:
-  """The LR of a phase that starts at global step `start_step`, as a function of its own count.
+@dataclasses.dataclass(frozen=True)
+class Window:
+  """The span of the run's steps that one schedule covers: [start, start + steps), warm-up first."""
+  start: int
+  steps: int
+  warmup: int = 0
 
-  The base schedule is read at the global step (`start_step` + count). With
-  `rewarm_steps` > 0, a phase after the first is also multiplied by a linear
-  ramp from 0 to 1 over its first `rewarm_steps` steps
-  (`config.optimizer.phase_warmup_epochs`): the newly unfrozen layers start
-  with fresh momentum, as a run's first steps do.
+
+def phase_schedule(base: optax.Schedule, offset: int, rewarm_steps: int = 0) -> optax.Schedule:
+  """The LR of a phase that starts `offset` steps into its window, as a function of its own count.
+
+  The window's schedule `base` is read at `offset` + count. With
+  `rewarm_steps` > 0, a phase that starts inside its window (offset > 0) is
+  also multiplied by a linear ramp from 0 to 1 over its first `rewarm_steps`
+  steps (`config.optimizer.phase_warmup_epochs`): the newly unfrozen layers
+  start with fresh momentum, as a run's first steps do.
   """
-  if start_step == 0 or rewarm_steps <= 0:
-    return lambda count: base(count + start_step)
-  return lambda count: base(count + start_step) * jnp.minimum(count / rewarm_steps, 1.0)
+  if offset == 0 or rewarm_steps <= 0:
+    return lambda count: base(count + offset)
+  return lambda count: base(count + offset) * jnp.minimum(count / rewarm_steps, 1.0)
 
 
 def _scaled(schedule: optax.Schedule, mult: float) -> optax.Schedule:
@@ -101,18 +116,17 @@ def group_transform(opt_cfg, group: Group, schedule: optax.Schedule,
   return optax.chain(optax.add_decayed_weights(wd), inner) if decays else inner
 
 
-def make_optimizer(opt_cfg, plan: Plan, total_steps: int, warmup_steps: int,
-                   start_step: int = 0, rewarm_steps: int = 0,
+def make_optimizer(opt_cfg, plan: Plan, window: Window, start_step: int = 0,
+                   rewarm_steps: int = 0,
                    hparams: Optional[Dict[str, float]] = None) -> optax.GradientTransformation:
   """The transformation for the flat dict of trainable parameters of a phase.
 
   Args:
     opt_cfg: `config.optimizer`.
     plan: the phase's compiled strategy.
-    total_steps: steps of the whole run (the schedule spans them all).
-    warmup_steps: linear warm-up steps at the start of the run.
+    window: the steps the phase's schedule spans, with its warm-up (`Window`).
     start_step: the global step the phase starts at (its state's count is 0 there).
-    rewarm_steps: linear re-warm-up of a later phase (`phase_schedule`); 0 = none.
+    rewarm_steps: linear re-warm-up of a phase inside its window (`phase_schedule`); 0 = none.
     hparams: the phase's scalars (`optimizer_hparams`), as traced values inside the
       step; None = `opt_cfg`'s as Python constants (the same transformation's init
       and state structure).
@@ -122,8 +136,8 @@ def make_optimizer(opt_cfg, plan: Plan, total_steps: int, warmup_steps: int,
                      f"config.optimizer.momentum > 0 (got {opt_cfg.name!r}, momentum "
                      f"{opt_cfg.momentum}); Nesterov momentum without momentum does nothing")
   hparams = optimizer_hparams(opt_cfg, plan) if hparams is None else hparams
-  schedule = phase_schedule(base_schedule(opt_cfg, total_steps, warmup_steps, hparams["lr"]),
-                            start_step, rewarm_steps)
+  schedule = phase_schedule(base_schedule(opt_cfg, window.steps, window.warmup, hparams["lr"]),
+                            start_step - window.start, rewarm_steps)
   transforms = {g.name: group_transform(opt_cfg, g, schedule, hparams)
                 for g in plan.trainable_groups}
   labels = lambda params: {p: plan.labels[p] for p in params}  # pylint: disable=unnecessary-lambda-assignment

@@ -10,18 +10,24 @@ import ml_collections
 from ftlab.configuration.files import check_same_run, write_json_atomic
 from ftlab.data import datasets
 from ftlab.data.pipeline import Augment, Loader
-from ftlab.training import checkpoint, writers
+from ftlab.training import bn_stats, checkpoint, strategy, writers
 from ftlab.parallel.devices import Devices
 from ftlab.training.state import Setup, TrainState, build_setup, initial_state
 
 
 @dataclasses.dataclass
 class Schedule:
-  """Step arithmetic of a run, derived once from the config and the data."""
+  """Step arithmetic of a run, derived once from the config and the data.
+
+  `total_steps` counts every step: a phased strategy's linear probe
+  (`probe_steps`, `strategy.lp_epochs`) comes before the `train.num_epochs`
+  of fine-tuning, whose warm-up (`warmup_steps`) starts after it.
+  """
   steps_per_epoch: int
   total_steps: int
   eval_every: int
   warmup_steps: int
+  probe_steps: int = 0
 
   @classmethod
   def create(cls, config, num_train: int) -> "Schedule":
@@ -32,10 +38,11 @@ class Schedule:
     for key in ("log_every_steps", "checkpoint_every_steps", "stop_after_steps"):
       if config.train[key] < 0:
         raise ValueError(f"config.train.{key}={config.train[key]} must be >= 0 (0 = never)")
-    total = max(int(round(config.train.num_epochs * steps_per_epoch)), 1)
+    probe = strategy.probe_steps(config.strategy, steps_per_epoch)
+    total = probe + max(int(round(config.train.num_epochs * steps_per_epoch)), 1)
     return cls(steps_per_epoch, total,
                max(int(round(config.train.eval_every_epochs * steps_per_epoch)), 1),
-               int(round(config.optimizer.warmup_epochs * steps_per_epoch)))
+               int(round(config.optimizer.warmup_epochs * steps_per_epoch)), probe)
 
 
 def make_loaders(config, data: datasets.Data, image_size: int) -> Dict[str, Loader]:
@@ -52,6 +59,8 @@ def make_loaders(config, data: datasets.Data, image_size: int) -> Dict[str, Load
     split = getattr(data, name)
     if split is not None:
       loaders[name] = Loader(split, config.train.eval_batch_size, eval_aug, False, **common)
+  if config.model.bn == "reestimate":  # training/bn_stats.py: the batches statistics come from
+    loaders["bn_stats"] = bn_stats.stats_loader(loaders["train"], eval_aug)
   return loaders
 
 
@@ -103,7 +112,7 @@ def prepare(config, workdir: str, for_training: bool = True) -> Run:
 
 def fresh_meta() -> dict:
   return {"history": [], "best_top1": -1.0, "best_step": -1, "train_time_s": 0.0,
-          "compile_time_s": 0.0, "feature_cache_s": 0.0}
+          "compile_time_s": 0.0, "feature_cache_s": 0.0, "probe_train_time_s": 0.0}
 
 
 def restore_or_init(run: Run):

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ftlab.models import ModelSpec, conv, get_spec, with_drop_path
+from ftlab.models import ModelSpec, conv, get_spec, inits, with_drop_path
 from ftlab.models.layers import Mode
 from ftlab.pretrained import load as load_lib
 from ftlab.training import ema as ema_lib
@@ -52,22 +52,56 @@ class TrainState:
   lora_scale: float = flax.struct.field(pytree_node=False, default=0.0)  # LoRA's alpha / r
 
 
+BN_POLICIES = ("batch", "frozen", "reestimate")
+
+
+def check_bn_policy(policy: str) -> str:
+  if policy not in BN_POLICIES:
+    raise ValueError(f"config.model.bn={policy!r}; use one of {list(BN_POLICIES)}")
+  return policy
+
+
 @dataclasses.dataclass
 class Phase:
+  """One phase of a strategy: its plan, optimizer, schedule and BatchNorm modes.
+
+  `all_frozen_bn` holds every BatchNorm under `config.model.bn=frozen` (all of
+  them normalise with their running statistics, never updated) and is empty
+  otherwise: then the plan decides (`Plan.frozen_bn`, BatchNorms whose
+  parameters are frozen).
+  """
   start: int
   plan: strategy.Plan
   tx: optax.GradientTransformation
   bn_momentum: float = 0.0
   hparams: Dict[str, float] = dataclasses.field(default_factory=dict)  # the scalars a search varies
   with_hparams: Optional[Callable[[dict], optax.GradientTransformation]] = None  # `tx` reading them
+  window: Optional[optim.Window] = None  # the steps its schedule spans (optim.Window)
+  schedule: str = strategy.RUN           # strategy.RUN | PROBE | FINE_TUNE
+  lr_fn: Optional[Callable[[int], Any]] = None  # its own step count -> LR (Python constants)
+  all_frozen_bn: frozenset = frozenset()
 
   def transform(self, hparams: Dict[str, jax.Array]) -> optax.GradientTransformation:
     """`tx` with its scalars read from `hparams` (TrainState.hparams, traced in the step)."""
     return self.with_hparams(hparams=hparams)
 
+  def lr_at(self, step: int) -> float:
+    """The base LR (before group multipliers) at global step `step` of this phase."""
+    return float(self.lr_fn(step - self.start))
+
+  @property
+  def frozen_bn(self) -> frozenset:
+    """BatchNorm modules that normalise with their running statistics and never update them."""
+    return self.plan.frozen_bn() | self.all_frozen_bn
+
+  @property
+  def updated_bn(self) -> frozenset:
+    """BatchNorm modules that normalise with batch statistics and update their running ones."""
+    return self.plan.updated_bn() - self.all_frozen_bn
+
   @property
   def mode(self) -> Mode:
-    return Mode(True, self.plan.frozen_bn(), self.bn_momentum, self.plan.frozen_modules())
+    return Mode(True, self.frozen_bn, self.bn_momentum, self.plan.frozen_modules())
 
 
 @dataclasses.dataclass
@@ -82,6 +116,7 @@ class Setup:
   label_smoothing: float
   l2sp: tuple  # (alpha, beta) or ()
   batch_norms: frozenset = frozenset()  # module paths with running statistics (not LayerNorms)
+  bn_policy: str = "batch"               # config.model.bn (BN_POLICIES)
   mixup: Any = None                      # mixup.Mixup (config.train.mixup_*), None = off
   ema_decay: float = 0.0                 # config.train.ema_decay (0 = no EMA weights)
   lora: Optional[lora_lib.Adapters] = None  # the `lora` strategy's adapters
@@ -139,12 +174,26 @@ def loss_hparams(config) -> Dict[str, float]:
           "l2sp_alpha": config.strategy.l2sp_alpha, "l2sp_beta": config.strategy.l2sp_beta}
 
 
-def _phase(config, start: int, plan: strategy.Plan, total_steps: int, warmup_steps: int,
-           rewarm: int) -> Phase:
-  make = functools.partial(optim.make_optimizer, config.optimizer, plan, total_steps,
-                           warmup_steps, start, rewarm)
+def schedule_window(name: str, total_steps: int, warmup_steps: int, probe_steps: int) -> optim.Window:
+  """The steps a phase's schedule spans: the run, the probe, or fine-tuning after the probe."""
+  if name == strategy.PROBE:
+    return optim.Window(0, probe_steps)
+  if name == strategy.FINE_TUNE:
+    return optim.Window(probe_steps, total_steps - probe_steps, warmup_steps)
+  return optim.Window(0, total_steps, warmup_steps)
+
+
+def _phase(config, start: int, plan: strategy.Plan, window: optim.Window, schedule: str,
+           rewarm: int, all_frozen_bn: frozenset) -> Phase:
   hparams = {**optim.optimizer_hparams(config.optimizer, plan), **loss_hparams(config)}
-  return Phase(start, plan, make(), config.model.bn_momentum, hparams, make)
+  if schedule == strategy.PROBE:
+    hparams["lr"] = config.optimizer.lr * config.strategy.lp_lr_mult
+  make = functools.partial(optim.make_optimizer, config.optimizer, plan, window, start, rewarm)
+  lr_fn = optim.phase_schedule(
+      optim.base_schedule(config.optimizer, window.steps, window.warmup, hparams["lr"]),
+      start - window.start, rewarm)
+  return Phase(start, plan, make(hparams=dict(hparams)), config.model.bn_momentum, hparams, make,
+               window, schedule, lr_fn, all_frozen_bn)
 
 
 def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
@@ -166,16 +215,30 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
     raise ValueError(f"config.optimizer.phase_warmup_epochs={config.optimizer.phase_warmup_epochs} "
                      "must be >= 0")
   rewarm = int(round(config.optimizer.phase_warmup_epochs * steps_per_epoch))
-  phases = [_phase(config, start, plan, total_steps, warmup_steps, rewarm)
-            for start, plan in strategy.build_phases(spec, config.strategy, shapes, total_steps,
-                                                     steps_per_epoch)]
+  probe = strategy.probe_steps(config.strategy, steps_per_epoch)
+  policy = check_bn_policy(config.model.bn)
+  if config.model.head_init not in inits.HEAD_INITS:
+    raise ValueError(f"config.model.head_init={config.model.head_init!r}; use one of "
+                     f"{list(inits.HEAD_INITS)}")
+  if policy == "frozen" and not batch_norms:
+    logging.info("config.model.bn=frozen: %s has no BatchNorm, nothing to freeze",
+                 config.model.name)
+  if config.model.bn_batches <= 0:
+    raise ValueError(f"config.model.bn_batches={config.model.bn_batches} must be > 0")
+  all_frozen_bn = batch_norms if policy == "frozen" else frozenset()
+  if config.strategy.lp_lr_mult <= 0:
+    raise ValueError(f"config.strategy.lp_lr_mult={config.strategy.lp_lr_mult} must be > 0")
+  phases = [_phase(config, start, plan, schedule_window(name, total_steps, warmup_steps, probe),
+                   name, rewarm, all_frozen_bn)
+            for start, plan, name in strategy.build_phases(spec, config.strategy, shapes,
+                                                           total_steps, steps_per_epoch)]
   if preset.l2sp and not config.model.pretrained:
     raise ValueError(f"config.strategy.name={config.strategy.name!r} pulls the weights loaded from "
                      "config.model.pretrained towards their start, but config.model.pretrained is "
                      "empty: name the pretrained weights")
   l2sp = (config.strategy.l2sp_alpha, config.strategy.l2sp_beta) if preset.l2sp else ()
   return Setup(spec, model, image_size, num_classes, phases, preset,
-               config.train.label_smoothing, l2sp, batch_norms,
+               config.train.label_smoothing, l2sp, batch_norms, policy,
                mixup_lib.from_config(config.train), check_ema(config.train), adapters)
 
 
@@ -200,10 +263,12 @@ def stale_bn_warning(setup: Setup, total_steps: int) -> str:
   values, and evaluation normalises with them: TF-trained weights (m = 0.01)
   fine-tuned for a few hundred steps evaluate with ImageNet's statistics.
   """
+  if setup.bn_policy != "batch":
+    return ""  # frozen: never updated; reestimate: recomputed before every evaluation
   bn_momentum = setup.phases[0].bn_momentum  # config.model.bn_momentum, shared by every phase
   momentum = bn_momentum or setup.spec.bn_momentum
   ends = [p.start for p in setup.phases[1:]] + [total_steps]
-  steps = sum(end - p.start for p, end in zip(setup.phases, ends) if p.plan.updated_bn() & setup.batch_norms)
+  steps = sum(end - p.start for p, end in zip(setup.phases, ends) if p.updated_bn & setup.batch_norms)
   kept = (1.0 - momentum) ** steps
   if steps == 0 or kept <= STALE_BN_SHARE:
     return ""
@@ -220,7 +285,7 @@ def regroup(state: TrainState, phase: Phase) -> TrainState:
   frozen = {k: v for k, v in params.items() if not phase.plan.trainable(k)}
   hparams = {k: jnp.float32(v) for k, v in phase.hparams.items()}
   ema = state.ema and ema_lib.regroup(state.ema, trainable, state.batch_stats,
-                                      phase.plan.updated_bn())
+                                      phase.updated_bn)
   return state.replace(trainable=trainable, frozen=frozen, opt_state=phase.tx.init(trainable),
                        hparams=hparams, ema=ema)
 
@@ -248,15 +313,22 @@ def l2sp_anchor(params: Dict[str, jax.Array], loaded: frozenset) -> dict:
 
 
 LORA_RNG_STREAM = 1  # fold_in(rng, this): the adapters' init, apart from the model's
+HEAD_RNG_STREAM = 2  # fold_in(rng, this): config.model.head_init's draws (inits.transfer_init)
 
 
 def initial_state(setup: Setup, config, rng, load_weights: bool = True, phase: int = 0) -> TrainState:
   """Random init (plus pretrained weights when configured), laid out for `phase`."""
   variables = init_variables(setup.model, setup.image_size, rng)
   loaded = frozenset()
+  params = flatten(variables["params"])
   if load_weights and config.model.pretrained and setup.preset.pretrained:
     variables, loaded = _load_pretrained(setup, config, variables)
-  params = flatten(variables["params"])
+    params = inits.transfer_init(flatten(variables["params"]), loaded, config.model.head_init,
+                                 setup.num_classes, jax.random.fold_in(rng, HEAD_RNG_STREAM))
+    new = sorted(set(params) - loaded)
+    if new:
+      logging.info("config.model.head_init=%s for the %d parameters the checkpoint did not "
+                   "provide: %s", config.model.head_init, len(new), ", ".join(new[:8]))
   anchor = l2sp_anchor(params, loaded) if setup.l2sp else {}
   ema = {"params": {}, "batch_stats": {}} if setup.ema_decay else {}  # filled by regroup
   scale = 0.0

@@ -250,33 +250,64 @@ def _custom(spec: ModelSpec, cfg) -> list:
   return [tuple(r) for r in cfg.rules]
 
 
+# Which LR schedule a phase runs (`optim.Window`): the run's one schedule over all its steps;
+# the linear probe's own (its `strategy.lp_epochs`, peak `lp_lr_mult` x the LR, no warm-up);
+# or full fine-tuning's own after the probe (`train.num_epochs`, the warm-up, peak the LR).
+RUN, PROBE, FINE_TUNE = "run", "probe", "fine_tune"
+
+
+def probe_steps(cfg, steps_per_epoch: int) -> int:
+  """Steps of the linear-probe phase that precedes fine-tuning (0 for presets without one)."""
+  if not get_preset(cfg.name).probe:
+    return 0
+  steps = int(round(cfg.lp_epochs * steps_per_epoch))
+  if steps <= 0:
+    raise StrategyError(f"config.strategy.lp_epochs={cfg.lp_epochs} gives {steps} probe steps; "
+                        f"{cfg.name} fits the head first: give it at least one step")
+  return steps
+
+
 def _single(rules_fn):
-  return lambda spec, cfg, total_steps, steps_per_epoch: [(0, rules_fn(spec, cfg))]
+  return lambda spec, cfg, total_steps, steps_per_epoch: [(0, rules_fn(spec, cfg), RUN)]
 
 
 def _lp_ft(spec: ModelSpec, cfg, total_steps: int, steps_per_epoch: int) -> list:
-  """Linear probe for `lp_fraction` of the steps, then full fine-tuning from that head."""
-  del steps_per_epoch
-  switch = int(round(cfg.lp_fraction * total_steps))
-  if not 0 < switch < total_steps:
-    raise StrategyError(f"config.strategy.lp_fraction={cfg.lp_fraction} leaves an empty phase "
-                        f"over {total_steps} steps")
-  return [(0, _linear_probe(spec, cfg)), (switch, _full_ft(spec, cfg))]
+  """Kumar et al.: the head fit first (its own schedule), then full fine-tuning's own schedule."""
+  switch = probe_steps(cfg, steps_per_epoch)
+  if switch >= total_steps:
+    raise StrategyError(f"config.strategy.name={cfg.name!r}: the probe's {switch} steps leave "
+                        f"no fine-tuning steps of {total_steps}; raise config.train.num_epochs")
+  return [(0, _linear_probe(spec, cfg), PROBE), (switch, _full_ft(spec, cfg), FINE_TUNE)]
+
+
+def unfreeze_starts(cfg, probe: int, total_steps: int, num_blocks: int) -> list:
+  """[(first step, number of trainable top blocks)] of gradual unfreezing's fine-tuning stages."""
+  if int(cfg.unfreeze_stages) < 1:
+    raise StrategyError(f"config.strategy.unfreeze_stages={cfg.unfreeze_stages} must be >= 1")
+  stages = min(int(cfg.unfreeze_stages), num_blocks)  # at most one stage per trunk block
+  if not 0.0 <= cfg.unfreeze_fraction < 1.0:
+    raise StrategyError(f"config.strategy.unfreeze_fraction={cfg.unfreeze_fraction} must be in "
+                        "[0, 1): the share of fine-tuning over which the trunk is unfrozen")
+  span = cfg.unfreeze_fraction * (total_steps - probe)
+  starts = [(probe + int(round(k * span / stages)), -(-(k + 1) * num_blocks // stages))
+            for k in range(stages)]
+  return [s for i, s in enumerate(starts) if i + 1 == len(starts) or s[0] < starts[i + 1][0]]
 
 
 def _gradual_unfreeze(spec: ModelSpec, cfg, total_steps: int, steps_per_epoch: int) -> list:
-  """ULMFiT: the head first, then one more trunk block from the top every `unfreeze_every_epochs`."""
-  every = int(round(cfg.unfreeze_every_epochs * steps_per_epoch))
-  if every <= 0:
-    raise StrategyError(f"config.strategy.unfreeze_every_epochs={cfg.unfreeze_every_epochs} "
-                        f"gives {every} steps per phase")
-  phases = []
-  for k in range(len(spec.blocks) + 1):
-    if k * every >= total_steps:
-      break
-    frozen = spec.blocks[:len(spec.blocks) - k]
+  """ULMFiT's order on LP-FT's budget: the probe, then full fine-tuning's own schedule, during
+  whose first `unfreeze_fraction` the trunk's blocks are unfrozen from the top in
+  `unfreeze_stages` equal groups (each group with fresh momentum, as a new phase)."""
+  probe = probe_steps(cfg, steps_per_epoch)
+  if probe >= total_steps:
+    raise StrategyError(f"config.strategy.name={cfg.name!r}: the probe's {probe} steps leave "
+                        f"no fine-tuning steps of {total_steps}; raise config.train.num_epochs")
+  phases = [(0, _linear_probe(spec, cfg), PROBE)]
+  n = len(spec.blocks)
+  for start, top in unfreeze_starts(cfg, probe, total_steps, n):
+    frozen = spec.blocks[:n - top]
     rules = [(under("|".join(frozen)), "freeze"), (".*", 1.0)] if frozen else [(".*", 1.0)]
-    phases.append((k * every, rules))
+    phases.append((start, rules, FINE_TUNE))
   return phases
 
 
@@ -286,8 +317,10 @@ class Preset:
 
   Attributes:
     phases: (spec, strategy config, total steps, steps per epoch) ->
-      [(first step, rules), ...].
+      [(first step, rules, schedule: RUN | PROBE | FINE_TUNE), ...].
     pretrained: False starts from random init whatever `model.pretrained` says.
+    probe: the run starts with a linear-probe phase of `strategy.lp_epochs` of its own,
+      added to the run's `train.num_epochs` of fine-tuning (`probe_steps`).
     l2sp: add the L2-SP penalty towards the starting weights (`penalty`).
     lora: the parameters include LoRA adapters (`training/lora.py`).
     source: where the recipe comes from.
@@ -296,6 +329,7 @@ class Preset:
   pretrained: bool = True
   l2sp: bool = False
   lora: bool = False
+  probe: bool = False
   source: str = ""
 
 
@@ -310,10 +344,11 @@ PRESETS = {
                               source="MindCV guide: features.13/14/15 x1.05/1.1/1.15"),
     "layer_decay": Preset(_single(_layer_decay), source="BEiT/MAE layer-wise LR decay"),
     "scratch": Preset(_single(_full_ft), pretrained=False, source="seed 003: train from scratch"),
-    "lp_ft": Preset(_lp_ft, source="Kumar et al. 2022, LP-FT"),
+    "lp_ft": Preset(_lp_ft, probe=True, source="Kumar et al. 2022, LP-FT"),
     "bitfit": Preset(_single(_bitfit), source="Ben Zaken et al. 2022, BitFit"),
     "l2sp": Preset(_single(_l2sp), l2sp=True, source="Li et al. 2018, L2-SP"),
-    "gradual_unfreeze": Preset(_gradual_unfreeze, source="Howard & Ruder 2018, ULMFiT"),
+    "gradual_unfreeze": Preset(_gradual_unfreeze, probe=True,
+                               source="Howard & Ruder 2018, ULMFiT"),
     "lora": Preset(_single(_lora), lora=True, source="Hu et al. 2021, LoRA"),
     "custom": Preset(_single(_custom), source="config.strategy.rules"),
 }
@@ -341,10 +376,10 @@ def get_preset(name: str) -> Preset:
 
 
 def build_phases(spec: ModelSpec, strategy_cfg, shapes: Dict[str, Tuple[int, ...]],
-                 total_steps: int, steps_per_epoch: int) -> List[Tuple[int, Plan]]:
-  """[(first step, Plan), ...] for the configured preset; one entry for most presets."""
+                 total_steps: int, steps_per_epoch: int) -> List[Tuple[int, Plan, str]]:
+  """[(first step, Plan, schedule), ...] for the configured preset; one entry for most presets."""
   phases = get_preset(strategy_cfg.name).phases(spec, strategy_cfg, total_steps, steps_per_epoch)
-  return [(start, compile_rules(rules, shapes)) for start, rules in phases]
+  return [(start, compile_rules(rules, shapes), window) for start, rules, window in phases]
 
 
 def build_plan(spec: ModelSpec, strategy_cfg, shapes: Dict[str, Tuple[int, ...]]) -> Plan:

@@ -26,8 +26,8 @@ import numpy as np
 
 from ftlab.evaluation import evaluator
 from ftlab.training import feature_cache
-from ftlab.training import (boundary_cache, compile_stats, optim, phase_cache, progress, rungs,
-                            runtime)
+from ftlab.training import (boundary_cache, bn_stats, compile_stats, phase_cache, progress, rungs,
+                            runtime, strategy)
 from ftlab.training import ema as ema_lib
 from ftlab.training.results import finish, selection_split
 from ftlab.training.run import Run, prepare, restore_or_init
@@ -66,8 +66,9 @@ class Trainer:
         num_train_steps=run.schedule.total_steps, writer=run.writer, every_secs=30.0)
     self.console = progress.Progress(run.schedule.total_steps, run.schedule.steps_per_epoch,
                                     run.config.train.batch_size)
-    self.lr = optim.base_schedule(run.config.optimizer, run.schedule.total_steps,
-                                  run.schedule.warmup_steps)
+    self.stats_fns = {}  # frozenset of BatchNorm modules -> their jitted bn_stats step
+    if int(state.step) == run.setup.phases[self.phase].start:
+      self._phase_start_stats(int(state.step))  # before a cache is built from the trunk
     self.features = self._cache_features() if feature_cache.eligible(run.setup, run.config) else None
     self.boundary, self.boundary_train = 0, None  # boundary_cache: block cut at, its train batches
     if self.features is None and len(run.setup.phases) == 1:
@@ -115,6 +116,49 @@ class Trainer:
       self.phase_inputs[self.phase] = built.describe()
     return self.inputs[self.phase]
 
+  def lr(self, step: int) -> float:
+    """The base LR the phase running step `step` applies (before group multipliers)."""
+    return self.run.setup.phases[self.run.setup.phase_index(step)].lr_at(step)
+
+  def _precise_stats(self, state: TrainState, modules: frozenset, step: int) -> TrainState:
+    """`state` with the running statistics of `modules` re-estimated (bn_stats.py), for its raw
+    weights and its EMA weights."""
+    setup = self.run.setup
+    if modules not in self.stats_fns:
+      self.stats_fns[modules] = jax.jit(bn_stats.make_stats_step(setup, modules))
+    measure = lambda s: bn_stats.average_stats(  # pylint: disable=unnecessary-lambda-assignment
+        self.stats_fns[modules], s, self.run.loaders["bn_stats"], step,
+        self.run.config.model.bn_batches, self.run.devices)
+    state = state.replace(batch_stats=bn_stats.replace_stats(state.batch_stats, measure(state)))
+    if setup.ema_decay:
+      ema_stats = measure(ema_lib.weights(state))
+      state = state.replace(ema={**state.ema, "batch_stats": {
+          k: ema_stats.get(k, v) for k, v in state.ema["batch_stats"].items()}})
+    return state
+
+  def _phase_start_stats(self, step: int) -> None:
+    """Re-estimates the BatchNorms that the phase starting at `step` newly normalises with their
+    running statistics (config.model.bn=reestimate)."""
+    setup, index = self.run.setup, self.phase
+    if setup.bn_policy != "reestimate":
+      return
+    before = setup.phases[index - 1].frozen_bn if index else frozenset()
+    modules = (setup.phases[index].frozen_bn - before) & setup.batch_norms
+    if modules:
+      self.state = self._precise_stats(self.state, frozenset(modules), step)
+      logging.info("step %d: re-estimated the running statistics of %d frozen BatchNorm layers "
+                   "on %d train batches (config.model.bn=reestimate)", step, len(modules),
+                   self.run.config.model.bn_batches)
+
+  def _eval_stats(self, state: TrainState, step: int) -> TrainState:
+    """`state` ready for evaluation: under reestimate, the trained BatchNorms' statistics
+    recomputed (the frozen ones keep those of their phase's start)."""
+    setup = self.run.setup
+    modules = setup.phases[self.phase].updated_bn & setup.batch_norms
+    if setup.bn_policy != "reestimate" or not modules:
+      return state
+    return self._precise_stats(state, frozenset(modules), step)
+
   def _executable(self, batch):
     """The compiled step of the current phase (compiled once per phase)."""
     if self.phase not in self.compiled:
@@ -130,16 +174,28 @@ class Trainer:
       runtime.release_free_memory()  # the compiler's freed heap, before the step allocates
     return self.compiled[self.phase]
 
-  def _enter_phase(self, step: int) -> bool:
-    """Moves the state into step `step`'s phase; True if that is a new phase."""
-    index = self.run.setup.phase_index(step)
-    if index == self.phase:
-      return False
-    self.state = self.run.devices.replicate(regroup(self.state, self.run.setup.phases[index]))
+  def _enter_phase(self, step: int) -> None:
+    """Moves the state into step `step`'s phase (a new one)."""
+    setup = self.run.setup
+    index, old = setup.phase_index(step), setup.phases[self.phase]
+    new = setup.phases[index]
+    self.state = self.run.devices.replicate(regroup(self.state, new))
     self.phase = index
-    logging.info("step %d: strategy phase %d:\n%s", step, index,
-                 self.run.setup.phases[index].plan.table())
-    return True
+    logging.info("step %d: strategy phase %d (%s schedule):\n%s", step, index, new.schedule,
+                 new.plan.table())
+    switched = old.frozen_bn & new.updated_bn & setup.batch_norms
+    if switched and setup.bn_policy == "batch":
+      logging.warning("step %d: %d BatchNorm layers move from their running statistics to batch "
+                      "statistics, so the features the trained head reads change "
+                      "(config.model.bn=reestimate estimates the running statistics on this data "
+                      "first)", step, len(switched))
+    self._phase_start_stats(step)
+
+  def _add_train_time(self, seconds: float) -> None:
+    """Adds to the run's train time, and to the probe's when the current phase is one."""
+    self.meta["train_time_s"] += seconds
+    if self.run.setup.phases[self.phase].schedule == strategy.PROBE:
+      self.meta["probe_train_time_s"] = self.meta.get("probe_train_time_s", 0.0) + seconds
 
   def _drain(self) -> None:
     """Fetches the previous step's metrics (one step behind, to keep the device busy)."""
@@ -148,7 +204,7 @@ class Trainer:
     step, device_metrics = self.pending
     self.pending = None
     fetched = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-    check_finite(step, fetched, float(self.lr(step - 1)))
+    check_finite(step, fetched, self.lr(step - 1))
     self.window.append(fetched)
 
   def _log_train(self, step: int) -> None:
@@ -156,7 +212,7 @@ class Trainer:
     if not self.window:
       return
     avg = {f"train_{k}": float(np.mean([m[k] for m in self.window])) for k in self.window[0]}
-    avg["lr"] = float(self.lr(step - 1))
+    avg["lr"] = self.lr(step - 1)
     self.run.writer.write_scalars(step, avg)
     self.last_train, self.window = avg, []
 
@@ -169,10 +225,12 @@ class Trainer:
     """Minival of the weights selection uses (the EMA's with config.train.select_ema), with no
     checkpoint and no history entry: a study's rung score."""
     selected = self.run.setup.ema_decay and self.run.config.train.select_ema
-    return self._minival(ema_lib.weights(self.state) if selected else self.state)
+    state = self._eval_stats(self.state, int(self.state.step))
+    return self._minival(ema_lib.weights(state) if selected else state)
 
   def _evaluate(self, step: int) -> None:
     """Minival of the raw weights (and the EMA's): selection by config.train.select_ema's."""
+    self.state = self._eval_stats(self.state, step)  # kept: the checkpoints hold what was scored
     out = self._minival(self.state)
     self.run.writer.write_scalars(step, {f"minival_{k}": v for k, v in out.items()})
     entry, ema_note = {}, ""
@@ -216,8 +274,11 @@ class Trainer:
     batches, t_mark = None, time.perf_counter()
     self.console.start(start, self.meta["train_time_s"], self.meta["compile_time_s"])
     for step in range(start, stop):
-      if self._enter_phase(step) or batches is None:  # its inputs (maybe a cache to build)
-        self.meta["train_time_s"] += time.perf_counter() - t_mark
+      new_phase = self.run.setup.phase_index(step) != self.phase
+      if new_phase or batches is None:  # its inputs (maybe a cache to build)
+        self._add_train_time(time.perf_counter() - t_mark)
+        if new_phase:
+          self._enter_phase(step)
         if batches is not None:
           batches.close()  # the previous phase's stream: its decode threads stop
         batches = train_batches(self._train_input().loader, step,
@@ -239,7 +300,7 @@ class Trainer:
       if save_now:
         self._drain()
         jax.block_until_ready(self.state)
-        self.meta["train_time_s"] += time.perf_counter() - t_mark
+        self._add_train_time(time.perf_counter() - t_mark)
         if evaluate_now:
           self._evaluate(step + 1)
         self.run.ckpts.save_latest(step + 1, self.state, self.meta)

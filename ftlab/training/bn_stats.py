@@ -1,0 +1,77 @@
+"""Precise BatchNorm statistics: running statistics recomputed on training images.
+
+Under `config.model.bn=reestimate` the running statistics are not the
+moving average the train steps leave behind, which lags a fast-moving trunk
+(and, with TF's momentum 0.01, barely leaves ImageNet): they are recomputed,
+as fvcore's `update_bn_stats` and `torch.optim.swa_utils.update_bn` do
+(precise-BN, Wu & Johnson 2021; AdaBN when the weights are frozen), as the
+average over `config.model.bn_batches` train batches of each layer's batch
+mean and unbiased batch variance, every layer seeing its inputs as a train
+step does.
+
+When (the trainer calls `reestimate`):
+* at the start of a phase that normalises some BatchNorms with their
+  running statistics while it trains (a linear probe's frozen trunk, the
+  frozen blocks of freeze_shallow): those layers, all in batch mode for the
+  measurement, so the head trains on features normalised with the target
+  data's statistics, which a later phase's batch statistics match in
+  expectation (LP-FT's switch keeps what the probe learned);
+* before every evaluation: the layers the phase trains (the others keep the
+  statistics set at their phase's start, so the train caches stay valid).
+
+The batches are the train split through the eval transform (no random
+augmentation), shuffled by (`config.seed`, step): a pure function of the
+seed and the step, so a resumed run recomputes exactly what an uninterrupted
+one did. Dropout and drop-path are off in these forward passes.
+"""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from ftlab.data.pipeline import Augment, Loader
+from ftlab.models.layers import Mode
+from ftlab.training.state import Setup, TrainState, flatten, unflatten, variables_of
+from ftlab.training.steps import normalize
+
+
+def stats_loader(train: Loader, eval_augment: Augment) -> Loader:
+  """The train split through the eval transform, shuffled per (seed, epoch = step), full batches."""
+  return dataclasses.replace(train, augment=eval_augment, train=True)
+
+
+def make_stats_step(setup: Setup, estimate: frozenset):
+  """`stats_step(state, batch) -> {'<module>/mean' | '/var': this batch's statistic}` for the
+  BatchNorms in `estimate`, which normalise with the batch; every other one with its running
+  statistics."""
+  others = setup.batch_norms - estimate
+  mode = Mode(True, frozen_bn=frozenset(others), bn_momentum=1.0, stochastic=False)
+
+  def stats_step(state: TrainState, batch):
+    _, updates = setup.model.apply(variables_of(state), normalize(batch["image"], setup.spec),
+                                   train=mode, mutable=["batch_stats"])
+    return {k: v for k, v in flatten(updates["batch_stats"]).items()
+            if k.rsplit("/", 1)[0] in estimate}
+
+  return stats_step
+
+
+def average_stats(stats_fn, state: TrainState, loader: Loader, step: int, num_batches: int,
+                  devices) -> dict:
+  """The mean over `num_batches` batches of epoch `step` of `stats_fn`'s statistics."""
+  total, n = None, 0
+  for batch in loader.epoch(step):
+    out = stats_fn(state, devices.shard_batch(batch))
+    total = out if total is None else jax.tree.map(jnp.add, total, out)
+    n += 1
+    if n == num_batches:
+      break
+  if total is None:
+    raise ValueError(f"no full batch of {loader.batch_size} train images to re-estimate "
+                     "BatchNorm statistics on (config.model.bn=reestimate)")
+  return {k: v / n for k, v in total.items()}
+
+
+def replace_stats(batch_stats, estimated: dict):
+  """`batch_stats` (a tree) with the '/'-joined entries of `estimated` in place."""
+  return unflatten({**flatten(batch_stats), **estimated})
