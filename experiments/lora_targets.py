@@ -13,17 +13,13 @@ its share of the model). Shapes come from
 import argparse
 import math
 import re
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=wrong-import-position
-from configs import default  # noqa: E402
-from ftlab.models import MODELS  # noqa: E402
-from ftlab.training import lora  # noqa: E402
-from ftlab.training import state as state_lib  # noqa: E402
-from ftlab.training import strategy  # noqa: E402
+from configs import default
+from ftlab.models import MODELS
+from ftlab.training import lora
+from ftlab.training import state as state_lib
+from ftlab.training import strategy
 
 
 def row(name: str, rank: int, num_classes: int) -> str:

@@ -39,12 +39,9 @@ from absl import app, flags
 from ml_collections import config_flags
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=wrong-import-position
-from ftlab.data import datasets  # noqa: E402
-from ftlab.models import get_spec  # noqa: E402
-from ftlab.training import strategy as strategy_lib  # noqa: E402
+from ftlab.data import datasets
+from ftlab.models import get_spec
+from ftlab.training import strategy as strategy_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "An ftlab config (`path.py:args`).")
