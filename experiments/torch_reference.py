@@ -32,7 +32,6 @@ the best minival step, minival history, train images/s.
 import json
 import math
 import os
-import sys
 import time
 
 from absl import app, flags
