@@ -80,7 +80,9 @@ def test_a_run_shows_its_plan_progress_and_results_without_library_noise(runs):
   assert f"  predictions {workdir}/predictions.csv" in lines
   assert f"  metrics     {workdir}/metrics.jsonl" in lines
   assert f"  tensorboard tensorboard --logdir {workdir}" in lines
-  assert "BatchNorm running statistics" in text  # ftlab's own warnings still show
+  # ftlab's own warnings still show: full_ft on tiny_cnn without pretrained weights
+  assert ("config.strategy.name='full_ft' adapts pretrained weights, but "
+          "config.model.pretrained is empty: tiny_cnn starts from random init") in text
   for noise in PROBING_NOISE:
     assert noise not in text, noise
   assert not any(re.match(r"I\d{4} ", line) for line in lines), "absl prefix on an INFO line"

@@ -334,6 +334,11 @@ def log_start(run: Run, state: TrainState) -> None:
   warning = stale_bn_warning(run.setup, run.schedule.total_steps)
   if warning:
     logging.warning(warning)
+  if run.setup.preset.pretrained and not run.config.model.pretrained:
+    logging.warning("config.strategy.name=%r adapts pretrained weights, but config.model.pretrained "
+                    "is empty: %s starts from random init (name its weights, e.g. "
+                    "--config.model.pretrained=%s)", run.config.strategy.name,
+                    run.config.model.name, run.config.model.name)
 
 
 def final_block(workdir: str, out: dict) -> str:
