@@ -33,9 +33,9 @@ def get_config(arg=None):
   # batch = the trained layers normalise with batch statistics and update running ones
   # (momentum), frozen layers use their running statistics; frozen = every BatchNorm uses its
   # running statistics, never updated (FrozenBatchNorm; needs a far smaller LR); reestimate =
-  # batch, plus the running statistics recomputed on `bn_batches` train batches (eval
-  # transform, a pure function of seed and step) before a phase that feeds frozen BatchNorms
-  # starts (a linear probe) and before every evaluation (precise-BN / AdaBN).
+  # batch, plus running statistics recomputed on `bn_batches` train batches (eval transform, a
+  # pure function of seed and step): the trained layers' before every evaluation (precise-BN),
+  # and, before LP-FT's probe, the frozen layers' that fine-tuning will train (AdaBN).
   config.model.bn = "reestimate"
   config.model.bn_batches = 20
   # stochastic depth of the last block (ConvNeXt), rising linearly from 0 at the

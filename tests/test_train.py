@@ -43,7 +43,7 @@ def test_short_run_learns_separable_data(image_folder, tmp_path):
   assert json.load(open(tmp_path / "run" / "label_map.json"))["classes"] == ["cat", "dog", "wolf"]
 
 
-@pytest.mark.parametrize("bn", ["batch", "frozen"])
+@pytest.mark.parametrize("bn", ["batch", "frozen", "reestimate"])
 def test_linear_probe_leaves_backbone_bit_identical(image_folder, tmp_path, bn):
   config = tiny_config(image_folder, **{"strategy.name": "linear_probe", "train.num_epochs": 1.0,
                                         "model.bn": bn})

@@ -9,15 +9,17 @@ average over `config.model.bn_batches` train batches of each layer's batch
 mean and unbiased batch variance, every layer seeing its inputs as a train
 step does.
 
-When (the trainer calls `reestimate`):
-* at the start of a phase that normalises some BatchNorms with their
-  running statistics while it trains (a linear probe's frozen trunk, the
-  frozen blocks of freeze_shallow): those layers, all in batch mode for the
-  measurement, so the head trains on features normalised with the target
-  data's statistics, which a later phase's batch statistics match in
-  expectation (LP-FT's switch keeps what the probe learned);
-* before every evaluation: the layers the phase trains (the others keep the
-  statistics set at their phase's start, so the train caches stay valid).
+When (the trainer's `_phase_start_stats` and `_eval_stats`):
+* at the start of a phase that freezes BatchNorms which a later phase will
+  train in batch mode (LP-FT's and gradual unfreezing's probe): those
+  layers, all in batch mode for the measurement (AdaBN), so the head is fit
+  on features normalised with the target data's statistics, which the
+  fine-tuning phase's batch statistics match in expectation: the switch
+  keeps what the probe learned. BatchNorms frozen for the rest of the run (a
+  linear probe's trunk, freeze_shallow's blocks) keep their pretrained
+  statistics, as timm's `freeze` does;
+* before every evaluation: the layers the phase trains (the others keep
+  their statistics, so the train caches stay valid).
 
 The batches are the train split through the eval transform (no random
 augmentation), shuffled by (`config.seed`, step): a pure function of the

@@ -138,17 +138,20 @@ class Trainer:
 
   def _phase_start_stats(self, step: int) -> None:
     """Re-estimates the BatchNorms that the phase starting at `step` newly normalises with their
-    running statistics (config.model.bn=reestimate)."""
+    running statistics while a later phase will train them in batch mode: LP-FT's probe then
+    reads the features its fine-tuning phase will see (config.model.bn=reestimate). BatchNorms
+    frozen for the rest of the run keep their pretrained statistics."""
     setup, index = self.run.setup, self.phase
     if setup.bn_policy != "reestimate":
       return
     before = setup.phases[index - 1].frozen_bn if index else frozenset()
-    modules = (setup.phases[index].frozen_bn - before) & setup.batch_norms
+    later = frozenset().union(*(p.updated_bn for p in setup.phases[index + 1:]))
+    modules = (setup.phases[index].frozen_bn - before) & later & setup.batch_norms
     if modules:
       self.state = self._precise_stats(self.state, frozenset(modules), step)
-      logging.info("step %d: re-estimated the running statistics of %d frozen BatchNorm layers "
-                   "on %d train batches (config.model.bn=reestimate)", step, len(modules),
-                   self.run.config.model.bn_batches)
+      logging.info("step %d: re-estimated the running statistics of %d frozen BatchNorm layers, "
+                   "which a later phase trains, on %d train batches (config.model.bn=reestimate)",
+                   step, len(modules), self.run.config.model.bn_batches)
 
   def _eval_stats(self, state: TrainState, step: int) -> TrainState:
     """`state` ready for evaluation: under reestimate, the trained BatchNorms' statistics
