@@ -47,7 +47,11 @@ def get_config(arg=None):
   config.data.data_dir = ""            # tfds: the TFDS data directory; "" = TFDS's default (~/tensorflow_datasets)
   config.data.train_split = "train"    # tfds: TFDS split strings (train[:90%], validation, test)
   config.data.val_split = "val"        # evaluated once at the end on the best checkpoint, for reference; "" = none
-  config.data.test_split = "test"      # evaluated once at the end on the best checkpoint
+  config.data.test_split = "test"      # evaluated once at the end on the best checkpoint; "" = none
+  # imagefolder/digits detect the roles of the split folders present (ftlab/data/imagefolder.py):
+  # train/ val/ test/ as named above; train/ val/: val is held out (reported as test); train/
+  # alone: this share of train is carved out (stratified, by subset_seed) as the test split.
+  config.data.test_fraction = 0.2
   config.data.minival_fraction = 0.1   # share of train held out for model selection; 0 = select on val (results.json's selection_split says so)
   # data-size subsets (ftlab/data/subsets.py), for data-size curves: k train images per class
   # (0 = all) or a share of every class (1.0 = all); set at most one. Stratified, drawn by

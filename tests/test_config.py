@@ -52,6 +52,17 @@ def test_command_line_overrides_and_config_arguments():
   assert config.optimizer.lr == 0.123 and config.data.root == "/data/x"
 
 
+def test_imagefolder_config_uses_the_models_registered_weights_unless_told_otherwise():
+  assert imagefolder.get_config().model.pretrained == "resnet18"
+  assert imagefolder.get_config("model=densenet121").model.pretrained == "densenet121"
+  assert imagefolder.get_config("model=tiny_cnn").model.pretrained == ""  # none registered
+  assert imagefolder.get_config("model=vit_s_16").model.pretrained == ""
+  assert imagefolder.get_config("model=resnet50,pretrained=").model.pretrained == ""
+  assert imagefolder.get_config("pretrained=/w/r18.pth").model.pretrained == "/w/r18.pth"
+  config = imagefolder.get_config()
+  assert (config.data.val_split, config.data.test_split) == ("val", "test")  # detected: data.layout
+
+
 def test_unknown_override_key_is_rejected():
   with pytest.raises(Exception, match=r"lrr.*Did you mean \W*lr"):
     _parse([f"--config={REPO}/configs/demo.py", "--config.optimizer.lrr=0.1"])
