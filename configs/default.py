@@ -86,7 +86,7 @@ def get_config(arg=None):
 
   config.strategy = ml_collections.ConfigDict()
   config.strategy.name = "full_ft"     # a key of ftlab.training.strategy.PRESETS, or "custom"
-  config.strategy.freeze_blocks = 7    # freeze_shallow: number of leading trunk blocks frozen
+  config.strategy.freeze_blocks = 0    # freeze_shallow: leading trunk blocks frozen; 0 = the model's default (ftlab.models.MODELS[name].freeze_blocks)
   config.strategy.head_lr_mult = 10.0  # full_ft_head_lr: classifier LR multiplier
   config.strategy.deep_lr_mults = (1.05, 1.1, 1.15)  # full_ft_deep_lr: last blocks' LR multipliers
   config.strategy.layer_decay = 0.75  # layer_decay: LR multiplier per block from the head down
