@@ -60,8 +60,8 @@ class Predictor:
 
   `image_size` defaults to `spec.input_size`; a fine-tuned run may have
   trained at another size and resize ratio. Images go through the run's own
-  evaluation path: `data.transforms.eval_image` (uint8), then the eval step's
-  `training.steps.normalize` inside the compiled function.
+  evaluation path: `data.transforms.eval_image`, then the eval step's
+  `training.steps.normalize`.
   """
   model: Any
   variables: Any
@@ -72,16 +72,17 @@ class Predictor:
 
   def __post_init__(self):
     self.image_size = self.image_size or self.spec.input_size
-    self._logits: Callable = jax.jit(
-        lambda v, x: self.model.apply(v, steps.normalize(x, self.spec), train=False))
+    self._logits: Callable = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
 
   def probabilities(self, images: np.ndarray) -> np.ndarray:
-    """Softmax probabilities for a batch of uint8 NHWC images (`preprocess`'s)."""
+    """Softmax probabilities for a batch of `preprocess`ed (normalised float) NHWC images."""
     return np.asarray(jax.nn.softmax(self._logits(self.variables, jnp.asarray(images)), axis=-1))
 
   def preprocess(self, path) -> np.ndarray:
-    """The evaluation transform of a run (`data.transforms.eval_image`): uint8 HWC."""
-    return transforms.eval_image(str(path), self.image_size, self.resize_ratio)
+    """The run's evaluation input: `data.transforms.eval_image` (uint8), normalised by the eval
+    step's own `training.steps.normalize`; float32 HWC."""
+    image = transforms.eval_image(str(path), self.image_size, self.resize_ratio)
+    return np.asarray(steps.normalize(jnp.asarray(image), self.spec))
 
 
 def _arch_for(source: str, path: pathlib.Path, arch) -> str:

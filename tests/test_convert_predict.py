@@ -159,14 +159,12 @@ def test_lite0_classifies_photos_like_pytorch(lite0_dir):
   predictor = predict.from_pretrained(str(lite0_dir))
   assert predictor.spec.input_size == 224 and len(predictor.class_names) == 1000
   photos = _photos()
-  x = np.stack([transforms.eval_crop(Image.fromarray(a), 224, predict.RESIZE_RATIO)
-                for a in photos.values()])
-  ours = predictor.probabilities(x)
   mean, std = np.asarray(predictor.spec.mean, np.float32), np.asarray(predictor.spec.std, np.float32)
-  normalized = (x.astype(np.float32) / 255.0 - mean) / std  # torchvision's ToTensor + Normalize
+  x = np.stack([(transforms.eval_crop(Image.fromarray(a), 224, predict.RESIZE_RATIO) / 255.0 - mean)
+                / std for a in photos.values()]).astype(np.float32)  # + ToTensor, Normalize
+  ours = predictor.probabilities(x)
   with torch.no_grad():
-    theirs = torch.softmax(_torch_lite0()(torch.from_numpy(normalized.transpose(0, 3, 1, 2))),
-                           -1).numpy()
+    theirs = torch.softmax(_torch_lite0()(torch.from_numpy(x.transpose(0, 3, 1, 2))), -1).numpy()
   for i, name in enumerate(photos):
     top5 = list(np.argsort(-ours[i])[:5])
     assert top5 == list(np.argsort(-theirs[i])[:5]), name
