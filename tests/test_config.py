@@ -11,7 +11,7 @@ import pytest
 from configs import aircraft, default, demo, imagefolder
 from ftlab.configuration import args as config_args
 from ftlab.configuration import files
-from tests.conftest import make_image_folder
+from tests.helpers import make_image_folder
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,6 +75,7 @@ def test_config_argument_errors_name_the_key():
     config_args.parse("n=x", n=1)
 
 
+@pytest.mark.slow
 def test_overrides_reach_the_run(tmp_path):
   root = make_image_folder(str(tmp_path / "data"), counts={"train": 12, "test": 3})
   workdir = tmp_path / "run"

@@ -17,10 +17,8 @@ import torch
 from ftlab import convert, models, predict
 from ftlab.data import transforms
 from ftlab.pretrained import download, load
-
-
-sys.path.insert(0, os.path.dirname(__file__))
-from test_pretrained import torch_tiny  # noqa: E402  pylint: disable=wrong-import-position
+from tests.helpers import make_image_folder, tiny_config, write_image
+from tests.torch_reference import tiny_template, torch_tiny
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -99,6 +97,7 @@ def _run(module, *args):
                         text=True, cwd=ROOT, env=env, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_convert_and_predict_cli_tiny(tmp_path, tiny_pth):
   done = _run("ftlab.convert", "--arch=tiny_cnn", f"--src={tiny_pth}", "--num_classes=10",
               f"--out={tmp_path / 'c'}")
@@ -155,6 +154,7 @@ def _torch_lite0():
   return net.eval()
 
 
+@pytest.mark.slow
 def test_lite0_classifies_photos_like_pytorch(lite0_dir):
   predictor = predict.from_pretrained(str(lite0_dir))
   assert predictor.spec.input_size == 224 and len(predictor.class_names) == 1000
@@ -187,6 +187,7 @@ def test_lite0_converted_dir_holds_the_checkpoint(lite0_dir):
     np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
+@pytest.mark.slow
 def test_predict_cli_on_a_cat_png(tmp_path):
   Image.fromarray(_photos()["chelsea"]).save(tmp_path / "cat.png")
   done = _run("ftlab.predict", "--pretrained=efficientnet_lite0", f"--out={tmp_path / 'p.csv'}",
@@ -206,7 +207,6 @@ def test_predict_cli_on_a_cat_png(tmp_path):
 def test_predict_with_a_training_run(tmp_path, monkeypatch, capsys):
   """--workdir goes through checkpoint.load_best (stubbed: training is tested elsewhere)."""
   import ml_collections
-  from test_pretrained import tiny_template
 
   from ftlab.training import checkpoint
   model, variables = tiny_template(3)
@@ -232,12 +232,12 @@ def test_predict_with_a_training_run(tmp_path, monkeypatch, capsys):
     predict.run([tmp_path / "x.png"], workdir="a", pretrained="b")
 
 
+@pytest.mark.slow
 def test_predict_on_a_runs_test_images_gives_its_predictions_csv(tmp_path):
   """ftlab.predict --workdir over the test folder reproduces the run's own predictions.csv: the
   same transform (odd-sized JPEGs, where rounding the resized side differently shows) and the
   same normalisation."""
   from ftlab.training import trainer
-  from tests.conftest import tiny_config, make_image_folder, write_image
   root = make_image_folder(str(tmp_path / "data"), counts={"train": 12, "val": 2, "test": 2})
   rng = np.random.default_rng(1)
   for i, (w, h) in enumerate([(30, 41), (41, 30), (23, 37), (37, 23)]):

@@ -11,7 +11,7 @@ from PIL import Image
 from ftlab.data import aircraft, datasets, imagefolder
 from ftlab.data.pipeline import Augment, Loader
 from ftlab.data.sources import CARVED, DataError, Split, SplitLayout
-from tests.conftest import make_image_folder, tiny_config
+from tests.helpers import make_image_folder, tiny_config
 
 
 def _load(root, **overrides):

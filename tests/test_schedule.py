@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ftlab.training import state as state_lib
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 LR = 0.1
@@ -45,6 +45,7 @@ def cosine(step: int, total: int) -> float:
   return 0.5 * LR * (1.0 + math.cos(math.pi * step / total))
 
 
+@pytest.mark.slow
 def test_lp_ft_anneals_once_across_the_phase_boundary():
   total = 1000
   config, setup = _setup("lp_ft", total, 100, **{"strategy.lp_fraction": 0.5})
@@ -56,6 +57,7 @@ def test_lp_ft_anneals_once_across_the_phase_boundary():
   assert lrs[999] < 1e-5 * LR                         # annealed to about zero
 
 
+@pytest.mark.slow
 def test_gradual_unfreeze_with_one_epoch_per_phase_anneals():
   total, per_epoch = 60, 10
   config, setup = _setup("gradual_unfreeze", total, per_epoch,
@@ -65,6 +67,7 @@ def test_gradual_unfreeze_with_one_epoch_per_phase_anneals():
   np.testing.assert_allclose(lrs, [cosine(s, total) for s in range(total)], rtol=1e-5, atol=1e-7)  # float32 near zero
 
 
+@pytest.mark.slow
 def test_warmup_runs_once_in_a_phased_run():
   total, warmup = 40, 10
   config, setup = _setup("lp_ft", total, 10, warmup=warmup, **{"strategy.lp_fraction": 0.25})
@@ -81,6 +84,7 @@ def test_nesterov_without_momentum_is_an_error(overrides):
     _setup("full_ft", 10, 10, **overrides)
 
 
+@pytest.mark.slow
 def test_phase_warmup_ramps_each_later_phase_up_to_the_one_schedule():
   total, per_epoch = 40, 10
   config, setup = _setup("lp_ft", total, per_epoch, **{"strategy.lp_fraction": 0.5,

@@ -92,6 +92,7 @@ def test_freeze_blocks_beyond_the_model_names_its_block_count_and_default():
     _plan("resnet18", "freeze_shallow", freeze_blocks=7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_freeze_shallow_on_defaults_freezes_the_models_own_leading_blocks(name):
   """config.strategy.freeze_blocks=0 (the default) works on every registered model: the first
@@ -112,6 +113,7 @@ def test_freeze_blocks_defaults_keep_the_mindcv_cut_and_the_demos():
   assert MODELS["efficientnet_lite0"].freeze_blocks == 9  # configs/demo.py's, before the default
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_blocks_and_head_cover_every_parameter_exactly_once(name):
   spec, shapes = _shapes(name, size=64)
