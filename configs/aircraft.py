@@ -1,4 +1,4 @@
-"""FGVC-Aircraft (100 variants), the MindCV fine-tuning guide's recipe (seed 002).
+"""FGVC-Aircraft (100 variants), the MindCV fine-tuning guide's recipe.
 
   python -m ftlab.main --config=configs/aircraft.py --workdir=runs/air \
       --config.data.root=/data/fgvc-aircraft-2013b
@@ -43,8 +43,11 @@ md5-checked) into `data.root`.
 ConvNeXt-tiny is in the sweep too: MindCV's appendix reports 93.69% for a
 fine-tuned ConvNeXt-tiny on this dataset (its own recipe, not the guide's
 MobileNetV3 one above); here it runs under the same recipe as the others,
-with torchvision's drop-path 0.1 (`model.drop_path_rate`), and
-`freeze_blocks=7` freezes its features.0-3 (stem and the first two stages).
+with torchvision's drop-path 0.1 (`model.drop_path_rate`). freeze_shallow
+freezes each model's default depth (`ftlab.models.MODELS[name].freeze_blocks`):
+MobileNetV3-small's features.0-6 (the guide's cut), ConvNeXt-tiny's
+features.0-3 (stem and the first two stages), the ResNets' stem, layer1 and
+layer2.
 
 Result here: not run (no dataset on the development machine, CPU only).
 """
@@ -65,7 +68,6 @@ def get_config(arg=None):
   config.model.name = args["model"]
   config.model.pretrained = args["model"]  # the registered ImageNet weights of that name
   config.strategy.name = args["strategy"]
-  config.strategy.freeze_blocks = 7        # features.0 .. features.6 (convnext_tiny: 0 .. 3)
   config.strategy.head_lr_mult = 1.2
   config.data.kind = "aircraft"
   config.data.root = args["root"]
@@ -92,19 +94,16 @@ def get_config(arg=None):
   return config
 
 
-# freeze_shallow's frozen blocks per model: the guide's features.0-6 of MobileNetV3-small's 13;
-# about the same share elsewhere (the ResNets' 5 blocks: the stem, layer1 and layer2).
-FREEZE_BLOCKS = {"mobilenet_v3_small": 7, "resnet18": 3, "mobilenet_v3_large": 9,
-                 "convnext_tiny": 7, "resnest50d": 3}
+# The guide's model and its appendix's; freeze_shallow freezes each one's default depth.
+SWEEP_MODELS = ["mobilenet_v3_small", "resnet18", "mobilenet_v3_large", "convnext_tiny",
+                "resnest50d"]
 
 
 def get_sweep(arg=None):
   """The guide's table: 6 strategies x 5 models x 3 seeds (the appendix's models included)."""
   del arg
-  models = list(FREEZE_BLOCKS)
   return grid.cross(
-      grid.zip_(**{"model.name": models, "model.pretrained": models,
-                   "strategy.freeze_blocks": [FREEZE_BLOCKS[m] for m in models]}),
+      grid.zip_(**{"model.name": SWEEP_MODELS, "model.pretrained": SWEEP_MODELS}),
       grid.product(**{"strategy.name": STRATEGY_ORDER, "seed": [0, 1, 2]}))
 
 

@@ -61,7 +61,11 @@ def get_config(arg=None):
   config.data.data_dir = ""            # tfds: the TFDS data directory; "" = TFDS's default (~/tensorflow_datasets)
   config.data.train_split = "train"    # tfds: TFDS split strings (train[:90%], validation, test)
   config.data.val_split = "val"        # evaluated once at the end on the best checkpoint, for reference; "" = none
-  config.data.test_split = "test"      # evaluated once at the end on the best checkpoint
+  config.data.test_split = "test"      # evaluated once at the end on the best checkpoint; "" = none
+  # imagefolder/digits detect the roles of the split folders present (ftlab/data/imagefolder.py):
+  # train/ val/ test/ as named above; train/ val/: val is held out (reported as test); train/
+  # alone: this share of train is carved out (stratified, by subset_seed) as the test split.
+  config.data.test_fraction = 0.2
   config.data.minival_fraction = 0.1   # share of train held out for model selection; 0 = select on val (results.json's selection_split says so)
   # data-size subsets (ftlab/data/subsets.py), for data-size curves: k train images per class
   # (0 = all) or a share of every class (1.0 = all); set at most one. Stratified, drawn by
@@ -96,7 +100,7 @@ def get_config(arg=None):
 
   config.strategy = ml_collections.ConfigDict()
   config.strategy.name = "full_ft"     # a key of ftlab.training.strategy.PRESETS, or "custom"
-  config.strategy.freeze_blocks = 7    # freeze_shallow: number of leading trunk blocks frozen
+  config.strategy.freeze_blocks = 0    # freeze_shallow: leading trunk blocks frozen; 0 = the model's default (ftlab.models.MODELS[name].freeze_blocks)
   config.strategy.head_lr_mult = 10.0  # full_ft_head_lr: classifier LR multiplier
   config.strategy.deep_lr_mults = (1.05, 1.1, 1.15)  # full_ft_deep_lr: last blocks' LR multipliers
   config.strategy.layer_decay = 0.75  # layer_decay: LR multiplier per block from the head down

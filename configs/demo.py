@@ -18,14 +18,7 @@ Config arguments: `configs/demo.py:model=tiny_cnn,strategy=linear_probe,pretrain
 `sizes=5/10/20` makes the study one per number of training images per class.
 The study (`get_study`) tunes each strategy's LR over 4 values by successive
 halving (rungs at 1/3 and all of the 80 steps) and re-runs the chosen LR with
-seeds 0 and 1. Result (2026-12-02, shared 2-core machine): 1.52x the untuned
-sweep's wall time, 1.51x its training images; tuned test top-1 in README.md
-("Studies").
-Result (2-core AMD EPYC, 2026-12-02, convolutions on oneDNN, `conv_impl=auto`'s
-CPU choice since then): full_ft seed 0 test top-1 96.66% (347/359) in 1 min 6 s
-wall time (23 s of it compiling; the compilation cache half warm). With XLA's
-convolutions (2026-12-01): 96.10% (345/359) in 1 min 55 s, cold cache; the
-sweep's table (6 strategies x 2 seeds, 12.5 min, XLA's convolutions) is in README.md.
+seeds 0 and 1. Results: README.md ("The demo's verdict") and docs/results.md.
 """
 from configs import default
 from ftlab.configuration import args as config_args
@@ -49,7 +42,6 @@ def get_config(arg=None):
   config.model.pretrained = args["pretrained"]
   config.model.bn_momentum = 0.1
   config.strategy.name = args["strategy"]
-  config.strategy.freeze_blocks = 9        # the stem + Lite0's first 8 of 16 MBConv blocks
   config.strategy.lp_epochs = 2.0          # lp_ft, gradual_unfreeze: a probe as long as the run
   config.data.kind = "digits"
   config.data.val_split = ""
@@ -67,7 +59,7 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-  """The demo table: the seed guide's five strategies plus scratch, two seeds."""
+  """The demo table: the MindCV fine-tuning guide's five strategies plus scratch, two seeds."""
   del arg
   return grid.product(**{"strategy.name": STRATEGY_ORDER, "seed": [0, 1]})
 

@@ -29,6 +29,7 @@ import sys
 import tempfile
 
 import benchlib
+import subprocs
 
 NUM_CLASSES = 10
 IMAGE_WH = 28
@@ -117,10 +118,10 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--variants", default=",".join(VARIANTS))
   parser.add_argument("--json", default="")
-  benchlib.add_worker_flags(parser)
+  subprocs.add_worker_flags(parser)
   args = parser.parse_args()
   if args.worker:
-    benchlib.serve_worker(WORKERS, args.worker)
+    subprocs.serve_worker(WORKERS, args.worker)
     return
   variants = args.variants.split(",")
   unknown = [v for v in variants if v not in VARIANTS]
@@ -134,9 +135,9 @@ def main() -> None:
                f"{args.image_size}px, batch {benchlib.BATCH}, {args.images} PNGs in {work}")
   rounds = []
   for r in range(args.rounds):
-    row = {"step": benchlib.run_worker(__file__, dict(base, kind="step"))}
+    row = {"step": subprocs.run_worker(__file__, dict(base, kind="step"))}
     for v in variants:
-      row[v] = benchlib.run_worker(__file__, dict(base, kind="loop", overrides=VARIANTS[v]))
+      row[v] = subprocs.run_worker(__file__, dict(base, kind="loop", overrides=VARIANTS[v]))
     benchlib.log(f"round {r + 1}: " + ", ".join(
         f"{k} {x.get('images_per_s', float('nan')):.1f}" if "error" not in x else f"{k} {x['error']}"
         for k, x in row.items()))

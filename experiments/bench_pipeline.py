@@ -16,7 +16,8 @@ import shutil
 import tempfile
 
 import benchlib
-import bench_step
+import step_workers
+import subprocs
 
 
 def main(argv=None) -> None:
@@ -25,16 +26,16 @@ def main(argv=None) -> None:
   parser.add_argument("--threads", type=int, default=2, help="decode threads")
   parser.add_argument("--policies", default=",rand-m7-mstd0.5",
                       help="comma-separated config.data.auto_augment values ('' = none)")
-  benchlib.add_worker_flags(parser)
+  subprocs.add_worker_flags(parser)
   args = parser.parse_args(argv)
   if args.worker:
-    benchlib.serve_worker({"pipeline": bench_step.pipeline_worker}, args.worker)
+    subprocs.serve_worker({"pipeline": step_workers.pipeline_worker}, args.worker)
     return
-  run = functools.partial(benchlib.measure_logged, __file__, args=args)
+  run = functools.partial(subprocs.measure_logged, __file__, args=args)
   workdir = tempfile.mkdtemp(prefix="bench_pipeline_")
   rows = []
   try:
-    image_dir = bench_step.write_jpegs(workdir)
+    image_dir = step_workers.write_jpegs(workdir)
     for policy in args.policies.split(","):
       result = run({"kind": "pipeline", "image_size": args.size, "threads": args.threads,
                     "prefetch": 2, "auto_augment": policy, "image_dir": image_dir},
@@ -43,8 +44,8 @@ def main(argv=None) -> None:
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
   print(f"Input pipeline on {benchlib.cpu_description()} ({benchlib.num_cores()} cores): "
-        f"{bench_step.PIPELINE_IMAGES} JPEGs of {bench_step.PIPELINE_WH[0]}x"
-        f"{bench_step.PIPELINE_WH[1]} -> {args.size}px, {args.threads} decode threads, "
+        f"{step_workers.PIPELINE_IMAGES} JPEGs of {step_workers.PIPELINE_WH[0]}x"
+        f"{step_workers.PIPELINE_WH[1]} -> {args.size}px, {args.threads} decode threads, "
         f"batch {benchlib.BATCH}")
   print(benchlib.format_table(rows, (
       ("auto_augment", "auto_augment", ""), ("images_per_s", "images/s", ".1f"),

@@ -47,6 +47,7 @@ step); cached linear probe epochs after the first >= 20x faster.
 import argparse
 
 import benchlib
+import subprocs
 
 
 MODELS = ("resnet18", "efficientnet_lite0")
@@ -175,7 +176,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--epoch_batches", type=int, default=20)
   parser.add_argument("--no_cache", action="store_true", help="skip the feature-cache rows")
-  benchlib.add_worker_flags(parser)
+  subprocs.add_worker_flags(parser)
   return parser.parse_args(argv)
 
 
@@ -183,7 +184,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def measure(spec: dict, args: argparse.Namespace) -> dict:
   """Runs one worker on a quiet machine if possible; logs the outcome."""
   label = f"{spec['kind']:5s} {spec['model']} {spec['image_size']} {spec.get('strategy', '')}"
-  result = benchlib.measure_logged(__file__, spec, label, args)
+  result = subprocs.measure_logged(__file__, spec, label, args)
   result.setdefault("model", spec["model"])
   result.setdefault("image_size", spec["image_size"])
   return result
@@ -243,7 +244,7 @@ CACHE_COLUMNS = (
 def main(argv=None) -> None:
   args = parse_args(argv)
   if args.worker:
-    benchlib.serve_worker(WORKERS, args.worker)
+    subprocs.serve_worker(WORKERS, args.worker)
     return
   sizes = [int(s) for s in (args.sizes or ("96" if args.quick else "224,96")).split(",")]
   models = [m for m in args.models.split(",") if m]  # '' = only the --modern_models rows

@@ -29,7 +29,7 @@ def evaluate_run(workdir: str, split: str) -> dict:
   config = files.read_config(workdir)
   run = run_lib.prepare(config, workdir, for_training=False)
   if split not in run.loaders:
-    raise ValueError(f"{workdir} has no {split!r} split (config.data.{split}_split is empty)")
+    raise ValueError(f"{workdir} has no {split!r} split ({run.data.layout.sentence()})")
   out = results.evaluate_best(run, jax.jit(steps.make_eval_step(run.setup)), split)
   files.write_json_atomic(os.path.join(workdir, f"eval_{split}.json"), out)
   run.ckpts.close()

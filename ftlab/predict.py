@@ -19,44 +19,19 @@ import pathlib
 import sys
 from typing import Any, Callable, List, Sequence
 
-from PIL import Image
 from absl import app, flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ftlab import models
+from ftlab.data import transforms
 from ftlab.pretrained import load, registry
-from ftlab.training import runtime
+from ftlab.training import runtime, steps
 
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
 RESIZE_RATIO = 256 / 224  # the usual ImageNet evaluation: resize 256, center crop 224
-
-
-def preprocess_eval(image: Image.Image, image_size: int, mean, std,
-                    resize_ratio: float = RESIZE_RATIO) -> np.ndarray:
-  """ImageNet-style evaluation preprocessing of one PIL image.
-
-  Resizes the shorter side to `round(image_size * resize_ratio)` (bilinear;
-  the ratio defaults to 256 / 224),
-  center-crops `image_size` x `image_size` and normalises with `mean`/`std`
-  (given for [0, 1] pixel values), as torchvision's Resize, CenterCrop,
-  ToTensor and Normalize do.
-
-  Returns:
-    float32 array of shape (image_size, image_size, 3), NHWC-ready.
-  """
-  image = image.convert("RGB")
-  short = round(image_size * resize_ratio)
-  w, h = image.size
-  size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-  image = image.resize(size, Image.Resampling.BILINEAR)
-  left = int(round((size[0] - image_size) / 2.0))
-  top = int(round((size[1] - image_size) / 2.0))
-  image = image.crop((left, top, left + image_size, top + image_size))
-  pixels = np.asarray(image, dtype=np.float32) / 255.0
-  return (pixels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
 def imagenet_classes() -> List[str]:
@@ -84,7 +59,9 @@ class Predictor:
   """A model with its variables, class names and evaluation preprocessing.
 
   `image_size` defaults to `spec.input_size`; a fine-tuned run may have
-  trained at another size and resize ratio.
+  trained at another size and resize ratio. Images go through the run's own
+  evaluation path: `data.transforms.eval_image`, then the eval step's
+  `training.steps.normalize`.
   """
   model: Any
   variables: Any
@@ -98,13 +75,14 @@ class Predictor:
     self._logits: Callable = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
 
   def probabilities(self, images: np.ndarray) -> np.ndarray:
-    """Softmax probabilities for a batch of preprocessed NHWC images."""
+    """Softmax probabilities for a batch of `preprocess`ed (normalised float) NHWC images."""
     return np.asarray(jax.nn.softmax(self._logits(self.variables, jnp.asarray(images)), axis=-1))
 
   def preprocess(self, path) -> np.ndarray:
-    with Image.open(path) as image:
-      return preprocess_eval(image, self.image_size, self.spec.mean, self.spec.std,
-                             self.resize_ratio)
+    """The run's evaluation input: `data.transforms.eval_image` (uint8), normalised by the eval
+    step's own `training.steps.normalize`; float32 HWC."""
+    image = transforms.eval_image(str(path), self.image_size, self.resize_ratio)
+    return np.asarray(steps.normalize(jnp.asarray(image), self.spec))
 
 
 def _arch_for(source: str, path: pathlib.Path, arch) -> str:
@@ -145,10 +123,9 @@ def from_workdir(workdir: str) -> Predictor:
   from ftlab.training import \
     checkpoint  # pylint: disable=import-outside-toplevel  # pulls in training code
   run = checkpoint.load_best(workdir)
-  data = run.config.get("data", {})
   return Predictor(run.model, run.variables, run.spec, list(run.class_names),
-                   image_size=data.get("image_size") or run.spec.input_size,
-                   resize_ratio=data.get("eval_resize_ratio") or RESIZE_RATIO)
+                   image_size=run.config.data.image_size,
+                   resize_ratio=run.config.data.eval_resize_ratio)
 
 
 def predict(predictor: Predictor, files: Sequence, top_k: int = 5, batch_size: int = 16):

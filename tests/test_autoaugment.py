@@ -5,7 +5,7 @@ from PIL import Image, ImageOps
 
 from ftlab.data import augment_ops, autoaugment, datasets, transforms
 from ftlab.data.pipeline import Augment, Loader
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _reference() -> Image.Image:

@@ -1,14 +1,11 @@
 """bench_gpu.py's plan and budget, gpu_table.py's table: on fake worker results, no models."""
 import json
-import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments"))
-import bench_gpu  # noqa: E402  # pylint: disable=wrong-import-position
-from bench_gpu import Job  # noqa: E402  # pylint: disable=wrong-import-position
-import gpu_table  # noqa: E402  # pylint: disable=wrong-import-position
+import bench_gpu  # experiments/ is on the path: pytest.ini's pythonpath
+from bench_gpu import Job
+import gpu_table
 
 
 MODELS = ("resnet50", "efficientnet_lite0")

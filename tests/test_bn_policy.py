@@ -15,7 +15,7 @@ from ftlab.training import bn_stats, trainer
 from ftlab.training import run as run_lib
 from ftlab.training import state as state_lib
 from ftlab.training.steps import normalize
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _latest(config, workdir):
@@ -37,6 +37,7 @@ def test_an_unknown_policy_or_head_init_is_a_one_line_error(key, value, choices)
   assert str(error.value) == f"config.{key}={value!r}; use one of {choices}"
 
 
+@pytest.mark.slow
 def test_frozen_normalises_with_running_statistics_it_never_updates(image_folder, tmp_path):
   config = tiny_config(image_folder, **{"model.bn": "frozen", "train.num_epochs": 1.0})
   trainer.train_and_evaluate(config, str(tmp_path / "run"))
@@ -84,6 +85,7 @@ def test_reestimated_statistics_make_eval_mode_compute_what_batch_mode_does(imag
   assert float(jnp.max(jnp.abs(before - want))) > 0.3 * scale
 
 
+@pytest.mark.slow
 def test_reestimation_is_a_pure_function_of_seed_and_step(image_folder):
   run, state = _setup_state(image_folder)
   loader = run.loaders["bn_stats"]
@@ -103,6 +105,7 @@ def _features(setup, state, images, mode):
   return np.asarray(out[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bn", ["reestimate", "batch"])
 def test_lp_ft_switch_keeps_the_features_the_head_was_fit_on(image_folder, tmp_path, bn):
   """At LP-FT's switch the trunk moves from running to batch statistics: with re-estimated
@@ -144,6 +147,7 @@ def _write_converted(directory, num_classes: int, seed: int = 0) -> str:
   return directory
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head_init", ["torch", "zero", "native"])
 def test_head_init_draws_only_what_the_checkpoint_did_not_provide(image_folder, tmp_path,
                                                                   head_init):

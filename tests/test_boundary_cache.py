@@ -3,12 +3,13 @@ import logging
 
 import jax
 import numpy as np
+import pytest
 
 from ftlab.models import get_spec
 from ftlab.training import boundary_cache, steps, trainer
 from ftlab.training import run as run_lib
 from ftlab.training import state as state_lib
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 FREEZE = {"strategy.name": "freeze_shallow", "strategy.freeze_blocks": 2, "data.augment": False}
 
@@ -45,6 +46,7 @@ def test_falls_back_to_images_saying_why(caplog):
   assert boundary_cache.boundary_block(setup, config, 100, 16) == 0
 
 
+@pytest.mark.slow
 def test_resnet_top_trained_on_boundary_activations_equals_on_images(fast_compiles):
   del fast_compiles
   _, setup = _setup("resnet18", 32)
@@ -79,6 +81,7 @@ def _params(config, workdir):
   return jax.device_get({**state.trainable, **state.frozen})
 
 
+@pytest.mark.slow
 def test_tiny_cnn_run_on_the_boundary_cache_equals_the_run_on_images(image_folder, tmp_path):
   over = {**FREEZE, "data.flip_only": True, "train.num_epochs": 2.0}
   params = {}

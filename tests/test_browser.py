@@ -71,6 +71,7 @@ def page(tmp_path):
   return path
 
 
+@pytest.mark.slow
 @browser.requires_chromium
 def test_render_runs_scripts_decodes_images_and_screenshots(page, tmp_path):
   before = chromium_pids()
@@ -98,6 +99,7 @@ def test_render_runs_scripts_decodes_images_and_screenshots(page, tmp_path):
   assert chromium_pids() <= before  # no browser process left behind
 
 
+@pytest.mark.slow
 @browser.requires_chromium
 def test_render_reports_script_errors(tmp_path):
   path = tmp_path / "error.html"
@@ -108,6 +110,7 @@ def test_render_reports_script_errors(tmp_path):
   assert rendered.screenshot is None
 
 
+@pytest.mark.slow
 @browser.requires_chromium
 def test_render_kills_a_hung_page_at_its_timeout(tmp_path):
   path = tmp_path / "hang.html"

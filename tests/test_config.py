@@ -11,7 +11,7 @@ import pytest
 from configs import aircraft, default, demo, imagefolder
 from ftlab.configuration import args as config_args
 from ftlab.configuration import files
-from tests.conftest import make_image_folder
+from tests.helpers import make_image_folder
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,6 +52,17 @@ def test_command_line_overrides_and_config_arguments():
   assert config.optimizer.lr == 0.123 and config.data.root == "/data/x"
 
 
+def test_imagefolder_config_uses_the_models_registered_weights_unless_told_otherwise():
+  assert imagefolder.get_config().model.pretrained == "resnet18"
+  assert imagefolder.get_config("model=densenet121").model.pretrained == "densenet121"
+  assert imagefolder.get_config("model=tiny_cnn").model.pretrained == ""  # none registered
+  assert imagefolder.get_config("model=vit_s_16").model.pretrained == ""
+  assert imagefolder.get_config("model=resnet50,pretrained=").model.pretrained == ""
+  assert imagefolder.get_config("pretrained=/w/r18.pth").model.pretrained == "/w/r18.pth"
+  config = imagefolder.get_config()
+  assert (config.data.val_split, config.data.test_split) == ("val", "test")  # detected: data.layout
+
+
 def test_unknown_override_key_is_rejected():
   with pytest.raises(Exception, match=r"lrr.*Did you mean \W*lr"):
     _parse([f"--config={REPO}/configs/demo.py", "--config.optimizer.lrr=0.1"])
@@ -64,6 +75,7 @@ def test_config_argument_errors_name_the_key():
     config_args.parse("n=x", n=1)
 
 
+@pytest.mark.slow
 def test_overrides_reach_the_run(tmp_path):
   root = make_image_folder(str(tmp_path / "data"), counts={"train": 12, "test": 3})
   workdir = tmp_path / "run"

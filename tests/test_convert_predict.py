@@ -15,11 +15,10 @@ import pytest
 import torch
 
 from ftlab import convert, models, predict
+from ftlab.data import transforms
 from ftlab.pretrained import download, load
-
-
-sys.path.insert(0, os.path.dirname(__file__))
-from test_pretrained import torch_tiny  # noqa: E402  pylint: disable=wrong-import-position
+from tests.helpers import make_image_folder, tiny_config, write_image
+from tests.torch_reference import tiny_template, torch_tiny
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -66,19 +65,20 @@ def test_convert_new_head(tmp_path, tiny_pth):
   assert restored["params"]["fc"]["kernel"].shape == (32, 3)
 
 
-def test_preprocess_eval_matches_torchvision():
-  from torchvision import transforms
+@pytest.mark.parametrize("shape", [(300, 451), (300, 403), (403, 300), (41, 30)])
+def test_eval_transform_equals_torchvisions(shape):
+  """The one evaluation transform (training's evaluation, ftlab.evaluate, ftlab.predict) is
+  torchvision's Resize + CenterCrop to the pixel; 300x403 resizes to 256x343 on both sides."""
+  from torchvision import transforms as tv
   rng = np.random.default_rng(0)
-  image = Image.fromarray(rng.integers(0, 256, (300, 451, 3), dtype=np.uint8))
-  mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-  ours = predict.preprocess_eval(image, 224, mean, std)
-  theirs = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224),
-                               transforms.ToTensor(), transforms.Normalize(mean, std)])(image)
-  assert ours.shape == (224, 224, 3) and ours.dtype == np.float32
-  np.testing.assert_allclose(ours, theirs.numpy().transpose(1, 2, 0), atol=1e-5)
-  tall = predict.preprocess_eval(image.transpose(Image.Transpose.TRANSPOSE).convert("L"), 240,
-                                 (0.5,) * 3, (0.5,) * 3)
-  assert tall.shape == (240, 240, 3)
+  image = Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8))
+  for size, ratio in ((224, 256 / 224), (16, 256 / 224), (24, 1.0)):
+    ours = transforms.eval_crop(image, size, ratio)
+    theirs = tv.Compose([tv.Resize(round(size * ratio)), tv.CenterCrop(size), tv.PILToTensor()])(image)
+    assert ours.shape == (size, size, 3) and ours.dtype == np.uint8
+    np.testing.assert_array_equal(ours, theirs.numpy().transpose(1, 2, 0))
+  gray = transforms.eval_crop(image.convert("L"), 240, 256 / 224)
+  assert gray.shape == (240, 240, 3) and (gray[..., 0] == gray[..., 2]).all()
 
 
 def test_expand_images(tmp_path):
@@ -97,6 +97,7 @@ def _run(module, *args):
                         text=True, cwd=ROOT, env=env, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_convert_and_predict_cli_tiny(tmp_path, tiny_pth):
   done = _run("ftlab.convert", "--arch=tiny_cnn", f"--src={tiny_pth}", "--num_classes=10",
               f"--out={tmp_path / 'c'}")
@@ -153,12 +154,14 @@ def _torch_lite0():
   return net.eval()
 
 
+@pytest.mark.slow
 def test_lite0_classifies_photos_like_pytorch(lite0_dir):
   predictor = predict.from_pretrained(str(lite0_dir))
   assert predictor.spec.input_size == 224 and len(predictor.class_names) == 1000
   photos = _photos()
-  x = np.stack([predict.preprocess_eval(Image.fromarray(a), 224, predictor.spec.mean,
-                                        predictor.spec.std) for a in photos.values()])
+  mean, std = np.asarray(predictor.spec.mean, np.float32), np.asarray(predictor.spec.std, np.float32)
+  x = np.stack([(transforms.eval_crop(Image.fromarray(a), 224, predict.RESIZE_RATIO) / 255.0 - mean)
+                / std for a in photos.values()]).astype(np.float32)  # + ToTensor, Normalize
   ours = predictor.probabilities(x)
   with torch.no_grad():
     theirs = torch.softmax(_torch_lite0()(torch.from_numpy(x.transpose(0, 3, 1, 2))), -1).numpy()
@@ -184,6 +187,7 @@ def test_lite0_converted_dir_holds_the_checkpoint(lite0_dir):
     np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
+@pytest.mark.slow
 def test_predict_cli_on_a_cat_png(tmp_path):
   Image.fromarray(_photos()["chelsea"]).save(tmp_path / "cat.png")
   done = _run("ftlab.predict", "--pretrained=efficientnet_lite0", f"--out={tmp_path / 'p.csv'}",
@@ -203,7 +207,6 @@ def test_predict_cli_on_a_cat_png(tmp_path):
 def test_predict_with_a_training_run(tmp_path, monkeypatch, capsys):
   """--workdir goes through checkpoint.load_best (stubbed: training is tested elsewhere)."""
   import ml_collections
-  from test_pretrained import tiny_template
 
   from ftlab.training import checkpoint
   model, variables = tiny_template(3)
@@ -216,14 +219,37 @@ def test_predict_with_a_training_run(tmp_path, monkeypatch, capsys):
 
   monkeypatch.setattr(checkpoint, "load_best", fake_load_best)
   seen = []
-  monkeypatch.setattr(predict, "preprocess_eval",
-                      lambda image, *args: seen.append(args) or np.zeros((16, 16, 3), np.float32))
+  monkeypatch.setattr(transforms, "eval_image",
+                      lambda path, *args: seen.append(args) or np.zeros((16, 16, 3), np.uint8))
   Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "x.png")
   results = predict.run([tmp_path / "x.png"], workdir=str(tmp_path / "run"), top_k=2,
                         out=tmp_path / "p.csv")
-  assert seen == [(16, (0.5,) * 3, (0.5,) * 3, 1.0)]
+  assert seen == [(16, 1.0)]
   assert [name for _, _, name, _ in results[0][1]][0] in ("cat", "dog", "wolf")
   assert re.match(r"  1\. (cat|dog|wolf) \(\d\)  [01]\.\d{4}$", capsys.readouterr().out.splitlines()[1])
   assert len(list(csv.DictReader(open(tmp_path / "p.csv", encoding="utf-8")))) == 2
   with pytest.raises(ValueError, match="exactly one of --pretrained and --workdir"):
     predict.run([tmp_path / "x.png"], workdir="a", pretrained="b")
+
+
+@pytest.mark.slow
+def test_predict_on_a_runs_test_images_gives_its_predictions_csv(tmp_path):
+  """ftlab.predict --workdir over the test folder reproduces the run's own predictions.csv: the
+  same transform (odd-sized JPEGs, where rounding the resized side differently shows) and the
+  same normalisation."""
+  from ftlab.training import trainer
+  root = make_image_folder(str(tmp_path / "data"), counts={"train": 12, "val": 2, "test": 2})
+  rng = np.random.default_rng(1)
+  for i, (w, h) in enumerate([(30, 41), (41, 30), (23, 37), (37, 23)]):
+    path = str(tmp_path / "data" / "test" / ("cat", "dog", "wolf")[i % 3] / f"odd{i}.jpg")
+    write_image(path, (120, 90, 60), rng, size=max(w, h))
+    with Image.open(path) as image:
+      image.crop((0, 0, w, h)).save(path, quality=90)
+  workdir = str(tmp_path / "run")
+  trainer.train_and_evaluate(tiny_config(root, **{"train.num_epochs": 1.0}), workdir)
+  with open(os.path.join(workdir, "predictions.csv"), encoding="utf-8") as f:
+    expected = {row["image"]: (row["predicted"], row["confidence"]) for row in csv.DictReader(f)}
+  results = predict.run([os.path.join(root, "test")], workdir=workdir, top_k=1, batch_size=8,
+                        stream=open(os.devnull, "w", encoding="utf-8"))
+  got = {str(file): (top[0][2], f"{top[0][3]:.6f}") for file, top in results}
+  assert len(got) == 10 and got == expected

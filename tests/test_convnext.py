@@ -23,9 +23,9 @@ from ftlab.models import convnext
 from ftlab.training import state as state_lib
 from ftlab.training import strategy
 from ftlab.training.state import Phase
-from tests.test_models_torchvision import (
-    NUM_CLASSES, assert_eval_parity, flax_outputs, numpy_state, template_for, torch_forward)
-from tests.torch_reference import randomise_
+from tests.torch_reference import (
+    NUM_CLASSES, assert_eval_parity, flax_outputs, numpy_state, randomise_, template_for,
+    torch_forward)
 
 HW = (96, 83)
 TOL = 1e-4
@@ -67,6 +67,7 @@ def _shapes(tree) -> dict:
   return {k: v.shape for k, v in traverse_util.flatten_dict(tree).items()}
 
 
+@pytest.mark.slow
 def test_conversion_fills_every_variable_with_the_template_shape(tiny):
   _, _, template, variables = tiny
   assert set(template) == {"params"}  # no BatchNorm, no batch_stats
@@ -74,6 +75,7 @@ def test_conversion_fills_every_variable_with_the_template_shape(tiny):
   assert variables["params"]["features"]["1"]["0"]["layer_scale"].shape == (96,)
 
 
+@pytest.mark.slow
 def test_eval_logits_and_trunk_match_torchvision(tiny):
   net, model, _, variables = tiny
   x = np.random.default_rng(0).standard_normal((2, 3, *HW), dtype=np.float32)
@@ -81,12 +83,14 @@ def test_eval_logits_and_trunk_match_torchvision(tiny):
   assert_eval_parity(flax_outputs(model, variables, x), ref_logits, ref_trunk, TOL)
 
 
+@pytest.mark.slow
 def test_convnext_small_paths_and_shapes_match_torchvision():
   net = torchvision.models.convnext_small(weights=None, num_classes=NUM_CLASSES)
   template = template_for(models.MODELS["convnext_small"].build(NUM_CLASSES, jnp.float32), HW)
   assert _shapes(torch_to_flax_of(net, template)) == _shapes(template)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["convnext_tiny", "convnext_small"])
 def test_drop_path_rates_match_torchvision(name):
   net = getattr(torchvision.models, name)(weights=None)
@@ -97,6 +101,7 @@ def test_drop_path_rates_match_torchvision(name):
   np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["convnext_tiny", "convnext_small"])
 def test_blocks_run_shallow_to_deep_in_torchvision_order(name):
   spec = models.MODELS[name]
@@ -126,6 +131,7 @@ def _drop_path_outputs(mode, model, variables, images, modules):
   return jax.tree_util.tree_map(np.asarray, (output(mode), output(False)))  # eager: no compile
 
 
+@pytest.mark.slow
 def test_drop_path_on_in_trainable_blocks_and_off_in_frozen_ones(tiny):
   spec = models.MODELS["convnext_tiny"]
   model, variables = models.with_drop_path(tiny[1], 0.5), tiny[3]
@@ -152,6 +158,7 @@ def test_drop_path_rate_override():
     models.with_drop_path(models.MODELS["resnet18"].build(10, jnp.float32), 0.1)
 
 
+@pytest.mark.slow
 def test_convert_and_predict_a_torchvision_checkpoint(tmp_path, tiny):
   net = tiny[0]
   torch.save(net.state_dict(), tmp_path / "convnext_tiny.pth")

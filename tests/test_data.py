@@ -10,8 +10,8 @@ from PIL import Image
 
 from ftlab.data import aircraft, datasets, imagefolder
 from ftlab.data.pipeline import Augment, Loader
-from ftlab.data.sources import DataError, Split
-from tests.conftest import make_image_folder, tiny_config
+from ftlab.data.sources import CARVED, DataError, Split, SplitLayout
+from tests.helpers import make_image_folder, tiny_config
 
 
 def _load(root, **overrides):
@@ -52,10 +52,58 @@ def test_missing_root(tmp_path):
     _load(str(tmp_path / "nowhere"))
 
 
-def test_missing_split(image_folder):
+def _folder_of(split: str) -> str:
+  return os.path.basename(os.path.dirname(os.path.dirname(split)))
+
+
+def test_train_val_test_folders_select_on_minival_and_hold_out_test(image_folder, caplog):
+  caplog.set_level("INFO")
+  data = _load(image_folder)
+  assert data.layout == SplitLayout(("train", "val", "test"), "test", "val")
+  assert {_folder_of(p) for p in data.test.paths} == {"test"} and len(data.test) == 18
+  assert {_folder_of(p) for p in data.val.paths} == {"val"}
+  assert {_folder_of(p) for p in data.minival.paths} == {"train"}
+  assert "test = test (held out); val = val (for reference)" in caplog.text
+
+
+def test_train_and_val_folders_hold_out_val_and_say_so(image_folder, caplog):
   shutil.rmtree(os.path.join(image_folder, "test"))
-  with pytest.raises(DataError, match=r"split folder .*/test not found"):
-    _load(image_folder)
+  caplog.set_level("INFO")
+  data = _load(image_folder)
+  assert data.layout.describe() == {"found": ["train", "val"], "test": "val", "val": "",
+                                    "test_fraction": 0.0}
+  assert data.val is None and len(data.test) == 18
+  assert {_folder_of(p) for p in data.test.paths} == {"val"}
+  assert "splits found: train, val; test = val (held out); no val split" in caplog.text
+
+
+def test_train_folder_alone_carves_a_stratified_test_split_by_the_data_seed(tmp_path, caplog):
+  root = make_image_folder(str(tmp_path), counts={"train": 20})
+  caplog.set_level("INFO")
+  data = _load(root)
+  assert data.layout.test == CARVED and data.layout.test_fraction == 0.2 and data.val is None
+  assert np.bincount(data.test.labels).tolist() == [4, 4, 4]
+  assert not set(data.test.paths) & set(data.train.paths + data.minival.paths)
+  assert len(data.test) + len(data.train) + len(data.minival) == 60
+  assert "test = 20% of train (stratified, by config.data.subset_seed) (held out)" in caplog.text
+  assert _load(root).test.paths == data.test.paths
+  other = _load(root, **{"data.subset_seed": 1})
+  assert other.test.paths != data.test.paths
+  assert len(_load(root, **{"data.test_fraction": 0.5}).test) == 30
+  with pytest.raises(DataError, match=r"config.data.test_fraction=1.0 must be in \(0, 1\)"):
+    _load(root, **{"data.test_fraction": 1.0})
+
+
+def test_a_folder_without_train_names_what_it_holds_and_the_layout_expected(tmp_path):
+  make_image_folder(str(tmp_path), counts={"images": 2})
+  with pytest.raises(DataError, match=r"config.data.root=.* has no train/ folder \(it holds "
+                                      r"\['images'\]\); expected .*/train/<class>/<image>"):
+    _load(str(tmp_path))
+
+
+def test_explicitly_empty_split_names_are_not_detected(image_folder):
+  data = _load(image_folder, **{"data.val_split": "", "data.test_split": ""})
+  assert data.val is None and data.test is None and data.layout.found == ("train",)
 
 
 def test_class_in_val_missing_from_train(image_folder):

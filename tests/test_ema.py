@@ -11,7 +11,7 @@ from ftlab.training import checkpoint, ema as ema_lib
 from ftlab.training import run as run_lib
 from ftlab.training import state as state_lib
 from ftlab.training import steps, trainer
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _run(config, workdir):
@@ -24,6 +24,7 @@ def _flat(tree):
   return traverse_util.flatten_dict(jax.device_get(tree), sep="/")
 
 
+@pytest.mark.slow
 def test_ema_after_n_steps_is_the_closed_form_average(image_folder, tmp_path):
   decay, n = 0.8, 5
   config = tiny_config(image_folder, **{"train.ema_decay": decay, "strategy.name": "freeze_shallow",
@@ -53,6 +54,7 @@ def test_ema_after_n_steps_is_the_closed_form_average(image_folder, tmp_path):
                                 _flat(state.batch_stats)["bn1/mean"])
 
 
+@pytest.mark.slow
 def test_a_parameter_unfrozen_at_a_phase_boundary_starts_its_ema_at_its_value(image_folder,
                                                                               tmp_path):
   config = tiny_config(image_folder, **{"train.ema_decay": 0.9, "strategy.name": "lp_ft"})
@@ -78,6 +80,7 @@ def _latest(config, workdir):
   return restored[0]
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_has_bit_identical_ema(image_folder, tmp_path):
   common = {"train.num_epochs": 1.5, "train.ema_decay": 0.9}  # 10 steps, evaluated at 7 and 10
   config = tiny_config(image_folder, **common)
@@ -97,6 +100,7 @@ def test_killed_and_resumed_run_has_bit_identical_ema(image_folder, tmp_path):
       h["minival_ema_top1"] for h in resumed["history"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("select_ema", [False, True])
 def test_results_report_both_weights_and_select_the_configured_ones(image_folder, tmp_path,
                                                                     select_ema):
@@ -131,6 +135,7 @@ def test_bad_ema_keys_are_one_line_errors(image_folder, tmp_path):
     _run(tiny_config(image_folder, **{"train.ema_decay": 1.0}), str(tmp_path / "b"))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_before_the_ema_and_hparams_fields_still_restores(image_folder, tmp_path):
   config = tiny_config(image_folder)
   run = _run(config, str(tmp_path / "run"))

@@ -10,7 +10,7 @@ from ftlab.data.pipeline import Augment, Loader
 from ftlab.training import feature_cache
 from ftlab.training import run as run_lib
 from ftlab.training import trainer
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def test_cached_orientations_replay_the_pipelines_flips(image_folder):
@@ -43,6 +43,7 @@ def _head(config, workdir):
   return jax.device_get(state.trainable)
 
 
+@pytest.mark.slow
 def test_flip_aware_cache_trains_the_same_head_as_images(image_folder, tmp_path):
   over = {"strategy.name": "linear_probe", "data.augment": False, "data.flip_only": True,
           "data.train_per_class": 20, "train.num_epochs": 2.0}

@@ -47,6 +47,7 @@ def _captured(model, variables, images, mode, module: str):
   return np.asarray(trained), np.asarray(evaluated)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_frozen_trunk_under_train_mode_equals_eval_bit_for_bit(name):
   spec, model, variables, images = _variables(name)
@@ -76,6 +77,7 @@ def _simple_block(spec) -> int:
   raise AssertionError(f"no plain block name in {spec.blocks}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v3_small", "resnet18"])
 def test_freeze_shallow_boundary_activations_equal_eval(name):
   spec, model, variables, images = _variables(name)
@@ -86,6 +88,7 @@ def test_freeze_shallow_boundary_activations_equal_eval(name):
   np.testing.assert_array_equal(*_captured(model, variables, images, mode, boundary))
 
 
+@pytest.mark.slow
 def test_trainable_block_keeps_its_drop_path():
   spec, model, variables, images = _variables("efficientnet_lite0")
   shapes = {k: v.shape for k, v in state_lib.flatten(variables["params"]).items()}

@@ -10,7 +10,7 @@ import pytest
 
 from ftlab.training import state as state_lib
 from ftlab.training import steps
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL, WARMUP, PER_EPOCH = 20, 4, 10
@@ -44,6 +44,7 @@ def _lowered(overrides) -> str:
   return fn.lower(state, _batch(), jax.random.key(1)).as_text()
 
 
+@pytest.mark.slow
 def test_runs_differing_only_in_scalars_lower_to_the_same_program():
   assert _lowered(A) == _lowered(B)
   # what a value cannot change is still part of the program
@@ -71,6 +72,7 @@ def shared_step():
   return jax.jit(steps.make_train_step(setup))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [A, B])
 def test_values_give_the_updates_the_constants_gave(overrides, shared_step):
   setup, state = _setup(overrides)
@@ -84,6 +86,7 @@ def test_values_give_the_updates_the_constants_gave(overrides, shared_step):
     np.testing.assert_allclose(got[key], value, rtol=1e-6, atol=1e-9, err_msg=key)
 
 
+@pytest.mark.slow
 def test_different_values_give_different_updates(shared_step):
   (_, state_a), (_, state_b) = _setup(A), _setup(B)
   start = jax.device_get(state_a.trainable)
@@ -117,6 +120,7 @@ for overrides in (t.A, t.B):
 """
 
 
+@pytest.mark.slow
 def test_the_second_configs_step_comes_from_the_compilation_cache(tmp_path):
   out = subprocess.run([sys.executable, "-c", CACHE_PROBE, str(tmp_path / "xla")], cwd=REPO,
                        text=True, capture_output=True, timeout=300, check=True).stdout.split("\n")

@@ -10,7 +10,7 @@ from configs import default
 from ftlab.training import checkpoint, lora, steps, strategy, trainer
 from ftlab.training import run as run_lib
 from ftlab.training import state as state_lib
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 TINY_TARGETS = (r"layer\d/conv/kernel",)
 
@@ -35,6 +35,7 @@ def _base_params(state):
   return state_lib.unflatten({k: v for k, v in flat.items() if not lora.is_adapter(k)})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,size,fields", [
     ("tiny_cnn", 16, {"lora_targets": TINY_TARGETS, "lora_rank": 2}),
     ("vit_s_16", 32, {}),  # its default targets: attention and MLP kernels of every layer
@@ -104,6 +105,7 @@ def test_plan_has_the_adapters_as_their_own_group_and_freezes_the_base():
   assert "lora_a|lora_b" in row and f"{adapter_group.size:,}" in row
 
 
+@pytest.mark.slow
 def test_a_train_step_moves_only_adapters_and_head_and_keeps_no_state_for_the_base():
   config, setup = _setup("tiny_cnn", 16, lora_targets=TINY_TARGETS, lora_rank=2)
   state = state_lib.initial_state(setup, config, jax.random.key(0))
@@ -160,6 +162,7 @@ def test_merged_kernels_equal_the_unmerged_low_rank_forward():
   assert lora.merge({"d/kernel": w_dense}, scale) == {"d/kernel": w_dense}  # no adapters: as is
 
 
+@pytest.mark.slow
 def test_trained_run_reads_back_merged_and_evaluates_as_trained(image_folder, tmp_path):
   config = tiny_config(image_folder, **{"strategy.name": "lora", "strategy.lora_rank": 2,
                                         "strategy.lora_targets": TINY_TARGETS,

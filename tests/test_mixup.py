@@ -9,7 +9,7 @@ from ftlab.training import mixup as mixup_lib
 from ftlab.training import run as run_lib
 from ftlab.training import state as state_lib
 from ftlab.training import steps, trainer
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _setup(config, workdir):
@@ -22,6 +22,7 @@ def _images(rng, n=8, size=6):
   return jnp.asarray(rng.normal(size=(n, size, size, 3)), jnp.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mixup_alpha,cutmix_alpha", [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
 def test_targets_sum_to_one_and_smooth_as_timm(mixup_alpha, cutmix_alpha):
   mix = mixup_lib.Mixup(mixup_alpha, cutmix_alpha, prob=1.0, switch_prob=0.5)
@@ -38,6 +39,7 @@ def test_targets_sum_to_one_and_smooth_as_timm(mixup_alpha, cutmix_alpha):
     np.testing.assert_array_equal(np.asarray(dominant), expected)
 
 
+@pytest.mark.slow
 def test_cutmix_pastes_one_box_from_the_mirror_and_corrects_lam():
   mix = mixup_lib.Mixup(0.0, 1.0, prob=1.0, switch_prob=0.5)
   images = _images(np.random.default_rng(0), size=12)
@@ -72,6 +74,7 @@ def test_prob_and_switch_prob_follow_timm():
   assert abs(kinds["cutmix"] - 50) < 25 and abs(kinds["mixup"] - 150) < 35
 
 
+@pytest.mark.slow
 def test_mixed_loss_equals_the_hand_computed_one(image_folder, tmp_path):
   config = tiny_config(image_folder, **{"train.mixup_alpha": 0.8, "train.label_smoothing": 0.1})
   run = _setup(config, str(tmp_path / "run"))
@@ -95,6 +98,7 @@ def test_mixed_loss_equals_the_hand_computed_one(image_folder, tmp_path):
   assert float(out["top1"]) == pytest.approx(np.mean(logits.argmax(-1) == dominant))
 
 
+@pytest.mark.slow
 def test_off_is_bit_identical_to_a_step_that_never_mixes(image_folder, tmp_path):
   """alphas 0 (the step as it was) == mixup on with a draw that never mixes: the mixing code
   and its rng stream leave the images, targets, dropout draws and update untouched."""
@@ -116,6 +120,7 @@ def test_off_is_bit_identical_to_a_step_that_never_mixes(image_folder, tmp_path)
                          state_lib.variables_of(never_state))
 
 
+@pytest.mark.slow
 def test_mixup_is_not_run_on_cached_features(image_folder, tmp_path):
   config = tiny_config(image_folder, **{"strategy.name": "linear_probe", "data.augment": False,
                                         "train.cutmix_alpha": 1.0, "train.num_epochs": 1.0})

@@ -193,6 +193,7 @@ TORCHVISION = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
 def test_torchvision_models_start_as_torchvision_does(name):
   ours, theirs, checks = TORCHVISION[name]
@@ -201,6 +202,7 @@ def test_torchvision_models_start_as_torchvision_does(name):
   check_all(init_flat(ours()), checks, "ftlab")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in models.MODELS
                                   if not n.startswith(("tiny", "efficientnet"))])
 def test_torchvision_models_native_is_torch(name):
@@ -234,10 +236,12 @@ def lite0(init: str):
   return models.get_spec("efficientnet_lite0").build(NUM_CLASSES, jnp.float32, init)
 
 
+@pytest.mark.slow
 def test_lite_native_is_tf_efficientnet():
   check_all(init_flat(lite0("native")), LITE0_NATIVE, "ftlab")
 
 
+@pytest.mark.slow
 def test_lite_torch_is_efficientnet_lite_pytorch():
   torch.manual_seed(0)
   net = EfficientNet.from_name("efficientnet-lite0", num_classes=NUM_CLASSES)

@@ -21,9 +21,9 @@ from flax import traverse_util
 from ftlab import models
 from ftlab.models import mobilenet
 from ftlab.pretrained.layout import torch_to_flax
-from tests.torch_reference import randomise_
+from tests.torch_reference import (NUM_CLASSES, assert_eval_parity, flax_outputs, max_diff, nhwc,
+                                   numpy_state, randomise_, run_jitted, template_for, torch_forward)
 
-NUM_CLASSES = 10
 # Input (H, W) per architecture: small for speed; odd and non-square sizes
 # exercise PyTorch's padding and pooling arithmetic, even ones tell symmetric
 # padding apart from 'SAME'.
@@ -44,75 +44,6 @@ def torch_net(name: str) -> torch.nn.Module:
   net = getattr(torchvision.models, name)(weights=None, num_classes=NUM_CLASSES)
   randomise_(net)
   return net.eval()
-
-
-def numpy_state(net: torch.nn.Module) -> dict:
-  """The state dict as numpy copies (a later train-mode step of `net` leaves them unchanged)."""
-  return {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
-
-
-def template_for(model, hw) -> dict:
-  return jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *hw, 3)))
-
-
-def nhwc(x: np.ndarray) -> jnp.ndarray:
-  return jnp.asarray(x.transpose(0, 2, 3, 1))
-
-
-def run_jitted(fn, *args):
-  """Compiles `fn` for `args` and runs it once.
-
-  Each graph runs a single time, so compilation dominates; XLA's backend
-  (LLVM) optimisations are turned off to halve it. They do not change the
-  floating-point semantics the parity checks rely on.
-  """
-  return jax.jit(fn).lower(*args).compile({"xla_backend_optimization_level": 0})(*args)
-
-
-def max_diff(a, b) -> float:
-  return float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
-
-
-def flax_outputs(model, variables, x: np.ndarray, dropout_rng=None) -> tuple:
-  """Flax (logits, trunk, head(trunk)) in eval mode for the NCHW batch `x`, in one compiled
-  program; with `dropout_rng`, the train-mode logits as a fourth output."""
-
-  def run(v, x):
-    trunk = model.apply(v, x, part="trunk")
-    out = (model.apply(v, x), trunk, model.apply(v, trunk, part="head"))
-    if dropout_rng is not None:
-      out += (model.apply(v, x, train=True, rngs={"dropout": dropout_rng}),)
-    return out
-
-  return run_jitted(run, variables, nhwc(x))
-
-
-def assert_eval_parity(outputs: tuple, ref_logits, ref_trunk, tol: float) -> None:
-  """`flax_outputs`' logits and trunk within `tol` of the reference's (its trunk flattened per
-  example), and the head applied to the trunk equal to the whole model."""
-  logits, trunk, head = outputs[:3]
-  assert logits.dtype == jnp.float32 and logits.shape == ref_logits.shape
-  assert max_diff(logits, ref_logits) < tol, max_diff(logits, ref_logits)
-  ref_trunk = np.reshape(ref_trunk, (len(ref_trunk), -1))
-  assert trunk.shape == ref_trunk.shape, (trunk.shape, ref_trunk.shape)
-  assert max_diff(trunk, ref_trunk) < tol, max_diff(trunk, ref_trunk)
-  assert max_diff(head, logits) < 1e-6
-
-
-def torch_forward(net, x: np.ndarray, head: str):
-  """torchvision logits and the features entering its head module `head`."""
-  seen = {}
-
-  def keep_input(_, args):
-    seen["trunk"] = args[0].detach().numpy()
-
-  hook = getattr(net, head).register_forward_pre_hook(keep_input)
-  try:
-    with torch.no_grad():
-      logits = net(torch.from_numpy(x)).numpy()
-  finally:
-    hook.remove()
-  return logits, seen["trunk"]
 
 
 def covers(spec: models.ModelSpec, params) -> list:
@@ -149,6 +80,7 @@ def registered_params(name: str):
 # ------------------------------------------------------------ block structure
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(models.MODELS))
 def test_blocks_and_head_partition_the_parameters(name):
   spec, params = registered_params(name)
@@ -220,6 +152,7 @@ def eval_outputs(case):
   return ref, flax_outputs(case.model, case.variables, case.x)
 
 
+@pytest.mark.slow
 def test_conversion_fills_every_variable_with_the_template_shape(case):
   want = {k: v.shape for k, v in traverse_util.flatten_dict(case.template).items()}
   got = {k: v.shape for k, v in traverse_util.flatten_dict(case.variables).items()}
@@ -227,17 +160,20 @@ def test_conversion_fills_every_variable_with_the_template_shape(case):
   assert got == want
 
 
+@pytest.mark.slow
 def test_eval_logits_trunk_and_head_match_torchvision(case, eval_outputs):
   (ref_logits, ref_trunk), outputs = eval_outputs
   assert outputs[1].ndim == 2
   assert_eval_parity(outputs, ref_logits, ref_trunk, EVAL_TOL)
 
 
+@pytest.mark.slow
 def test_head_dropout_rates_match_torchvision(case):
   rates = [m.p for m in case.net.modules() if isinstance(m, torch.nn.Dropout)]
   assert rates == ([case.model.dropout] if hasattr(case.model, "dropout") else [])
 
 
+@pytest.mark.slow
 def test_train_mode_batchnorm_matches_torchvision(case):
   """One training-mode forward: batch-stat normalisation and running-stat updates."""
   net = copy.deepcopy(case.net).train()
@@ -265,6 +201,7 @@ def test_train_mode_batchnorm_matches_torchvision(case):
 # ------------------------------------------------------------------ the rest
 
 
+@pytest.mark.slow
 def test_bfloat16_computes_in_bfloat16_and_returns_float32_logits():
   name, hw = "resnet18", SIZES["resnet18"]
   net = torch_net(name)

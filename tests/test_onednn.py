@@ -27,7 +27,7 @@ from ftlab.ops import conv as ops
 from ftlab.pretrained.layout import torch_to_flax
 from ftlab.training import run as run_lib
 from ftlab.training import steps
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 from tests.torch_reference import randomise_
 
 REL_TOL = 1e-4
@@ -96,6 +96,7 @@ def restore_selection():
   conv_lib.select(before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", GRID, ids=case_id)
 def test_values_and_gradients_match_xla(case):
   n, h, w, cin, cout, k, *_ = case
@@ -117,6 +118,7 @@ def test_values_and_gradients_match_xla(case):
     assert_close(g, w, what)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("padding", ["SAME", "VALID", 1, ((0, 1), (2, 0))])
 def test_conv_module_equals_flax_conv_on_both_implementations(padding):
   x = jax.random.normal(jax.random.key(0), (2, 11, 10, 3))
@@ -153,6 +155,7 @@ def _weight_gradient_calls(image_folder, tmp_path, strategy: str) -> int:
   return len(re.findall(f'custom_call_target="{WEIGHT_GRAD}"', text))
 
 
+@pytest.mark.slow
 def test_train_step_computes_weight_gradients_of_trainable_convs_only(image_folder, tmp_path):
   counts = {s: _weight_gradient_calls(image_folder, tmp_path, s)
             for s in ("freeze_shallow", "full_ft")}
@@ -173,6 +176,7 @@ def test_unsupported_convolution_falls_back_to_xla_once_per_shape(caplog):
   assert len(lines) == 1 and "negative padding" in lines[0], lines
 
 
+@pytest.mark.slow
 def test_bfloat16_convolutions_fall_back_to_xla_with_one_line_per_dtype(caplog):
   conv_lib.select("onednn")
   conv_lib._log_dtype_fallback.cache_clear()  # pylint: disable=protected-access
@@ -240,6 +244,7 @@ def test_missing_onednn_says_what_to_install(monkeypatch, tmp_path):
     build.build()
 
 
+@pytest.mark.slow
 def test_build_is_cached_by_source_and_reused(tmp_path, monkeypatch):
   monkeypatch.setenv("FTLAB_CACHE_DIR", str(tmp_path))
   first = build.build()
@@ -270,6 +275,7 @@ MULTI_DEVICE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_eight_devices_each_convolve_their_batch_shard():
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
          "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}

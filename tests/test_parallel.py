@@ -14,8 +14,9 @@ import pytest
 from ftlab.training import run as run_lib
 from ftlab.training import state as state_lib
 from ftlab.training import steps, trainer
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
+pytestmark = pytest.mark.slow  # training runs in subprocesses, up to 8 devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,8 +25,9 @@ def _run_in_subprocess(root, workdir, devices, overrides, extra_env=None, args=(
   code = textwrap.dedent(f"""
       import json, sys
       from ftlab.parallel.devices import initialize
-      from ftlab.training import trainer
-      from tests.conftest import tiny_config
+      from ftlab.training import runtime, trainer
+      from tests.helpers import tiny_config
+      runtime.configure_xla()  # what tests/conftest.py did when this imported tiny_config from it
       if len(sys.argv) > 1:
         initialize(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
       out = trainer.train_and_evaluate(tiny_config({root!r}, **{overrides!r}), sys.argv[4] if len(sys.argv) > 4 else {workdir!r})

@@ -8,7 +8,7 @@ import pytest
 from ftlab.training import phase_cache, trainer
 from ftlab.training import run as run_lib
 from ftlab.training import state as state_lib
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 CACHED = {"data.augment": False, "data.flip_only": True}
 
@@ -38,6 +38,7 @@ def _cached_and_not(image_folder, tmp_path, **overrides) -> dict:
 UNFREEZE = {"strategy.unfreeze_stages": 3, "strategy.unfreeze_fraction": 0.75}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bn", ["reestimate", "batch"])
 @pytest.mark.parametrize("name, epochs, expected", [
     # lp_ft: 2 epochs of linear probe on features, then 2 of fine-tuning on images

@@ -12,6 +12,7 @@ CASES = [((3, 3), (2, 2), ((1, 1), (1, 1))), ((2, 2), (2, 2), ((0, 0), (0, 0))),
          ((3, 3), (1, 1), ((1, 1), (1, 1)))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window,strides,padding", CASES)
 @pytest.mark.parametrize("hw", [(9, 9), (10, 7)])
 def test_values_and_gradient_match_flax_without_ties(window, strides, padding, hw):

@@ -296,59 +296,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from ftlab import models  # noqa: E402
 from ftlab.pretrained import load  # noqa: E402
-
-
-class _TorchConvBN(torch.nn.Module):
-  def __init__(self, cin, cout, stride):
-    super().__init__()
-    self.conv = torch.nn.Conv2d(cin, cout, 3, stride, padding=1, bias=False)
-    self.bn = torch.nn.BatchNorm2d(cout)
-
-  def forward(self, x):
-    return torch.relu(self.bn(self.conv(x)))
-
-
-class TorchTiny(torch.nn.Module):
-  """PyTorch twin of ftlab.models.tiny.TinyCNN (same module names)."""
-
-  def __init__(self, num_classes, width=8):
-    super().__init__()
-    self.conv1 = torch.nn.Conv2d(3, width, 3, padding=1, bias=False)
-    self.bn1 = torch.nn.BatchNorm2d(width)
-    self.layer1 = _TorchConvBN(width, 2 * width, 2)
-    self.layer2 = _TorchConvBN(2 * width, 4 * width, 2)
-    self.fc = torch.nn.Linear(4 * width, num_classes)
-
-  def forward(self, x):
-    x = torch.relu(self.bn1(self.conv1(x)))
-    return self.fc(self.layer2(self.layer1(x)).mean(dim=(2, 3)))
-
-
-def torch_tiny(num_classes, width=8, seed=0):
-  """A TorchTiny with random weights and non-trivial BatchNorm statistics."""
-  torch.manual_seed(seed)
-  net = TorchTiny(num_classes, width)
-  for module in net.modules():
-    if isinstance(module, torch.nn.BatchNorm2d):
-      module.running_mean.uniform_(-0.5, 0.5)
-      module.running_var.uniform_(0.5, 2.0)
-      module.weight.data.uniform_(0.5, 1.5)
-      module.bias.data.uniform_(-0.5, 0.5)
-  return net.eval()
-
-
-def tiny_template(num_classes):
-  """TinyCNN and variables filled with numpy noise (no JAX random-op compiles)."""
-  model = models.get_spec("tiny_cnn").build(num_classes, jnp.float32)
-  shapes = jax.eval_shape(model.init, jax.random.key(1), jnp.zeros((1, 32, 32, 3)))
-  rng = np.random.default_rng(1)
-
-  def fill(path, s):
-    positive = path[-1].key == "var"  # BatchNorm variances
-    return jnp.asarray(rng.uniform(0.5, 2, s.shape) if positive else rng.normal(size=s.shape),
-                       s.dtype)
-
-  return model, jax.tree_util.tree_map_with_path(fill, shapes)
+from tests.torch_reference import tiny_template, torch_tiny  # noqa: E402
 
 
 def test_load_tiny_matches_torch_forward(tmp_path):
@@ -435,6 +383,7 @@ def test_template_variables_initialises_only_the_head(tmp_path):
     load.load_pretrained(template, tmp_path / "partial.pth", spec)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "mobilenet_v2",
                                   "mobilenet_v3_small", "mobilenet_v3_large", "densenet121"])
 def test_torchvision_state_dicts_fill_registered_models(name):

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import math
-import pathlib
 import shutil
 import subprocess
 import sys
@@ -23,9 +22,9 @@ import pytest
 
 from ftlab.reports import (collect, csv_format, json_format, latex, markdown, outputs, pivot, plots,
                            stats)
+from tests.helpers import REPORT_FIXTURE, write_predictions
 
 
-FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "report_sweep"
 T_975_DF2 = 4.302653  # Student t 97.5% quantile, 2 degrees of freedom (tables).
 T_975_DF1 = 12.706205  # ... 1 degree of freedom.
 
@@ -121,7 +120,7 @@ mnv3_small,full_ft,test.top1,ok,2,1,0,0,89.00,1.41,12.71,1,,,,,,,0,2000000,16000
 @pytest.fixture
 def workdir(tmp_path):
   dst = tmp_path / "sweep"
-  shutil.copytree(FIXTURE, dst)
+  shutil.copytree(REPORT_FIXTURE, dst)
   return dst
 
 
@@ -218,20 +217,8 @@ def test_cli_writes_all_formats_and_names_bad_files(workdir):
     assert (workdir / f"report.{fmt}").stat().st_size > 0
 
 
-def _write_predictions(run_dir, image_dir):
-  image_dir.mkdir()
-  rng = np.random.default_rng(0)
-  lines = ["image,true,predicted,confidence"]
-  for i in range(5):
-    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
-        image_dir / f"{i}.png")
-    lines.append(f"{image_dir / f'{i}.png'},A320,{'A320' if i % 2 else 'B737'},0.9")
-  lines.append(f"{image_dir / 'gone.png'},A380,A320,0.5")
-  (run_dir / "predictions.csv").write_text("\n".join(lines) + "\n")
-
-
 def test_plots_are_written_and_non_empty(workdir, tmp_path):
-  _write_predictions(workdir / "model=resnet18,strategy=full_ft,seed=1", tmp_path / "img")
+  write_predictions(workdir / "model=resnet18,strategy=full_ft,seed=1", tmp_path / "img")
   paths = plots.write_all(_build(workdir))
   names = sorted(p.name for p in paths)
   assert names == sorted(f"{stem}.{ext}" for stem in

@@ -21,7 +21,7 @@ from ftlab.evaluation import evaluator
 from ftlab.reports import collect, confusion, json_format, latex, markdown, outputs, pivot
 from ftlab.reports.html import to_html
 from tests import browser
-from tests.test_report import FIXTURE, _write_predictions
+from tests.helpers import REPORT_FIXTURE, write_predictions
 
 
 CLASSES = ["A320", "B737", "A380"]
@@ -54,12 +54,12 @@ def _write_confusion(run_dir: pathlib.Path, wrong: int) -> None:
 def sweep(tmp_path):
   """The report fixture with confusion matrices and two predictions grids."""
   workdir = tmp_path / "sweep"
-  shutil.copytree(FIXTURE, workdir)
+  shutil.copytree(REPORT_FIXTURE, workdir)
   for i, results in enumerate(sorted(workdir.glob("*/results.json"))):
     _write_confusion(results.parent, i % 5)
   for i, name in enumerate(("model=resnet18,strategy=full_ft,seed=2",
                             "model=resnet18,strategy=freeze_shallow,seed=2")):
-    _write_predictions(workdir / name, tmp_path / f"images{i}")
+    write_predictions(workdir / name, tmp_path / f"images{i}")
   return workdir
 
 
@@ -97,6 +97,7 @@ def test_html_tables_are_the_markdown_tables(sweep):
     assert f"<li><code>{html.escape(problem, quote=False)}</code></li>" in page
 
 
+@pytest.mark.slow
 @browser.requires_chromium
 def test_report_html_in_chromium(sweep, tmp_path):
   rep = _build(sweep)

@@ -19,10 +19,9 @@ from ftlab import convert, models, predict
 from ftlab.models import resnest
 from ftlab.pretrained import download, load, registry
 from ftlab.pretrained.layout import torch_to_flax
-from tests.test_models_torchvision import (
-    NUM_CLASSES, assert_eval_parity, flax_outputs, max_diff, nhwc, numpy_state, run_jitted,
-    template_for, torch_forward)
-from tests.torch_reference import randomise_
+from tests.torch_reference import (
+    NUM_CLASSES, assert_eval_parity, flax_outputs, max_diff, nhwc, numpy_state, randomise_,
+    run_jitted, template_for, torch_forward)
 
 HW = (80, 72)
 TOL = 1e-4
@@ -43,6 +42,7 @@ def _shapes(tree) -> dict:
   return {k: v.shape for k, v in traverse_util.flatten_dict(tree).items()}
 
 
+@pytest.mark.slow
 def test_conversion_fills_every_variable_with_the_template_shape(timm_pair):
   _, _, template, variables = timm_pair
   assert _shapes(variables) == _shapes(template)
@@ -52,6 +52,7 @@ def test_conversion_fills_every_variable_with_the_template_shape(timm_pair):
   assert "downsample" in variables["params"]["layer1"]["0"]
 
 
+@pytest.mark.slow
 def test_eval_logits_and_trunk_match_timm(timm_pair, fast_compiles):
   net, model, _, variables = timm_pair
   x = np.random.default_rng(0).standard_normal((2, 3, *HW), dtype=np.float32)
@@ -59,6 +60,7 @@ def test_eval_logits_and_trunk_match_timm(timm_pair, fast_compiles):
   assert_eval_parity(flax_outputs(model, variables, x), ref_logits, ref_trunk, TOL)
 
 
+@pytest.mark.slow
 def test_train_mode_logits_match_timm(timm_pair, fast_compiles):
   net, model, _, variables = timm_pair
   x = np.random.default_rng(1).standard_normal((4, 3, *HW), dtype=np.float32)
@@ -83,6 +85,7 @@ def test_blocks_run_shallow_to_deep_in_timm_order():
                                               "layer4", "fc"}
 
 
+@pytest.mark.slow
 def test_init_is_timms():
   model = models.MODELS["resnest50d"].build(NUM_CLASSES, jnp.float32)
   params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
@@ -101,6 +104,7 @@ def test_attention_width_is_timms_make_divisible():
                                                             divisor=8)
 
 
+@pytest.mark.slow
 def test_convert_and_predict_a_timm_checkpoint(tmp_path, timm_pair, fast_compiles):
   net = timm_pair[0]
   torch.save(net.state_dict(), tmp_path / "resnest50d.pth")
@@ -118,6 +122,7 @@ def test_convert_and_predict_a_timm_checkpoint(tmp_path, timm_pair, fast_compile
   np.testing.assert_allclose([p for *_, p in ranked], np.sort(ref)[::-1][:3], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_variant_names_the_first_mismatch(tmp_path):
   # timm's resnest50d_4s2x40d has the same module names but 80-channel (2 x 40) bottlenecks.
   other = timm.create_model("resnest50d_4s2x40d", pretrained=False)
@@ -132,6 +137,7 @@ def test_a_checkpoint_of_another_variant_names_the_first_mismatch(tmp_path):
                           "in the model, and it is not part of the head")
 
 
+@pytest.mark.slow
 def test_registered_name_downloads_converts_and_predicts(tmp_path, monkeypatch, timm_pair,
                                                          fast_compiles):
   # The registered file is timm's, named with its sha256 prefix as torch.hub names files; here a

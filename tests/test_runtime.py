@@ -71,10 +71,12 @@ def test_configure_threads_keeps_the_users_openmp_settings():
   assert environ == {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
+@pytest.mark.slow
 def test_xla_default_hands_the_convolution_to_ynnpack():
   assert probe("default") == "ynn_conv"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry_point", ["ftlab.main", "ftlab.evaluate", "ftlab.predict"])
 def test_entry_points_apply_the_flags_before_the_backend_starts(entry_point):
   # ftlab's flags keep the convolution on XLA's Eigen kernel (the faster one,
@@ -117,6 +119,7 @@ print(sum("cache_hits" in e for e in events), sum("cache_misses" in e for e in e
 """
 
 
+@pytest.mark.slow
 def test_compilation_cache_stores_and_reloads_the_program(tmp_path):
   cache = str(tmp_path / "xla")
   runs = [subprocess.run([sys.executable, "-c", CACHE_PROBE, cache], cwd=REPO, text=True,

@@ -9,7 +9,7 @@ import pytest
 
 from ftlab.training import run as run_lib
 from ftlab.training import state as state_lib
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 LR = 0.1
@@ -47,6 +47,7 @@ def cosine(step: int, total: int, peak: float = LR) -> float:
   return 0.5 * peak * (1.0 + math.cos(math.pi * step / total))
 
 
+@pytest.mark.slow
 def test_lp_ft_runs_the_probe_then_full_fine_tunings_own_schedule():
   total, per_epoch = 1000, 100
   config, setup = _setup("lp_ft", total, per_epoch, **{"strategy.lp_epochs": 4.0,
@@ -69,6 +70,7 @@ def test_the_probe_adds_its_steps_to_the_fine_tuning_epochs():
   assert (full.probe_steps, full.total_steps) == (0, 20)
 
 
+@pytest.mark.slow
 def test_gradual_unfreeze_stages_share_fine_tunings_one_schedule():
   total, per_epoch = 60, 10
   config, setup = _setup("gradual_unfreeze", total, per_epoch,
@@ -82,6 +84,7 @@ def test_gradual_unfreeze_stages_share_fine_tunings_one_schedule():
   np.testing.assert_allclose(lrs[20:], [cosine(s, 40) for s in range(40)], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_fine_tunings_warmup_starts_after_the_probe():
   total, warmup = 40, 10
   config, setup = _setup("lp_ft", total, 10, warmup=warmup, **{"strategy.lp_epochs": 1.0})
@@ -100,6 +103,7 @@ def test_nesterov_without_momentum_is_an_error(overrides):
     _setup("full_ft", 10, 10, **overrides)
 
 
+@pytest.mark.slow
 def test_phase_warmup_ramps_each_later_stage_up_to_the_shared_schedule():
   total, per_epoch = 60, 10
   config, setup = _setup("gradual_unfreeze", total, per_epoch, **{

@@ -16,11 +16,16 @@ def _shapes(name, size=32):
   return spec, state_lib.param_shapes(model, size)
 
 
-def _plan(name, preset, **fields):
+def _strategy_cfg(preset, **fields):
   cfg = default.get_config().strategy
   cfg.name = preset
   for k, v in fields.items():
     cfg[k] = v
+  return cfg
+
+
+def _plan(name, preset, **fields):
+  cfg = _strategy_cfg(preset, **fields)
   spec, shapes = _shapes(name)
   return strategy.build_plan(spec, cfg, shapes), shapes
 
@@ -80,6 +85,35 @@ def test_freeze_blocks_out_of_range_names_the_key():
     _plan("resnet18", "freeze_shallow", freeze_blocks=99)
 
 
+def test_freeze_blocks_beyond_the_model_names_its_block_count_and_default():
+  with pytest.raises(strategy.StrategyError,
+                     match=r"freeze_blocks=7: the model has 5 trunk blocks .*between 1 and 4, "
+                           r"or 0 for the model's default \(3\)"):
+    _plan("resnet18", "freeze_shallow", freeze_blocks=7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_freeze_shallow_on_defaults_freezes_the_models_own_leading_blocks(name):
+  """config.strategy.freeze_blocks=0 (the default) works on every registered model: the first
+  spec.freeze_blocks blocks are frozen, the next block and the head train."""
+  assert default.get_config().strategy.freeze_blocks == 0
+  spec, shapes = _shapes(name)
+  n = spec.freeze_blocks
+  assert 0 < n < len(spec.blocks), (name, n, len(spec.blocks))
+  plan = strategy.build_plan(spec, _strategy_cfg("freeze_shallow"), shapes)
+  frozen = re.compile(strategy.under("|".join(spec.blocks[:n])))
+  assert {p for p in shapes if not plan.trainable(p)} == {p for p in shapes if frozen.fullmatch(p)}
+  first_trained = re.compile(strategy.under(spec.blocks[n]))
+  assert any(first_trained.fullmatch(p) and plan.trainable(p) for p in shapes)
+
+
+def test_freeze_blocks_defaults_keep_the_mindcv_cut_and_the_demos():
+  assert MODELS["mobilenet_v3_small"].freeze_blocks == 7  # the MindCV guide's features.0-6
+  assert MODELS["efficientnet_lite0"].freeze_blocks == 9  # configs/demo.py's, before the default
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_blocks_and_head_cover_every_parameter_exactly_once(name):
   spec, shapes = _shapes(name, size=64)

@@ -13,7 +13,7 @@ from ftlab.pretrained import load
 from ftlab.training import run as run_lib
 from ftlab.training import state as state_lib
 from ftlab.training import steps, strategy, trainer
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _phases(name, preset, total_steps=100, steps_per_epoch=10, **fields):
@@ -94,6 +94,7 @@ def _params(state):
   return jax.device_get({**state.frozen, **state.trainable})
 
 
+@pytest.mark.slow
 def test_lp_ft_changes_only_the_head_then_the_trunk(image_folder, tmp_path):
   # 63 train images -> 7 steps per epoch; lp phase = steps 0..6, ft phase = 7..13
   over = {"strategy.name": "lp_ft", "train.num_epochs": 1.0, "strategy.lp_epochs": 1.0}
@@ -124,6 +125,7 @@ def _pretrained_dir(path, name: str, num_classes: int, size: int) -> str:
   return str(path)
 
 
+@pytest.mark.slow
 def test_l2sp_stays_closer_to_the_start_than_full_ft(image_folder, tmp_path):
   pretrained = _pretrained_dir(tmp_path / "weights", "tiny_cnn", 5, 16)  # the 3-class head re-inits
   common = {"train.num_epochs": 2.0, "optimizer.lr": 0.1, "model.pretrained": pretrained}
@@ -135,6 +137,7 @@ def test_l2sp_stays_closer_to_the_start_than_full_ft(image_folder, tmp_path):
   assert 0 < dists["l2sp"] < 0.8 * dists["full_ft"], dists
 
 
+@pytest.mark.slow
 def test_l2sp_anchors_every_loaded_parameter_and_decays_the_new_ones(tmp_path, fast_compiles):
   # MobileNetV3's head `classifier` holds the pretrained classifier/0 (576 -> 1024) and the new
   # classifier/3: the first is anchored with alpha, only the second decayed with beta.
@@ -166,6 +169,7 @@ def _conv_count(compiled) -> int:
   return len(re.findall(r"convolution|custom_call_target=\"ftlab_onednn_conv", compiled.as_text()))
 
 
+@pytest.mark.slow
 def test_frozen_trunk_has_no_backward_convolutions(image_folder, tmp_path):
   counts = {}
   for name in ("linear_probe", "freeze_shallow", "full_ft"):
@@ -184,6 +188,7 @@ def test_frozen_trunk_has_no_backward_convolutions(image_folder, tmp_path):
   assert counts["forward"] < counts["freeze_shallow"] < counts["full_ft"], counts
 
 
+@pytest.mark.slow
 def test_cached_features_train_the_same_head_as_images(image_folder, tmp_path):
   over = {"strategy.name": "linear_probe", "data.augment": False, "train.num_epochs": 2.0}
   heads = {}
@@ -198,6 +203,7 @@ def test_cached_features_train_the_same_head_as_images(image_folder, tmp_path):
   assert not np.allclose(heads[True]["fc/kernel"], 0.0)
 
 
+@pytest.mark.slow
 def test_ridge_probe_reports_a_choice_on_minival(image_folder, tmp_path):
   _, out = _run(image_folder, str(tmp_path / "run"), **{
       "strategy.name": "linear_probe", "data.augment": False, "train.num_epochs": 1.0})

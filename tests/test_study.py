@@ -9,48 +9,20 @@ import pathlib
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
 from ftlab.studies import halving, space
 from ftlab.sweeps.grid import SweepError
+from tests.helpers import STUDY_CONFIG, STUDY_LRS
 
 HERE = pathlib.Path(__file__).parent
-LRS = [0.001, 0.01, 0.1, 1.0]
-
-CONFIG = textwrap.dedent("""\
-  import ml_collections
-  from ftlab.studies import space
-
-  def get_config(arg=None):
-    return ml_collections.ConfigDict({
-        "strategy": {"name": "full_ft"}, "seed": 0, "fake": "ok",
-        "optimizer": {"lr": 0.01, "weight_decay": 0.0},
-        "train": {"stop_at_fraction": 0.0, "evaluate_held_out": True,
-                  "compilation_cache_dir": ""},
-        "data": {"train_per_class": 0}})
-
-  def get_study(arg=None):
-    lrs = LRS_VALUE
-    if arg == "unknown_key":
-      return space.study({"full_ft": {"optimizer.lrr": lrs}})
-    if arg == "empty":
-      return space.study({"full_ft": {"optimizer.lr": []}})
-    if arg == "eta1":
-      return space.study({"full_ft": {"optimizer.lr": lrs}}, eta=1)
-    if arg == "sizes":
-      return space.study({"full_ft": {"optimizer.lr": lrs}}, final_seeds=[0, 1],
-                         sizes=[{"data.train_per_class": 5}, {"data.train_per_class": 10}])
-    return space.study({"linear_probe": {"optimizer.lr": lrs},
-                        "full_ft": {"optimizer.lr": lrs}}, final_seeds=[0, 1])
-""").replace("LRS_VALUE", repr(LRS))
 
 
 @pytest.fixture
 def setup(tmp_path):
-  (tmp_path / "study_cfg.py").write_text(CONFIG)
+  (tmp_path / "study_cfg.py").write_text(STUDY_CONFIG)
   return tmp_path
 
 
@@ -143,7 +115,7 @@ def test_study_tunes_each_strategy_and_trains_no_step_twice(setup):
   search = [c for c in calls if c["dir"].startswith("search/")]
   assert sorted((c["dir"], c["from"], c["to"]) for c in search if c["to"] == 30) == sorted(
       (f"search/all/{s}/optimizer.lr={lr!r}", 0, 30) for s in ("linear_probe", "full_ft")
-      for lr in LRS)
+      for lr in STUDY_LRS)
   for s, lr in (("linear_probe", 0.1), ("full_ft", 0.01)):
     trial = f"search/all/{s}/optimizer.lr={lr!r}"
     assert [(c["from"], c["to"], c["held_out"]) for c in calls if c["dir"] == trial] == [

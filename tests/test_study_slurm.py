@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests import slurm_cluster
-from tests.test_study import CONFIG, HERE
+from tests.helpers import STUDY_CONFIG, TESTS_DIR
 
 pytestmark = pytest.mark.skipif(bool(slurm_cluster.unavailable()),
                                 reason=slurm_cluster.unavailable() or "available")
@@ -21,13 +21,14 @@ def cluster(tmp_path):
   c.stop()
 
 
+@pytest.mark.slow
 def test_study_runs_through_slurm_rounds(cluster, tmp_path):
-  (tmp_path / "study_cfg.py").write_text(CONFIG)
+  (tmp_path / "study_cfg.py").write_text(STUDY_CONFIG)
   workdir = tmp_path / "st"
   cmd = [sys.executable, "-m", "ftlab.study", f"--config={tmp_path / 'study_cfg.py'}:sizes",
-         f"--workdir={workdir}", f"--runner={sys.executable} {HERE / 'study_fake.py'}",
+         f"--workdir={workdir}", f"--runner={sys.executable} {TESTS_DIR / 'study_fake.py'}",
          f"--slurm={tmp_path / 'study.sh'}"]
-  out = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent, env=cluster.env,
+  out = subprocess.run(cmd, capture_output=True, text=True, cwd=TESTS_DIR.parent, env=cluster.env,
                        timeout=120)
   assert out.returncode == 0, out.stdout + out.stderr
   assert "submitted array job" in out.stdout
@@ -49,7 +50,7 @@ def test_study_runs_through_slurm_rounds(cluster, tmp_path):
   decisions = json.loads((workdir / "decisions.json").read_text())
   assert [s["chosen"]["hparams"] for s in decisions["strategies"]] == [{"optimizer.lr": 0.01}] * 2
   report = subprocess.run([sys.executable, "-m", "ftlab.report", f"--workdir={workdir}"],
-                          capture_output=True, text=True, cwd=HERE.parent, timeout=120)
+                          capture_output=True, text=True, cwd=TESTS_DIR.parent, timeout=120)
   assert report.returncode == 0, report.stderr
   assert "| data.train_per_class=5 | **93.04 ± 0.00 (n=2) @ lr=0.01** |" in report.stdout
   runs = json.loads((workdir / "runs.json").read_text())["runs"]

@@ -10,7 +10,7 @@ import pytest
 from ftlab.training import rungs, trainer
 from ftlab.training import run as run_lib
 from ftlab.training import state as state_lib
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _latest(config, workdir):
@@ -26,6 +26,7 @@ def _same(a, b):
                          jax.device_get(state_lib.variables_of(b)))
 
 
+@pytest.mark.slow
 def test_rung_stops_do_not_change_the_run(image_folder, tmp_path):
   base = {"train.num_epochs": 3.0, "train.eval_every_epochs": 1.0}
   full = trainer.train_and_evaluate(tiny_config(image_folder, **base), str(tmp_path / "full"))
@@ -67,6 +68,7 @@ def test_rung_score_is_best_so_far(tmp_path):
   assert rungs.rung_step(1 / 3, 81) == 27 and rungs.rung_step(0.001, 10) == 1
 
 
+@pytest.mark.slow
 def test_held_out_evaluated_only_when_asked(image_folder, tmp_path):
   workdir = str(tmp_path / "run")
   search = trainer.train_and_evaluate(
@@ -80,6 +82,7 @@ def test_held_out_evaluated_only_when_asked(image_folder, tmp_path):
   assert os.path.exists(os.path.join(workdir, "predictions.csv"))
 
 
+@pytest.mark.slow
 def test_bad_stop_fraction_is_an_error(image_folder, tmp_path):
   with pytest.raises(ValueError, match=r"config.train.stop_at_fraction=1.5 must be in \[0, 1\]"):
     trainer.train_and_evaluate(tiny_config(image_folder, **{"train.stop_at_fraction": 1.5}),

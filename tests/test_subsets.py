@@ -5,7 +5,7 @@ import pytest
 from ftlab.data import datasets
 from ftlab.data.sources import DataError
 from ftlab.training import run as run_lib
-from tests.conftest import make_image_folder, tiny_config
+from tests.helpers import make_image_folder, tiny_config
 
 PER_CLASS = 24  # train images per class in the generated folder
 

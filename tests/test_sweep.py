@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -13,79 +12,14 @@ from ftlab.sweeps import cli
 from ftlab.sweeps import filters as sweep_filters
 from ftlab.sweeps import grid, naming, placement, runner
 from ftlab.sweeps import spec as sweep_spec
-
-
-FAKE_RUNNER = textwrap.dedent("""\
-  # Stands in for `python -m ftlab.main`: behaviour comes from --config.fake.
-  import json, os, pathlib, sys, time
-  args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
-  workdir = pathlib.Path(args["workdir"])
-  overrides = {k[len("config."):]: v for k, v in args.items() if k.startswith("config.")}
-  with open(workdir.parent / "invocations.txt", "a") as f:
-    f.write(workdir.name + "\\n")
-  print("fake run", workdir.name, flush=True)
-  mode = overrides.get("fake", "ok")
-  resumed = (workdir / "ckpt").exists()
-  if mode == "fail":
-    print("boom: simulated failure", file=sys.stderr)
-    sys.exit(3)
-  if mode == "no_results":
-    sys.exit(0)
-  if mode == "sleep_once" and not resumed:
-    (workdir / "ckpt").write_text("step 5")
-    time.sleep(60)
-  env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "XLA_FLAGS")}
-  results = {"status": "finished", "argv": sys.argv[1:], "overrides": overrides,
-             "resumed": resumed, "env": env,
-             "affinity": sorted(os.sched_getaffinity(0))}
-  if mode == "ok":
-    results["test"] = {"top1": 0.9554}
-  (workdir / "results.json").write_text(json.dumps(results))
-""")
-
-CONFIG = textwrap.dedent("""\
-  import ml_collections
-  from ftlab.sweeps import grid
-
-  STRATEGY_ORDER = ["freeze_all", "full_ft"]
-
-  def get_config(arg=None):
-    return ml_collections.ConfigDict({
-        "model": {"name": "tiny_cnn"}, "strategy": {"name": "full_ft"},
-        "seed": 0, "fake": "ok", "optimizer": {"lr": 0.1}})
-
-  def get_sweep(arg=None):
-    if arg == "fail":
-      return grid.zip_(**{"strategy.name": ["full_ft", "freeze_all", "linear"],
-                           "fake": ["ok", "fail", "ok"]})
-    if arg == "resume":
-      return grid.zip_(**{"strategy.name": ["full_ft", "freeze_all", "linear"],
-                           "fake": ["ok", "sleep_once", "ok"]})
-    if arg == "no_results":
-      return [{"fake": "no_results"}]
-    return grid.product(**{"model.name": ["tiny_cnn", "big/net"],
-                            "strategy.name": ["full_ft", "freeze_all"],
-                            "optimizer.lr": [0.001]})
-""")
+from tests.helpers import FAKE_RUNNER, SWEEP_CONFIG, run_sweep, sweep_cmd
 
 
 @pytest.fixture
 def setup(tmp_path):
   (tmp_path / "fake_runner.py").write_text(FAKE_RUNNER)
-  (tmp_path / "cfg.py").write_text(CONFIG)
+  (tmp_path / "cfg.py").write_text(SWEEP_CONFIG)
   return tmp_path
-
-
-def _sweep_cmd(tmp, arg, *extra):
-  spec = f"{tmp / 'cfg.py'}:{arg}" if arg else str(tmp / "cfg.py")
-  return [sys.executable, "-m", "ftlab.sweep", f"--config={spec}",
-          f"--workdir={tmp / 'runs'}", f"--runner={sys.executable} {tmp / 'fake_runner.py'}",
-          *extra]
-
-
-def _run_sweep(tmp, arg=None, *extra):
-  return subprocess.run(_sweep_cmd(tmp, arg, *extra), capture_output=True, text=True,
-                        timeout=60)
 
 
 def _results(run_dir):
@@ -151,7 +85,7 @@ def test_placement_splits_threads_and_gpus():
 def test_load_sweep_checks_keys(setup):
   loaded = sweep_spec.load_sweep(str(setup / "cfg.py"))
   assert len(loaded.grid) == 4 and loaded.strategy_order == ("freeze_all", "full_ft")
-  (setup / "bad.py").write_text(CONFIG.replace('"optimizer.lr"', '"optimiser.lr"'))
+  (setup / "bad.py").write_text(SWEEP_CONFIG.replace('"optimizer.lr"', '"optimiser.lr"'))
   with pytest.raises(grid.SweepError, match=r"bad.py: sweep key 'optimiser.lr'"):
     sweep_spec.load_sweep(str(setup / "bad.py"))
   assert runner.build_command(runner.DEFAULT_RUNNER, "c.py:x", "w", {"seed": 1})[:3] == [
@@ -159,7 +93,7 @@ def test_load_sweep_checks_keys(setup):
 
 
 def test_dry_run_prints_commands_and_launches_nothing(setup):
-  out = _run_sweep(setup, None, "--dry_run", "--only=model=tiny_cnn")
+  out = run_sweep(setup, None, "--dry_run", "--only=model=tiny_cnn")
   assert out.returncode == 0, out.stderr
   lines = out.stdout.strip().splitlines()
   assert lines[-1] == "dry run: 2 to launch, 0 already finished"
@@ -168,7 +102,7 @@ def test_dry_run_prints_commands_and_launches_nothing(setup):
 
 
 def test_sweep_runs_grid_and_overrides_reach_the_runs(setup):
-  out = _run_sweep(setup, None, "--parallel=2", "--cpus=2")
+  out = run_sweep(setup, None, "--parallel=2", "--cpus=2")
   assert out.returncode == 0, out.stderr
   assert out.stdout.strip().splitlines()[-1] == "4 finished, 0 failed"
   runs = setup / "runs"
@@ -187,7 +121,7 @@ def test_sweep_runs_grid_and_overrides_reach_the_runs(setup):
 
 
 def test_failing_run_does_not_stop_the_others(setup):
-  out = _run_sweep(setup, "fail")
+  out = run_sweep(setup, "fail")
   assert out.returncode == 1, out.stderr
   assert out.stdout.strip().splitlines()[-1] == "2 finished, 1 failed"
   runs = setup / "runs"
@@ -199,12 +133,12 @@ def test_failing_run_does_not_stop_the_others(setup):
               for r in json.loads((runs / "sweep.json").read_text())["runs"]}
   assert statuses["strategy=freeze_all,fake=fail"] == "failed"
   # Re-running retries only the failed run.
-  again = _run_sweep(setup, "fail")
+  again = run_sweep(setup, "fail")
   assert again.returncode == 1 and _invocations(setup).count("strategy=full_ft,fake=ok") == 1
 
 
 def test_exit_zero_without_results_counts_as_failed(setup):
-  out = _run_sweep(setup, "no_results")
+  out = run_sweep(setup, "no_results")
   assert out.returncode == 1
   failed = json.loads((setup / "runs" / "fake=no_results" / "failed.json").read_text())
   assert "missing or not finished" in failed["reason"]
@@ -221,7 +155,7 @@ def test_resume_after_killed_sweep(setup):
   runs = setup / "runs"
   first = runs / "strategy=full_ft,fake=ok"
   slow = runs / "strategy=freeze_all,fake=sleep_once"
-  proc = subprocess.Popen(_sweep_cmd(setup, "resume"), stdout=subprocess.PIPE,
+  proc = subprocess.Popen(sweep_cmd(setup, "resume"), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   _wait_for(slow / "ckpt")
   proc.send_signal(signal.SIGTERM)
@@ -232,7 +166,7 @@ def test_resume_after_killed_sweep(setup):
   assert statuses == ["finished", "interrupted", "pending"]
   before = (first / "results.json").stat().st_mtime_ns, (first / "results.json").read_bytes()
 
-  out = _run_sweep(setup, "resume")
+  out = run_sweep(setup, "resume")
   assert out.returncode == 0, out.stderr
   assert out.stdout.strip().splitlines()[-1] == "3 finished, 0 failed"
   assert ((first / "results.json").stat().st_mtime_ns,
@@ -245,7 +179,7 @@ def test_resume_after_killed_sweep(setup):
 
 def test_refuses_to_start_while_an_orphaned_run_still_runs(setup):
   slow = setup / "runs" / "strategy=freeze_all,fake=sleep_once"
-  proc = subprocess.Popen(_sweep_cmd(setup, "resume"), stdout=subprocess.DEVNULL,
+  proc = subprocess.Popen(sweep_cmd(setup, "resume"), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   _wait_for(slow / "ckpt")
   index = setup / "runs" / "sweep.json"
@@ -257,7 +191,7 @@ def test_refuses_to_start_while_an_orphaned_run_still_runs(setup):
   proc.wait()
   entry = json.loads(index.read_text())["runs"][1]
   try:
-    out = _run_sweep(setup, "resume")
+    out = run_sweep(setup, "resume")
     assert out.returncode == cli.ERROR_EXIT
     assert "still running" in out.stderr and slow.name in out.stderr
   finally:
@@ -266,7 +200,7 @@ def test_refuses_to_start_while_an_orphaned_run_still_runs(setup):
 
 def test_slurm_script_runs_one_task(setup):
   script = setup / "sweep.sbatch"
-  out = _run_sweep(setup, "fail", f"--slurm={script}", "--sbatch=--time=1:00:00",
+  out = run_sweep(setup, "fail", f"--slurm={script}", "--sbatch=--time=1:00:00",
                    "--config.optimizer.lr=0.5")
   assert out.returncode == 0, out.stderr
   text = script.read_text()
@@ -284,13 +218,13 @@ def test_slurm_script_runs_one_task(setup):
 
 
 def test_sweep_wide_overrides_reach_every_run_but_not_the_names(setup):
-  out = _run_sweep(setup, "fail", "--config.optimizer.lr=0.5", "--only=fake=ok")
+  out = run_sweep(setup, "fail", "--config.optimizer.lr=0.5", "--only=fake=ok")
   assert out.returncode == 0, out.stderr
   res = _results(setup / "runs" / "strategy=linear,fake=ok")
   assert res["overrides"]["optimizer.lr"] == "0.5"
   index = json.loads((setup / "runs" / "sweep.json").read_text())
   assert index["fixed_overrides"] == {"optimizer.lr": "0.5"}
-  clash = _run_sweep(setup, "fail", "--config.fake=ok", "--dry_run")
+  clash = run_sweep(setup, "fail", "--config.fake=ok", "--dry_run")
   assert clash.returncode == cli.ERROR_EXIT and "also a sweep axis" in clash.stderr
-  unknown = _run_sweep(setup, "fail", "--config.optimizer.lrr=1", "--dry_run")
+  unknown = run_sweep(setup, "fail", "--config.optimizer.lrr=1", "--dry_run")
   assert "sweep key 'optimizer.lrr' is not a field" in unknown.stderr

@@ -11,8 +11,7 @@ import pytest
 from configs import default
 from ftlab.sweeps import runner
 from ftlab.training import progress
-from tests import test_sweep
-from tests.conftest import make_image_folder, tiny_config
+from tests.helpers import FAKE_RUNNER, SWEEP_CONFIG, make_image_folder, run_sweep, tiny_config
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,6 +57,7 @@ def runs(tmp_path_factory):
   return out
 
 
+@pytest.mark.slow
 def test_a_run_shows_its_plan_progress_and_results_without_library_noise(runs):
   workdir, text = runs["quiet"]
   lines = text.splitlines()
@@ -89,6 +89,7 @@ def test_a_run_shows_its_plan_progress_and_results_without_library_noise(runs):
   assert "steps_per_sec" not in text and "[process=0]" not in text  # clu's and orbax's INFO
 
 
+@pytest.mark.slow
 def test_verbosity_flag_brings_the_library_lines_back(runs):
   _, text = runs["verbose"]
   assert "Unable to initialize backend 'tpu'" in text
@@ -118,9 +119,9 @@ def test_durations_read_as_people_read_them(seconds, text):
 
 
 def test_sweep_prints_each_run_start_end_score_time_and_eta(tmp_path):
-  (tmp_path / "fake_runner.py").write_text(test_sweep.FAKE_RUNNER)
-  (tmp_path / "cfg.py").write_text(test_sweep.CONFIG)
-  out = test_sweep._run_sweep(tmp_path, "fail")  # pylint: disable=protected-access
+  (tmp_path / "fake_runner.py").write_text(FAKE_RUNNER)
+  (tmp_path / "cfg.py").write_text(SWEEP_CONFIG)
+  out = run_sweep(tmp_path, "fail")
   assert out.returncode == 1, out.stderr
   lines = out.stdout.splitlines()
   log = tmp_path / "runs" / "strategy=freeze_all,fake=fail" / "log.txt"

@@ -13,7 +13,7 @@ from ftlab.data import datasets, sources, tfds_source
 from ftlab.data.pipeline import Augment, Loader
 from ftlab.reports import plots
 from ftlab.training import trainer
-from tests.conftest import COLORS, tiny_config
+from tests.helpers import COLORS, tiny_config
 
 CLASSES = ["crimson", "emerald", "navy"]
 NAME = "ftlab_test_colors"
@@ -57,6 +57,7 @@ def _config(data_dir, **overrides):
                             "data.test_split": "test", **overrides})
 
 
+@pytest.mark.slow
 def test_trains_on_a_tfds_dataset_and_names_its_classes(tfds_dir, tmp_path):
   workdir = tmp_path / "run"
   out = trainer.train_and_evaluate(_config(tfds_dir, **{"train.num_epochs": 4.0}), str(workdir))

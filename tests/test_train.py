@@ -13,7 +13,7 @@ from ftlab.training import checkpoint
 from ftlab.training import run as run_lib
 from ftlab.training import state as state_lib
 from ftlab.training import steps, trainer
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _latest_state(config, workdir):
@@ -43,6 +43,7 @@ def test_short_run_learns_separable_data(image_folder, tmp_path):
   assert json.load(open(tmp_path / "run" / "label_map.json"))["classes"] == ["cat", "dog", "wolf"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bn", ["batch", "frozen", "reestimate"])
 def test_linear_probe_leaves_backbone_bit_identical(image_folder, tmp_path, bn):
   config = tiny_config(image_folder, **{"strategy.name": "linear_probe", "train.num_epochs": 1.0,
@@ -69,6 +70,7 @@ def _one_step(config, root, workdir):
   return state, new_state
 
 
+@pytest.mark.slow
 def test_lr_multiplier_scales_sgd_updates(image_folder, tmp_path):
   common = {"optimizer.momentum": 0.0, "optimizer.schedule": "constant", "strategy.name": "custom"}
   k = 7.0
@@ -84,6 +86,7 @@ def test_lr_multiplier_scales_sgd_updates(image_folder, tmp_path):
   assert np.abs(np.asarray(s1.trainable["fc/kernel"] - s0.trainable["fc/kernel"])).max() > 0
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_matches_uninterrupted(image_folder, tmp_path):
   config = tiny_config(image_folder, **{"train.num_epochs": 3.0})
   full = trainer.train_and_evaluate(config, str(tmp_path / "full"))
@@ -106,12 +109,14 @@ def test_killed_and_resumed_run_matches_uninterrupted(image_folder, tmp_path):
       [h["minival_top1"] for h in resumed["history"]])
 
 
+@pytest.mark.slow
 def test_non_finite_loss_fails_fast_with_a_clear_message(image_folder, tmp_path):
   config = tiny_config(image_folder, **{"optimizer.lr": 1e30, "optimizer.schedule": "constant"})
   with pytest.raises(FloatingPointError, match=r"step \d+: .* is not finite"):
     trainer.train_and_evaluate(config, str(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_evaluate_and_load_best_use_the_selected_checkpoint(image_folder, tmp_path):
   out = trainer.train_and_evaluate(tiny_config(image_folder), str(tmp_path / "run"))
   os.remove(tmp_path / "run" / "predictions.csv")
@@ -135,6 +140,7 @@ def test_evaluate_and_load_best_use_the_selected_checkpoint(image_folder, tmp_pa
   assert checkpoint.load_best(str(tmp_path / "run")).step == out["best"]["step"]
 
 
+@pytest.mark.slow
 def test_workdir_of_another_config_is_refused_and_left_intact(image_folder, tmp_path):
   workdir = tmp_path / "run"
   trainer.train_and_evaluate(tiny_config(image_folder, **{"train.num_epochs": 1.0}), str(workdir))
@@ -149,6 +155,7 @@ class _Killed(Exception):
   pass
 
 
+@pytest.mark.slow
 def test_interruption_between_best_and_latest_saves_resumes(image_folder, tmp_path, monkeypatch):
   config = tiny_config(image_folder, **{"train.num_epochs": 3.0})
   workdir = str(tmp_path / "run")
@@ -176,6 +183,7 @@ def test_interruption_between_best_and_latest_saves_resumes(image_folder, tmp_pa
   assert out["test"]["count"] == 18
 
 
+@pytest.mark.slow
 def test_selection_on_val_is_recorded_and_zero_intervals_mean_never(image_folder, tmp_path):
   config = tiny_config(image_folder, **{"data.minival_fraction": 0.0, "train.num_epochs": 1.0,
                                         "train.log_every_steps": 0, "train.checkpoint_every_steps": 0})

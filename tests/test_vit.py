@@ -21,8 +21,8 @@ from ftlab import convert, models, predict
 from ftlab.models import vit
 from ftlab.pretrained import load, posemb
 from ftlab.pretrained.layout import torch_to_flax
-from tests.test_models_torchvision import assert_eval_parity, flax_outputs, max_diff, numpy_state
-from tests.torch_reference import randomise_transformer_
+from tests.torch_reference import (
+    assert_eval_parity, flax_outputs, max_diff, numpy_state, randomise_transformer_)
 
 NUM_CLASSES = 10
 SIZE = 48
@@ -83,6 +83,7 @@ def case(request) -> Case:
   return Case(net, model, variables, x)
 
 
+@pytest.mark.slow
 def test_eval_and_train_logits_and_trunk_match_torchvision(case):
   ref_logits, ref_trunk = torch_outputs(case.net, case.x)
   outputs = flax_outputs(case.model, case.variables, case.x, dropout_rng=jax.random.key(1))
@@ -94,6 +95,7 @@ def test_eval_and_train_logits_and_trunk_match_torchvision(case):
   assert max_diff(outputs[3], ref_train) < TOL, max_diff(outputs[3], ref_train)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vit_b_16", "vit_s_16"])
 def test_full_model_shapes_match_torchvision_state_dict(name):
   """Every torchvision parameter converts onto the registered model with the template's shape."""
@@ -143,6 +145,7 @@ def test_resample_matches_torch_bicubic_and_keeps_the_class_token(old, new):
   assert max_diff(got[:, 1:], want) < 1e-6, max_diff(got[:, 1:], want)  # observed 0
 
 
+@pytest.mark.slow
 def test_checkpoint_from_another_resolution_is_resampled_at_load(tmp_path):
   variant = small("vit_b_16")
   net = torch_vit(variant, image_size=32)  # a 2x2 grid, loaded at 64 px: 4x4
@@ -166,6 +169,7 @@ def test_checkpoint_from_another_resolution_is_resampled_at_load(tmp_path):
 # ------------------------------------------------------- convert and predict
 
 
+@pytest.mark.slow
 def test_convert_and_predict_a_small_vit(tmp_path, monkeypatch):
   variant = small("vit_s_16", 1)
   spec = dataclasses.replace(models.get_spec("vit_s_16"), input_size=32,
@@ -198,6 +202,7 @@ def test_config_image_size_the_patch_does_not_divide_fails_at_setup():
       "config.data.image_size=100 is not divisible by the ViT patch size 16")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_vit_variant_names_the_first_mismatch(tmp_path):
   net = torch_vit(small("vit_s_16", 1))  # width 384, loaded into a ViT-B (width 768)
   torch.save(net.state_dict(), tmp_path / "vit_s.pth")

@@ -24,8 +24,8 @@ from ftlab.pretrained import load, posemb, registry
 from ftlab.pretrained.layout import torch_to_flax
 from ftlab.training import state as state_lib
 from ftlab.training import strategy
-from tests.test_models_torchvision import assert_eval_parity, flax_outputs, max_diff, numpy_state
-from tests.torch_reference import randomise_transformer_
+from tests.torch_reference import (
+    assert_eval_parity, flax_outputs, max_diff, numpy_state, randomise_transformer_)
 
 NAME = "vit_small_patch16_224"
 NUM_CLASSES = 10
@@ -73,6 +73,7 @@ def pair():
   return net, model, torch_to_flax(numpy_state(net), template_for(model))
 
 
+@pytest.mark.slow
 def test_eval_and_train_logits_and_trunk_match_timm(pair):
   net, model, variables = pair
   x = np.random.default_rng(0).standard_normal((2, 3, SIZE, SIZE), dtype=np.float32)
@@ -86,6 +87,7 @@ def test_eval_and_train_logits_and_trunk_match_timm(pair):
   assert max_diff(outputs[3], ref_train) < TOL
 
 
+@pytest.mark.slow
 def test_bfloat16_computes_in_bfloat16_and_returns_float32_logits(pair):
   net, model, variables = pair
   model = model.clone(dtype=jnp.bfloat16)
@@ -97,6 +99,7 @@ def test_bfloat16_computes_in_bfloat16_and_returns_float32_logits(pair):
   assert 0 < max_diff(logits, ref) < 0.05 * np.abs(ref).max(), max_diff(logits, ref)
 
 
+@pytest.mark.slow
 def test_parameter_paths_are_timms(pair):
   net, _, variables = pair
   paths = {"/".join(k) for k in traverse_util.flatten_dict(variables["params"])}
@@ -107,6 +110,7 @@ def test_parameter_paths_are_timms(pair):
   assert variables["params"]["pos_embed"].shape == (1, 1 + 2 * 2, 384)  # the class token's row
 
 
+@pytest.mark.slow
 def test_full_model_shapes_match_timm_state_dict():
   """Every timm parameter converts onto the registered model with the template's shape."""
   net = timm.create_model(NAME, pretrained=False)
@@ -137,6 +141,7 @@ def test_preprocessing_is_timms_config():
   assert (spec.mean, spec.std, spec.input_size) == (cfg["mean"], cfg["std"], cfg["input_size"][1])
 
 
+@pytest.mark.slow
 def test_init_is_timms():
   variables = jax.jit(flax_vit(1).init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
   params = state_lib.flatten(variables["params"])
@@ -164,6 +169,7 @@ def test_lora_default_targets_are_attention_and_mlp_kernels():
   assert setup.lora.shapes["blocks/0/attn/qkv/kernel/lora_b"] == (4, 1152)
 
 
+@pytest.mark.slow
 def test_freeze_shallow_and_layer_decay_cut_on_timms_blocks():
   spec = models.get_spec(NAME)
   shapes = state_lib.param_shapes(spec.build(10, jnp.float32), SIZE)
@@ -187,6 +193,7 @@ def test_freeze_shallow_and_layer_decay_cut_on_timms_blocks():
 # ------------------------------------------------------- loading
 
 
+@pytest.mark.slow
 def test_a_224_checkpoint_loads_at_another_size(tmp_path):
   net = timm_vit(depth=1, image_size=224)
   torch.save(net.state_dict(), tmp_path / "vit224.pth")
@@ -203,6 +210,7 @@ def test_a_224_checkpoint_loads_at_another_size(tmp_path):
   assert logits.shape == (2, NUM_CLASSES) and np.isfinite(np.asarray(logits)).all()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_variant_names_the_first_mismatch(tmp_path):
   other = timm.create_model("vit_tiny_patch16_224", pretrained=False)  # width 192, 3 heads
   torch.save(other.state_dict(), tmp_path / "tiny.pth")
@@ -215,6 +223,7 @@ def test_a_checkpoint_of_another_variant_names_the_first_mismatch(tmp_path):
                           "but (384,) in the model, and it is not part of the head")
 
 
+@pytest.mark.slow
 def test_convert_and_predict(tmp_path, monkeypatch):
   monkeypatch.setitem(models.MODELS, "vit_timm_test", small_spec())
   net = timm_vit(depth=1)
@@ -240,6 +249,7 @@ def test_registered_weights_are_timms_default_on_the_hub():
   assert entry.filename == "vit_small_patch16_224.augreg_in21k_ft_in1k.safetensors"
 
 
+@pytest.mark.slow
 def test_registered_name_downloads_a_safetensors_file_and_predicts(tmp_path, monkeypatch, caplog):
   from safetensors.torch import save_file  # pylint: disable=import-outside-toplevel
   net = timm_vit(depth=1, num_classes=1000)

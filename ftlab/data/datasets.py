@@ -6,8 +6,8 @@ import os
 from typing import List, Optional
 
 from ftlab.data import aircraft, digits, imagefolder, subsets, tfds_source
-from ftlab.data.sources import (DataError, Source, Split, carve_minival, check_nonempty, class_counts,
-                                filter_decodable)
+from ftlab.data.sources import (CARVED, DataError, Source, Split, SplitLayout, carve_minival,
+                                carve_test, check_nonempty, class_counts, filter_decodable)
 
 KINDS = ("imagefolder", "aircraft", "digits", "tfds")
 DIGITS_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "ftlab", "digits")
@@ -23,6 +23,7 @@ class Data:
   test: Optional[Split]     # evaluated once, at the end, on the selected checkpoint
   skipped: List[str]
   subset: Optional[dict] = None  # subsets.describe: the data-size subset trained on (results.json)
+  layout: Optional[SplitLayout] = None  # which split plays which role (an image folder's detected)
 
   @property
   def num_classes(self) -> int:
@@ -33,17 +34,26 @@ def _split_names(cfg) -> list:
   return [s for s in (cfg.train_split, cfg.val_split, cfg.test_split) if s]
 
 
-def _read_source(cfg) -> Source:
+def _folder_source(root: str, cfg) -> tuple:
+  layout = imagefolder.detect(root, cfg.train_split, cfg.val_split, cfg.test_split,
+                              cfg.test_fraction)
+  return imagefolder.load(root, layout.found), layout
+
+
+def _read_source(cfg) -> tuple:
+  """(Source, SplitLayout): image folders detect their splits' roles, the other kinds take the
+  configured split names as they are."""
   if cfg.kind not in KINDS:
     raise DataError(f"config.data.kind={cfg.kind!r}; use one of {KINDS}")
+  if cfg.kind == "imagefolder":
+    return _folder_source(cfg.root, cfg)
+  if cfg.kind == "digits":
+    return _folder_source(digits.materialize(cfg.root or DIGITS_CACHE), cfg)
+  layout = SplitLayout(tuple(_split_names(cfg)), cfg.test_split, cfg.val_split)
   if cfg.kind == "aircraft":
     root = aircraft.download(cfg.root) if cfg.download else cfg.root
-    return aircraft.load(root, _split_names(cfg), cfg.annotation)
-  if cfg.kind == "tfds":
-    return tfds_source.load(cfg.name, cfg.data_dir, _split_names(cfg), cfg.download)
-  if cfg.kind == "digits":
-    return imagefolder.load(digits.materialize(cfg.root or DIGITS_CACHE), _split_names(cfg))
-  return imagefolder.load(cfg.root, _split_names(cfg))
+    return aircraft.load(root, _split_names(cfg), cfg.annotation), layout
+  return tfds_source.load(cfg.name, cfg.data_dir, _split_names(cfg), cfg.download), layout
 
 
 def _clean(source: Source, name: str, cfg) -> Optional[Split]:
@@ -58,14 +68,21 @@ def _clean(source: Source, name: str, cfg) -> Optional[Split]:
 def load(cfg) -> Data:
   """Reads, checks and splits the dataset described by `config.data`.
 
-  The minival carve-out and the data-size subset are drawn by the data seed
-  `cfg.subset_seed`, never by the training seed (`config.seed`).
+  An image folder's splits play the roles `imagefolder.detect` gives them
+  (`Data.layout`, logged). The carved test split, the minival carve-out and
+  the data-size subset are drawn by the data seed `cfg.subset_seed`, never by
+  the training seed (`config.seed`); a carved test split comes out of train
+  first, so no subset or minival ever holds its images.
   """
   spec = subsets.SubsetSpec.from_config(cfg)
-  source = _read_source(cfg)
+  source, layout = _read_source(cfg)
+  logging.info("%s: %s", cfg.root or source.name, layout.sentence())
   train = _clean(source, cfg.train_split, cfg)
-  val = _clean(source, cfg.val_split, cfg)
-  test = _clean(source, cfg.test_split, cfg)
+  val = _clean(source, layout.val, cfg)
+  if layout.test == CARVED:
+    train, test = carve_test(train, layout.test_fraction, cfg.subset_seed)
+  else:
+    test = _clean(source, layout.test, cfg)
   if spec.active:
     train, minival = subsets.draw(train, spec, cfg.minival_fraction, source.classes)
   else:
@@ -77,7 +94,7 @@ def load(cfg) -> Data:
   if source.skipped:
     logging.warning("skipped %d undecodable image(s); first: %s", len(source.skipped), source.skipped[0])
   return Data(source.name, source.classes, train, minival if len(minival) else val, val, test,
-              source.skipped, subsets.describe(spec, train, minival, source.classes))
+              source.skipped, subsets.describe(spec, train, minival, source.classes), layout)
 
 
 def check_every_class_trains(train: Split, source: Source, cfg) -> None:

@@ -34,6 +34,36 @@ class Split:
     return Split([self.paths[i] for i in index], self.labels[index])
 
 
+CARVED = "carved from train"  # SplitLayout.test of a dataset whose test split is carved out
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitLayout:
+  """Which split plays which role in a run (results.json records it; the log states it).
+
+  `found`: the splits the dataset has, of those configured; `test`: the
+  held-out split evaluated once at the end ('' = none; `CARVED` = carved from
+  train by `carve_test`); `val`: the one evaluated beside it for reference
+  ('' = none). Selection is on the minival carved from train (or on `val`
+  with `config.data.minival_fraction=0`).
+  """
+  found: tuple
+  test: str
+  val: str
+  test_fraction: float = 0.0  # the share of train carved as test when test == CARVED
+
+  def describe(self) -> dict:
+    return {"found": list(self.found), "test": self.test, "val": self.val,
+            "test_fraction": self.test_fraction}
+
+  def sentence(self) -> str:
+    test = (f"test = {self.test_fraction:.0%} of {self.found[0]} (stratified, by "
+            f"config.data.subset_seed)" if self.test == CARVED else
+            f"test = {self.test}" if self.test else "no test split")
+    val = f"val = {self.val} (for reference)" if self.val else "no val split"
+    return f"splits found: {', '.join(self.found)}; {test} (held out); {val}"
+
+
 @dataclasses.dataclass
 class Source:
   name: str
@@ -86,10 +116,27 @@ def filter_decodable(split: Split, on_bad_image: str, num_workers: int) -> tuple
   return split.subset(keep), bad
 
 
+# Where a split carved from train comes from: the minival (`carve_minival`) draws from
+# default_rng(seed), a carved test split (`carve_test`) from default_rng([seed, TEST_STREAM]).
+TEST_STREAM = 1
+
+
 def carve_minival(split: Split, fraction: float, seed: int) -> tuple:
   """Splits `split` into (train, minival), stratified by class, fixed by `seed`."""
   check_minival_fraction(fraction)
-  rng = np.random.default_rng(seed)
+  return _carve(split, fraction, np.random.default_rng(seed))
+
+
+def carve_test(split: Split, fraction: float, seed: int) -> tuple:
+  """Splits `split` into (train, test), stratified by class, fixed by `seed` (the data seed) on a
+  stream of its own, for a dataset without a held-out split (`config.data.test_fraction`)."""
+  if not 0.0 < fraction < 1.0:
+    raise DataError(f"config.data.test_fraction={fraction} must be in (0, 1): the dataset has "
+                    "no held-out split, so one is carved from train")
+  return _carve(split, fraction, np.random.default_rng([seed, TEST_STREAM]))
+
+
+def _carve(split: Split, fraction: float, rng: np.random.Generator) -> tuple:
   held = []
   for label in np.unique(split.labels):
     members = np.flatnonzero(split.labels == label)
@@ -105,7 +152,7 @@ def check_minival_fraction(fraction: float) -> None:
 
 
 def held_out_count(members: int, fraction: float) -> int:
-  """Images of a class of `members` held out for minival: at least one, never all."""
+  """Images of a class of `members` held out (minival, a carved test): at least one, never all."""
   n = int(round(members * fraction))
   if fraction > 0 and members > 1:
     n = min(max(n, 1), members - 1)

@@ -4,9 +4,11 @@ train: random-resized-crop (torchvision's sampling: area in [min_scale, 1],
 log-uniform aspect ratio in [3/4, 4/3], 10 tries then a center crop) to
 `size`, then a horizontal flip with probability 1/2; then (`Augment` in
 pipeline.py) color jitter or an auto-augment policy, then random erasing.
-eval: resize the shorter side to round(size * resize_ratio), center crop.
-JPEGs are decoded at reduced resolution (`Image.draft`) when the target is
-much smaller, which is what keeps decoding cheap on CPU.
+eval (`eval_crop`): torchvision's Resize + CenterCrop, the one evaluation
+transform of training, `ftlab.evaluate` and `ftlab.predict`.
+Train crops decode JPEGs at reduced resolution (`Image.draft`) when the
+target is much smaller, which is what keeps decoding cheap on CPU; the eval
+transform decodes at full resolution, as torchvision does.
 """
 import math
 
@@ -120,13 +122,33 @@ def random_erase(image: np.ndarray, prob: float, fill: tuple,
   return image
 
 
-def eval_image(path: str, size: int, resize_ratio: float) -> np.ndarray:
-  img = open_header(path)
-  width, height = img.size
+def eval_crop(img: Image.Image, size: int, resize_ratio: float) -> np.ndarray:
+  """The evaluation transform: torchvision's `Resize(round(size * resize_ratio))`, then
+  `CenterCrop(size)`, on the image as RGB; uint8 (size, size, 3).
+
+  The shorter side becomes round(size * resize_ratio) and the longer one
+  `int(short * long / shorter)`, bilinear (torchvision's arithmetic on PIL
+  images); the crop's corner is rounded as torchvision's CenterCrop rounds it.
+  Evaluation, `ftlab.evaluate` and `ftlab.predict` all go through here.
+  """
+  img = img.convert("RGB")
   short = int(round(size * resize_ratio))
-  factor = short / min(width, height)
-  new_w, new_h = max(short, round(width * factor)), max(short, round(height * factor))
-  img, _ = decode_rgb(img, path, (new_w, new_h))
+  width, height = img.size
+  if width <= height:
+    new_w, new_h = short, int(short * height / width)
+  else:
+    new_w, new_h = int(short * width / height), short
   img = img.resize((new_w, new_h), Image.BILINEAR)
-  left, top = (new_w - size) // 2, (new_h - size) // 2
+  left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
   return np.asarray(img.crop((left, top, left + size, top + size)), np.uint8)
+
+
+def eval_image(path, size: int, resize_ratio: float) -> np.ndarray:
+  """`eval_crop` of the image at `path`, decoded at full resolution (no JPEG draft: the
+  result equals torchvision's on the same file)."""
+  img = open_header(path)
+  try:
+    img.load()
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(f"cannot decode image {path}: {e}") from e
+  return eval_crop(img, size, resize_ratio)

@@ -13,8 +13,8 @@ are unchanged. Where its convolution runs is chosen once per process:
   log line if that is `onednn` and the library is unavailable), `xla` on
   GPU/TPU. `AUTO_CPU` is `onednn`: on a quiet 2-core EPYC its train steps
   were 1.0-1.55x XLA's in every row of `bench_step.py`'s grid (ResNet-18 and
-  EfficientNet-Lite0, 96 and 224, full_ft and linear_probe, 3 rounds; README
-  "oneDNN convolutions"), level only in Lite0's 224 linear probe (0.98x).
+  EfficientNet-Lite0, 96 and 224, full_ft and linear_probe, 3 rounds;
+  docs/performance.md), level only in Lite0's 224 linear probe (0.98x).
 
 Depthwise convolutions (`models.depthwise.DepthwiseConv`) are chosen here
 too, per backend (`config.model.depthwise_impl`): `ftlab` is the shifted
@@ -44,7 +44,7 @@ IMPLS = ("auto", "xla", "onednn")
 AUTO_CPU = "onednn"  # what `auto` picks on the CPU backend; see the module docstring
 DEPTHWISE_IMPLS = ("auto", "ftlab", "xla")
 # depthwise_impl=auto per backend (others: xla). No GPU measurement has been
-# made yet (README "On a GPU"): cuDNN's grouped convolution is the default there.
+# made yet (docs/performance.md): cuDNN's grouped convolution is the default there.
 AUTO_DEPTHWISE = {"cpu": "ftlab"}
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 PaddingLike = Union[str, int, Sequence]

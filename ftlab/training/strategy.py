@@ -192,10 +192,12 @@ def _linear_probe(spec: ModelSpec, cfg) -> list:
 
 
 def _freeze_shallow(spec: ModelSpec, cfg) -> list:
-  n = cfg.freeze_blocks
+  """The first `cfg.freeze_blocks` trunk blocks frozen; 0 = the model's `spec.freeze_blocks`."""
+  n = cfg.freeze_blocks or spec.freeze_blocks
   if not 0 < n < len(spec.blocks):
     raise StrategyError(f"config.strategy.freeze_blocks={n}: the model has {len(spec.blocks)} "
-                        f"trunk blocks {list(spec.blocks)}; freeze between 1 and {len(spec.blocks) - 1}")
+                        f"trunk blocks {list(spec.blocks)}; freeze between 1 and "
+                        f"{len(spec.blocks) - 1}, or 0 for the model's default ({spec.freeze_blocks})")
   return [(under("|".join(spec.blocks[:n])), "freeze"), (".*", 1.0)]
 
 
