@@ -47,7 +47,7 @@ def get_config(arg=None):
   # where nn.Conv-style convolutions run: auto | xla | onednn. onednn = ftlab's
   # oneDNN custom calls (CPU only; an error if the library cannot be built);
   # auto = oneDNN on the CPU (XLA, with one log line, where the library cannot
-  # be built), XLA on GPU/TPU (ftlab.models.conv.AUTO_CPU, README "oneDNN convolutions").
+  # be built), XLA on GPU/TPU (ftlab.models.conv.AUTO_CPU, docs/models.md).
   config.model.conv_impl = "auto"
   # where depthwise convs run: auto | ftlab | xla. ftlab = shifted multiply-adds
   # (ftlab.models.depthwise; 5-7x XLA's grouped conv on the CPU), xla = grouped

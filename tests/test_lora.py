@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import default
+from ftlab.models import get_spec
 from ftlab.training import checkpoint, lora, steps, strategy, trainer
 from ftlab.training import run as run_lib
 from ftlab.training import state as state_lib
@@ -200,6 +201,8 @@ def test_target_matching_nothing_lists_the_nearest_paths():
   with pytest.raises(strategy.StrategyError, match=r"'layer1/bn/bias' of shape \(16,\) is not a"):
     _setup("tiny_cnn", 16, lora_targets=(r"layer1/bn/bias",))
   with pytest.raises(strategy.StrategyError, match="config.strategy.lora_targets is empty"):
-    _setup("tiny_cnn", 16)  # 3x3 convs only: no default target
+    # a trunk of depthwise kernels only: nothing a default adapter could take
+    lora.resolve(get_spec("tiny_cnn"), default.get_config().strategy,
+                 {"dw/kernel": (3, 3, 1, 8), "fc/kernel": (8, 3), "fc/bias": (3,)})
   with pytest.raises(strategy.StrategyError, match="config.strategy.lora_rank=0"):
     _setup("tiny_cnn", 16, lora_targets=TINY_TARGETS, lora_rank=0)

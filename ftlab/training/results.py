@@ -102,6 +102,7 @@ def results(run: Run, trainer: Trainer, held_out: dict) -> dict:
       "status": "finished", "config": cfg.to_dict(), "model": cfg.model.name,
       "strategy": cfg.strategy.name, "seed": cfg.seed, "dataset": run.data.name,
       "selection_split": selection_split(run.data), "data_subset": run.data.subset,
+      "split_layout": run.data.layout.describe() if run.data.layout else None,
       "held_out_evaluated": bool(cfg.train.evaluate_held_out), "weights": selected_weights(cfg),
       "num_classes": run.setup.num_classes,
       "num_params": sum(int(v.size) for v in {**state.trainable, **state.frozen}.values()),

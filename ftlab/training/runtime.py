@@ -34,7 +34,7 @@ other processes) a spinning thread steals the core the next op needs, and an
 OpenMP barrier waits for a descheduled thread. `OMP_WAIT_POLICY=PASSIVE`
 makes them sleep at once (measured on the 2-core EPYC, 1x1 stride-2 conv of
 ResNet-18's layer2, batch 32, 96x96, machine shared: 32 ms active -> 1.2 ms
-passive; 3x3 layer1: 48 -> 13 ms; see README "oneDNN convolutions").
+passive; 3x3 layer1: 48 -> 13 ms; see docs/models.md "Convolutions and precision").
 `OMP_NUM_THREADS` is left to libgomp (one thread per core): 1 thread was
 no faster. libgomp reads both once, when it loads (with the oneDNN library,
 or with torch), so `configure_xla()` sets them first thing, unless the user
