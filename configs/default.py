@@ -28,7 +28,7 @@ def get_config(arg=None):
   # torch | zero | native (ftlab.models.inits.transfer_init). torch = PyTorch's Linear default
   # U(+-1/sqrt(fan_in)) (timm's reset_classifier); zero = a zero output layer (big_vision's
   # head_zeroinit); native = model.init's scratch init. Chosen by measurement (docs/models.md).
-  config.model.head_init = "torch"
+  config.model.head_init = "zero"
   # BatchNorm statistics (ftlab/training/bn_stats.py): batch | frozen | reestimate.
   # batch = the trained layers normalise with batch statistics and update running ones
   # (momentum), frozen layers use their running statistics; frozen = every BatchNorm uses its
@@ -106,10 +106,11 @@ def get_config(arg=None):
   config.strategy.layer_decay = 0.75  # layer_decay: LR multiplier per block from the head down
   config.strategy.bitfit_bn_scale = True  # bitfit: BatchNorm scales train too (biases always do)
   # lp_ft, gradual_unfreeze: the head is first fit by a linear probe of lp_epochs with its own
-  # cosine (peak lp_lr_mult x optimizer.lr, no warm-up); then full fine-tuning's own schedule
+  # cosine (peak lp_lr_mult x optimizer.lr, no warm-up: linear_probe's recipe at 1); then full
+  # fine-tuning's own schedule
   # runs train.num_epochs with optimizer.warmup_epochs and peak optimizer.lr (Kumar et al.).
   config.strategy.lp_epochs = 10.0
-  config.strategy.lp_lr_mult = 10.0
+  config.strategy.lp_lr_mult = 1.0
   # gradual_unfreeze: during the first unfreeze_fraction of fine-tuning, the trunk's blocks are
   # unfrozen from the top in unfreeze_stages equal groups (ULMFiT's order on LP-FT's budget)
   config.strategy.unfreeze_stages = 4

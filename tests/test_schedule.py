@@ -75,7 +75,7 @@ def test_gradual_unfreeze_stages_share_fine_tunings_one_schedule():
   total, per_epoch = 60, 10
   config, setup = _setup("gradual_unfreeze", total, per_epoch,
                          **{"strategy.lp_epochs": 2.0, "strategy.unfreeze_stages": 3,
-                            "strategy.unfreeze_fraction": 0.75})
+                            "strategy.unfreeze_fraction": 0.75, "strategy.lp_lr_mult": 10.0})
   # tiny_cnn's 3 blocks unfrozen one a stage over the first 3/4 of the 40 fine-tuning steps
   assert [p.start for p in setup.phases] == [0, 20, 30, 40]
   lrs = applied_lrs(config, setup, total)
@@ -87,7 +87,8 @@ def test_gradual_unfreeze_stages_share_fine_tunings_one_schedule():
 @pytest.mark.slow
 def test_fine_tunings_warmup_starts_after_the_probe():
   total, warmup = 40, 10
-  config, setup = _setup("lp_ft", total, 10, warmup=warmup, **{"strategy.lp_epochs": 1.0})
+  config, setup = _setup("lp_ft", total, 10, warmup=warmup, **{"strategy.lp_epochs": 1.0,
+                                                                "strategy.lp_lr_mult": 10.0})
   lrs = applied_lrs(config, setup, total)
   assert lrs[0] == pytest.approx(10 * LR, rel=1e-5)        # the probe has no warm-up
   assert lrs[10] == 0.0                                    # fine-tuning warms up from zero
@@ -107,7 +108,7 @@ def test_nesterov_without_momentum_is_an_error(overrides):
 def test_phase_warmup_ramps_each_later_stage_up_to_the_shared_schedule():
   total, per_epoch = 60, 10
   config, setup = _setup("gradual_unfreeze", total, per_epoch, **{
-      "strategy.lp_epochs": 2.0, "strategy.unfreeze_stages": 3,
+      "strategy.lp_epochs": 2.0, "strategy.unfreeze_stages": 3, "strategy.lp_lr_mult": 10.0,
       "strategy.unfreeze_fraction": 0.75, "optimizer.phase_warmup_epochs": 0.5})
   lrs = applied_lrs(config, setup, total)
   # the probe and the first fine-tuning stage start their windows: no ramp
