@@ -27,7 +27,7 @@ from ftlab.sweeps import grid
 
 
 STRATEGY_ORDER = ["linear_probe", "freeze_shallow", "full_ft", "full_ft_head_lr",
-                  "full_ft_deep_lr", "scratch"]
+                  "full_ft_deep_lr", "scratch", "lp_ft"]
 
 
 def _args(arg):
@@ -59,9 +59,9 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-  """The demo table: the MindCV fine-tuning guide's five strategies plus scratch, two seeds."""
+  """The demo table: the MindCV fine-tuning guide's five strategies, scratch and LP-FT, three seeds."""
   del arg
-  return grid.product(**{"strategy.name": STRATEGY_ORDER, "seed": [0, 1]})
+  return grid.product(**{"strategy.name": STRATEGY_ORDER, "seed": [0, 1, 2]})
 
 
 # LRs searched per strategy: the head alone and training from scratch take larger ones.
