@@ -14,7 +14,9 @@ import time
 
 import pytest
 
+from ftlab.reports import study_results
 from ftlab.studies import halving, space
+from ftlab.sweeps import naming
 from ftlab.sweeps.grid import SweepError
 
 HERE = pathlib.Path(__file__).parent
@@ -25,15 +27,28 @@ CONFIG = textwrap.dedent("""\
   from ftlab.studies import space
 
   def get_config(arg=None):
-    return ml_collections.ConfigDict({
+    config = ml_collections.ConfigDict({
         "strategy": {"name": "full_ft"}, "seed": 0, "fake": "ok",
         "optimizer": {"lr": 0.01, "weight_decay": 0.0},
         "train": {"stop_at_fraction": 0.0, "evaluate_held_out": True,
                   "compilation_cache_dir": ""},
-        "data": {"train_per_class": 0}})
+        "data": {"train_per_class": 0, "train_fraction": 1.0, "minival_fraction": 0.1,
+                 "minival_from": "subset", "val_split": "", "test_split": "test"}})
+    if arg == "select_on_test":
+      config.data.val_split, config.data.minival_fraction = "test", 0.0
+    if arg == "nested_full":
+      config.data.minival_from = "full"
+    return config
 
   def get_study(arg=None):
     lrs = LRS_VALUE
+    if arg == "collide":
+      return space.study({"full_ft": {"fake": ["a/b", "a_b"]}})
+    if arg == "seed_clash":
+      return space.study({"full_ft": {"optimizer.lr": lrs}}, final_seeds=[0, 1000])
+    if arg in ("whole_and_subset", "nested_full"):
+      return space.study({"full_ft": {"optimizer.lr": lrs}},
+                         sizes=[{"data.train_per_class": 5}, {}])
     if arg == "unknown_key":
       return space.study({"full_ft": {"optimizer.lrr": lrs}})
     if arg == "empty":
@@ -103,6 +118,10 @@ def test_promotion_ties_failures_and_few_trials():
     ("unknown_key", "study key 'optimizer.lrr' is not a field of get_config()"),
     ("empty", "'optimizer.lr' has an empty grid"),
     ("eta1", "eta=1: successive halving needs an integer eta >= 2"),
+    ("collide", "both get the run name 'fake=a_b'"),
+    ("seed_clash", "search_seed=1000 must be an int outside final_seeds=[0, 1000]"),
+    ("select_on_test", "its checkpoints would be selected on the test split"),
+    ("whole_and_subset", "so the sizes are not nested"),
 ])
 def test_bad_study_is_one_line_error_and_writes_nothing(setup, arg, message):
   out = run_study(setup, arg)
@@ -110,6 +129,25 @@ def test_bad_study_is_one_line_error_and_writes_nothing(setup, arg, message):
   error = [l for l in out.stderr.splitlines() if l.startswith("error:")]
   assert len(error) == 1 and message in error[0], out.stderr
   assert not (setup / "st").exists()
+
+
+@pytest.mark.parametrize("arg, flag", [
+    (None, "--config.seed=0"), (None, "--config.strategy.name=full_ft"),
+    (None, "--config.train.stop_at_fraction=0.5"), (None, "--config.train.evaluate_held_out=False"),
+    (None, "--config.optimizer.lr=0.5"), ("sizes", "--config.data.train_per_class=3"),
+])
+def test_overriding_a_key_the_planner_sets_is_refused(setup, arg, flag):
+  out = run_study(setup, arg, flag)
+  assert out.returncode == 101, out.stdout + out.stderr
+  key = flag[len("--config."):].split("=")[0]
+  error = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+  assert len(error) == 1 and f"study sets {key!r} itself" in error[0], out.stderr
+  assert not (setup / "st").exists()
+
+
+def test_a_full_size_point_nests_with_one_minival_for_every_size(setup):
+  study = space.load_study(f"{setup / 'study_cfg.py'}:nested_full")
+  assert list(study.sizes) == ["data.train_per_class=5", "all"]
 
 
 def test_other_study_in_workdir_is_refused_unchanged(setup):
@@ -139,23 +177,28 @@ def test_study_tunes_each_strategy_and_trains_no_step_twice(setup):
     assert first["budget"] == "1/3" and [t["promoted"] for t in first["trials"]].count(True) == 1
     assert len(last["trials"]) == 1 and last["trials"][0]["promoted"]
   calls = invocations(setup)
-  # every search trial ran to its rung once; the winner resumed from step 30, never from 0
+  # every search trial ran to its rung once, with the search seed; the winner resumed from step
+  # 30, never from 0, and was never evaluated on the held-out splits
   search = [c for c in calls if c["dir"].startswith("search/")]
+  assert {c["seed"] for c in search} == {1000} and not any(c["held_out"] for c in search)
   assert sorted((c["dir"], c["from"], c["to"]) for c in search if c["to"] == 30) == sorted(
       (f"search/all/{s}/optimizer.lr={lr!r}", 0, 30) for s in ("linear_probe", "full_ft")
       for lr in LRS)
   for s, lr in (("linear_probe", 0.1), ("full_ft", 0.01)):
     trial = f"search/all/{s}/optimizer.lr={lr!r}"
-    assert [(c["from"], c["to"], c["held_out"]) for c in calls if c["dir"] == trial] == [
-        (0, 30, False), (30, 90, False), (90, 90, True)]
-    assert [(c["from"], c["to"]) for c in calls if c["dir"] == f"final/all/{s}/seed=1"] == [(0, 90)]
-  # the test split is evaluated by final runs only
-  assert all(not c["held_out"] for c in search if c["to"] < 90 or c["from"] < 90)
+    assert [(c["from"], c["to"]) for c in calls if c["dir"] == trial] == [(0, 30), (30, 90)]
+    # every final seed is a retrained run of the chosen point, evaluated on test
+    for seed in (0, 1):
+      final = [c for c in calls if c["dir"] == f"final/all/{s}/seed={seed}"]
+      assert [(c["from"], c["to"], c["held_out"], c["seed"]) for c in final] == [
+          (0, 90, True, seed)]
+      config = json.loads((setup / f"st/final/all/{s}/seed={seed}/config.json").read_text())
+      assert config["optimizer"]["lr"] == lr
   assert "test" not in json.loads(
       (setup / "st/search/all/full_ft/optimizer.lr=1.0/rungs.json").read_text())
   images = decisions["images"]
-  assert images["search"] == 2 * (4 * 300 + 600) and images["final"] == 2 * 900
-  assert images["full_grid"] == 2 * (4 + 1) * 900
+  assert images["search"] == 2 * (4 * 300 + 600) and images["final"] == 2 * 2 * 900
+  assert images["full_grid"] == 2 * (4 + 2) * 900
   # a second invocation finds everything done and launches nothing
   again = run_study(setup)
   assert again.returncode == 0 and len(invocations(setup)) == len(calls)
@@ -211,5 +254,95 @@ def test_dry_run_prints_commands_and_cost_and_writes_nothing(setup):
   assert out.returncode == 0, out.stderr
   lines = out.stdout.splitlines()
   assert sum("--config.train.stop_at_fraction=0.3333333333333333" in l for l in lines) == 8
-  assert "search + final 6.00 (an untuned sweep of every strategy over 2 seeds: 4; a full grid: 10)" in out.stdout
+  assert ("search + 2 final seeds 8.00 (an untuned sweep of every strategy over 2 seeds: 4; a "
+          "full grid: 12)") in out.stdout
   assert not (setup / "st").exists()
+
+
+# --- a published row mixes no runs ------------------------------------------------------------
+
+def _final_lrs(workdir):
+  """{(strategy, seed): the LR its final run was trained with} for every final run on disk."""
+  out = {}
+  for config in (workdir / "final").rglob("config.json"):
+    data = json.loads(config.read_text())
+    out[data["strategy"]["name"], data["seed"]] = data["optimizer"]["lr"]
+  return out
+
+
+def test_a_failed_held_out_evaluation_changes_no_decision(setup):
+  # The review's reproduction: the winner's held-out evaluation failed, the winner changed and a
+  # final seed trained at the old winner's LR was averaged under the new one.
+  out = run_study(setup, None, "--config.fake=fail_held_out@0.01")
+  assert out.returncode == 2, out.stdout + out.stderr  # full_ft's two final seeds
+  decisions = json.loads((setup / "st" / "decisions.json").read_text())
+  by = {s["strategy"]: s for s in decisions["strategies"]}
+  assert by["full_ft"]["chosen"]["hparams"] == {"optimizer.lr": 0.01}
+  assert {k: v["status"] for k, v in by["full_ft"]["final_runs"].items()} == {"0": "failed",
+                                                                            "1": "failed"}
+  rows = {r.strategy: r for r in study_results.load(setup / "st").tuned}
+  assert rows["full_ft"].values == {} and rows["full_ft"].status == "failed"
+  assert set(rows["linear_probe"].values) == {0, 1}
+  assert _final_lrs(setup / "st") == {("full_ft", 0): 0.01, ("full_ft", 1): 0.01,
+                                      ("linear_probe", 0): 0.1, ("linear_probe", 1): 0.1}
+
+
+def test_a_final_trained_at_another_point_is_moved_aside_and_retrained(setup):
+  assert run_study(setup).returncode == 0
+  run_dir = setup / "st" / "final" / "all" / "full_ft" / "seed=1"
+  for name in ("config.json", "results.json"):  # as if trained for an earlier winner, lr=0.1
+    data = json.loads((run_dir / name).read_text())
+    (data if name == "config.json" else data["config"])["optimizer"]["lr"] = 0.1
+    (run_dir / name).write_text(json.dumps(data))
+  problems = study_results.load(setup / "st").problems
+  assert any(p.startswith(f"{run_dir}: stale, not averaged (trained at optimizer.lr=0.1, "
+                          "planned 0.01)") for p in problems), problems
+  assert set(next(r for r in study_results.load(setup / "st").tuned
+                  if r.strategy == "full_ft").values) == {0}
+  out = run_study(setup)
+  assert out.returncode == 0, out.stdout + out.stderr
+  moved = setup / "st" / "stale" / "final" / "all" / "full_ft" / "seed=1.0"
+  assert f"moved {run_dir} aside to {moved}" in out.stdout
+  assert json.loads((moved / "config.json").read_text())["optimizer"]["lr"] == 0.1
+  assert _final_lrs(setup / "st")["full_ft", 1] == 0.01
+  results = study_results.load(setup / "st")
+  assert set(next(r for r in results.tuned if r.strategy == "full_ft").values) == {0, 1}
+  assert any(p.startswith(f"{moved}: moved aside, not averaged") for p in results.problems)
+
+
+def test_a_promoted_trial_that_fails_later_changes_no_decision(setup):
+  # full_ft's lr=0.01 wins rung 1 and fails when it resumes: rung 1's decision stands (no
+  # next-best pulled in), the failed trial's rung-1 training is counted
+  out = run_study(setup, None, "--config.fake=fail_resumed@0.01")
+  assert out.returncode == 1, out.stdout + out.stderr
+  decisions = json.loads((setup / "st" / "decisions.json").read_text())
+  full_ft = next(s for s in decisions["strategies"] if s["strategy"] == "full_ft")
+  first, last = full_ft["rungs"]
+  assert [t["trial"] for t in first["trials"] if t["promoted"]] == ["optimizer.lr=0.01"]
+  assert [t["status"] for t in last["trials"]] == ["failed"] and full_ft["chosen"] is None
+  beyond = {c["dir"] for c in invocations(setup) if c["dir"].startswith("search/all/full_ft/")
+            and c["to"] > 30}
+  assert beyond == {"search/all/full_ft/optimizer.lr=0.01"}
+  # linear_probe: 4 x 300 + 600; full_ft: 4 x 300, the failed trial's included
+  assert decisions["images"]["search"] == 1800 + 1200
+  # the documented retry: delete failed.json; rung 1 stays decided, the trial resumes and wins
+  (setup / "st/search/all/full_ft/optimizer.lr=0.01/failed.json").unlink()
+  out = run_study(setup, None, "--config.fake=fail_resumed@0.01")
+  assert out.returncode == 0, out.stdout + out.stderr
+  decisions = json.loads((setup / "st" / "decisions.json").read_text())
+  full_ft = next(s for s in decisions["strategies"] if s["strategy"] == "full_ft")
+  assert full_ft["chosen"]["hparams"] == {"optimizer.lr": 0.01}
+  assert "taken in an earlier round and kept" in full_ft["rungs"][0]["why"]
+
+
+def test_final_images_count_under_a_folder_named_search(tmp_path):
+  (tmp_path / "search").mkdir()
+  (tmp_path / "search" / "study_cfg.py").write_text(CONFIG)
+  assert run_study(tmp_path / "search").returncode == 0
+  images = json.loads((tmp_path / "search" / "st" / "decisions.json").read_text())["images"]
+  assert images["final"] == 2 * 2 * 900
+
+
+def test_a_trial_name_shared_by_two_values_is_refused_in_sweeps_too():
+  with pytest.raises(SweepError, match="both get the run name 'x=True'"):
+    naming.unique_names([{"x": True}, {"x": "True"}])

@@ -15,8 +15,11 @@ def _write(path: pathlib.Path, data: dict) -> None:
   (path / "results.json").write_text(json.dumps(data))
 
 
-def _results(minival: float, test_correct: int | None, steps: int = 90) -> dict:
-  out = {"status": "finished", "num_steps": steps, "config": {"train": {"batch_size": 10}},
+def _results(strategy: str, lr: float, seed: int, minival: float, test_correct: int | None,
+             steps: int = 90) -> dict:
+  config = {"train": {"batch_size": 10}, "strategy": {"name": strategy}, "seed": seed,
+            "optimizer": {"lr": lr}}
+  out = {"status": "finished", "num_steps": steps, "config": config,
          "best": {"step": steps, "minival_top1": minival, "minival_loss": 0.5},
          "held_out_evaluated": test_correct is not None}
   if test_correct is not None:
@@ -25,19 +28,23 @@ def _results(minival: float, test_correct: int | None, steps: int = 90) -> dict:
 
 
 def make_study(workdir: pathlib.Path) -> None:
-  """Two strategies of two LRs each (fewer than eta: one rung, the full run), seeds 0 and 1."""
+  """Two strategies of two LRs each (fewer than eta: one rung, the full run), search seed 1000,
+  final seeds 0 and 1."""
   study = space.Study("cfg.py", {"linear_probe": [{"optimizer.lr": 0.1}, {"optimizer.lr": 1.0}],
                                  "full_ft": [{"optimizer.lr": 0.01}, {"optimizer.lr": 0.1}]},
-                      (0, 1), {"all": {}}, 3, 3, False, {})
+                      (0, 1), 1000, {"all": {}}, 3, 3, False, {})
   workdir.mkdir(parents=True)
   (workdir / space.STUDY_FILE).write_text(json.dumps(space.to_json(study)))
   search = workdir / "search" / "all"
-  _write(search / "linear_probe" / "optimizer.lr=0.1", _results(0.90, 300))   # chosen
-  _write(search / "linear_probe" / "optimizer.lr=1.0", _results(0.80, None))
-  _write(search / "full_ft" / "optimizer.lr=0.01", _results(0.85, None))
-  _write(search / "full_ft" / "optimizer.lr=0.1", _results(0.95, 340))        # chosen
-  _write(workdir / "final" / "all" / "linear_probe" / "seed=1", _results(0.91, 310))
-  _write(workdir / "final" / "all" / "full_ft" / "seed=1", _results(0.96, 345))
+  _write(search / "linear_probe" / "optimizer.lr=0.1", _results("linear_probe", 0.1, 1000, 0.90, None))   # chosen
+  _write(search / "linear_probe" / "optimizer.lr=1.0", _results("linear_probe", 1.0, 1000, 0.80, None))
+  _write(search / "full_ft" / "optimizer.lr=0.01", _results("full_ft", 0.01, 1000, 0.85, None))
+  _write(search / "full_ft" / "optimizer.lr=0.1", _results("full_ft", 0.1, 1000, 0.95, None))        # chosen
+  final = workdir / "final" / "all"
+  _write(final / "linear_probe" / "seed=0", _results("linear_probe", 0.1, 0, 0.90, 300))
+  _write(final / "linear_probe" / "seed=1", _results("linear_probe", 0.1, 1, 0.91, 310))
+  _write(final / "full_ft" / "seed=0", _results("full_ft", 0.1, 0, 0.95, 340))
+  _write(final / "full_ft" / "seed=1", _results("full_ft", 0.1, 1, 0.96, 345))
 
 
 def test_tuned_tables_from_hand_written_trials(tmp_path):
@@ -51,13 +58,13 @@ def test_tuned_tables_from_hand_written_trials(tmp_path):
   assert "| all | linear_probe | lr=0.1 | 90.00 chosen |" in text
   assert "| all | full_ft | lr=0.01 | 85.00 |" in text
   # two trials per strategy, fewer than eta: no halving, so the full grid's cost
-  assert "| search + final | 5,400 (1.00x of a full grid) |" in text
+  assert "| search + final | 7,200 (1.00x of a full grid) |" in text
   report = study_output.to_json(study_results.load(tmp_path / "st"))
   lp = report["strategies"][0]
   assert lp["chosen"] == {"optimizer.lr": 0.1} and lp["final_seeds"] == [0, 1]
   assert lp["test_top1"] == {"0": 300 / 359, "1": 310 / 359}
-  assert report["images"] == {"search": 3600, "final": 1800, "untuned": 0, "total": 5400,
-                              "full_grid": 5400}
+  assert report["images"] == {"search": 3600, "final": 3600, "untuned": 0, "total": 7200,
+                              "full_grid": 7200}
 
 
 def test_report_cli_writes_the_study_files(tmp_path):

@@ -3,7 +3,7 @@ and test top-1 against the data size (one line per strategy, 95% CI band)."""
 from matplotlib.figure import Figure
 
 from ftlab.reports.study_results import StudyResults
-from ftlab.studies.planner import fraction_text
+from ftlab.studies.halving import fraction_text
 
 
 PREFERRED_AXIS = "optimizer.lr"

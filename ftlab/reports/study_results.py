@@ -13,6 +13,7 @@ import pathlib
 
 from ftlab.reports import stats
 from ftlab.studies import cost, planner, space, trials
+from ftlab.sweeps.rundir import RunDir
 
 
 @dataclasses.dataclass
@@ -43,7 +44,7 @@ class Row:
 class StudyResults:
   workdir: pathlib.Path
   study: space.Study
-  plan: planner.Plan
+  plan: planner.StudyPlan
   tuned: list                    # Rows, sizes x strategies in declared order
   untuned: list                  # Rows (empty unless the study ran them)
   images: dict
@@ -51,7 +52,7 @@ class StudyResults:
   problems: list
 
 
-def _test_value(files: trials.RunFiles) -> float | None:
+def _test_value(files: RunDir) -> float | None:
   test = (files.results or {}).get("test")
   if not isinstance(test, dict):
     return None
@@ -102,6 +103,9 @@ def load(workdir: str | pathlib.Path, baseline: str = "full_ft") -> StudyResults
         if e.result.status == "failed":
           problems.append(f"{trials.trial_dir(workdir, sp.size, sp.strategy, e.trial.name)}: "
                           f"failed ({sp.files[e.trial.name].reason})")
+    problems += [f"{d}: stale, not averaged ({why}); the study moves it aside and retrains it"
+                 for d, why in sp.stale]
+  problems += [f"{d}: moved aside, not averaged ({why})" for d, why in trials.stale_runs(workdir)]
   _add_deltas(tuned, baseline)
   _add_deltas(untuned, baseline)
   return StudyResults(workdir, study, plan, tuned, untuned,

@@ -29,6 +29,11 @@ def rung_fractions(n_trials: int, eta: int, max_rungs: int) -> tuple:
   return tuple(float(eta) ** (i - (r - 1)) for i in range(r))
 
 
+def fraction_text(f: float) -> str:
+  """`1/3`, `all`, or the fraction to 3 digits."""
+  return "all" if f >= 1 else f"1/{round(1 / f)}" if abs(1 / f - round(1 / f)) < 1e-6 else f"{f:.3g}"
+
+
 def keep(n: int, eta: int) -> int:
   """How many of n trials go on to the next rung."""
   return max(1, n // eta)

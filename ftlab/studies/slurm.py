@@ -17,7 +17,7 @@ import subprocess
 import sys
 from typing import Sequence
 
-from ftlab.studies import driver, planner, space
+from ftlab.studies import decisions, driver, planner, space
 from ftlab.sweeps import index as index_lib
 from ftlab.sweeps.grid import SweepError
 from ftlab.sweeps.naming import sanitise
@@ -90,8 +90,9 @@ def step(study: space.Study, workdir: pathlib.Path, script: str, runner: Sequenc
   driver.write_study_file(study, workdir)
   plan = planner.plan(study, workdir)
   driver.write_decisions(plan, study, workdir)
+  driver.move_stale(plan, workdir)
   if plan.done:
-    print(f"study done: {workdir / driver.DECISIONS_FILE}", flush=True)
+    print(f"study done: {workdir / decisions.DECISIONS_FILE}", flush=True)
     return 0
   round_file, array, after = write_round(study, workdir, pathlib.Path(script), plan.tasks,
                                          runner, parallel, sbatch, config_spec, overrides)
