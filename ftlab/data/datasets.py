@@ -6,6 +6,7 @@ import os
 from typing import List, Optional
 
 from ftlab.data import aircraft, digits, imagefolder, subsets, tfds_source
+from ftlab.data.pipeline import check_augment_keys
 from ftlab.data.sources import (DataError, Source, Split, carve_minival, check_nonempty, class_counts,
                                 filter_decodable)
 
@@ -62,6 +63,7 @@ def load(cfg) -> Data:
   `cfg.subset_seed`, never by the training seed (`config.seed`).
   """
   spec = subsets.SubsetSpec.from_config(cfg)
+  check_augment_keys(cfg.augment, cfg.auto_augment, cfg.color_jitter, cfg.random_erasing)
   source = _read_source(cfg)
   train = _clean(source, cfg.train_split, cfg)
   val = _clean(source, cfg.val_split, cfg)
