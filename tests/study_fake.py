@@ -62,7 +62,8 @@ def _predictions(workdir: pathlib.Path, correct: int, seed: int) -> None:
 def _data_subset(cfg: dict) -> dict:
   k = cfg.get("data.train_per_class", 0)
   per_class = k - max(1, round(0.1 * k)) if k else 100
-  return {"train_per_class": k, "train_images": 3 * per_class, "minival_images": 3 * (k - per_class) if k else 30,
+  return {"train_per_class": k, "train_fraction": 1.0, "train_images": 3 * per_class,
+          "minival_images": 3 * (k - per_class) if k else 30,
           "train_images_per_class": {c: per_class for c in CLASSES}}
 
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ftlab.reports import study_results
+from ftlab.reports import study_output, study_plots, study_results
 from ftlab.studies import halving, space
 from ftlab.sweeps import naming
 from ftlab.sweeps.grid import SweepError
@@ -247,6 +247,13 @@ def test_sizes_are_separate_searches(setup):
   decisions = json.loads((setup / "st" / "decisions.json").read_text())
   assert [s["size"] for s in decisions["strategies"]] == ["data.train_per_class=5",
                                                           "data.train_per_class=10"]
+  # sizes are labelled and plotted by the images per class trained on: with the minival carved
+  # from the subset (minival_from='subset'), k=5 trains on 4 and k=10 on 9
+  results = study_results.load(setup / "st")
+  text = study_output.to_markdown(results)
+  assert "| 4 images per class (data.train_per_class=5) |" in text, text
+  [line] = study_plots.size_figure(results).axes[0].get_lines()
+  assert list(line.get_xdata()) == [4, 9]
 
 
 def test_dry_run_prints_commands_and_cost_and_writes_nothing(setup):

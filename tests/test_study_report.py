@@ -55,6 +55,8 @@ def test_tuned_tables_from_hand_written_trials(tmp_path):
   assert ("| all | 84.96 ± 17.70 (n=2) @ lr=0.1 | **95.40 ± 8.85 (n=2) @ lr=0.1** |" in text), text
   # the paired delta: -11.14 and -9.75 points on seeds 0, 1
   assert "| all | -10.45 ± 8.85 (n=2, p=0.042) * | baseline |" in text, text
+  assert ("with the search seed 1000, then retrained from scratch with the final seeds 0, 1; the "
+          "search seed is none of them") in text
   assert "| all | linear_probe | lr=0.1 | 90.00 chosen |" in text
   assert "| all | full_ft | lr=0.01 | 85.00 |" in text
   # two trials per strategy, fewer than eta: no halving, so the full grid's cost

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import pathlib
 
+from ftlab.reports import sizes as sizes_lib
 from ftlab.reports import stats
 from ftlab.studies import cost, planner, space, trials
 from ftlab.sweeps.rundir import RunDir
@@ -50,6 +51,7 @@ class StudyResults:
   images: dict
   baseline: str
   problems: list
+  sizes: dict                    # size name -> sizes.Size (what its runs trained on)
 
 
 def _test_value(files: RunDir) -> float | None:
@@ -110,4 +112,15 @@ def load(workdir: str | pathlib.Path, baseline: str = "full_ft") -> StudyResults
   _add_deltas(untuned, baseline)
   return StudyResults(workdir, study, plan, tuned, untuned,
                       cost.images(plan, len(study.final_seeds)), baseline,
-                      list(dict.fromkeys(problems)))
+                      list(dict.fromkeys(problems)), _sizes(study, plan))
+
+
+def _sizes(study: space.Study, plan: planner.StudyPlan) -> dict:
+  """Each size as its runs' results.json tell what they trained on (finals first, then trials)."""
+  out = {}
+  for name, overrides in study.sizes.items():
+    plans = [sp for sp in plan.strategies if sp.size == name]
+    runs = [f for sp in plans for _, f in sp.finals.values()]
+    runs += [f for sp in plans for f in sp.files.values()]
+    out[name] = sizes_lib.from_results(name, overrides, [f.results for f in runs if f.finished])
+  return out

@@ -40,12 +40,12 @@ def _grid(results: StudyResults, rows: list, cell) -> tuple:
   table_rows, bold = [], set()
   for i, size in enumerate(results.study.sizes):
     by = {r.strategy: r for r in rows if r.size == size}
-    table_rows.append([size] + [cell(by[s]) for s in strategies])
+    table_rows.append([results.sizes[size].label] + [cell(by[s]) for s in strategies])
     means = {j: by[s].summary.mean for j, s in enumerate(strategies, 1) if by[s].summary}
     if means:
       top = max(means.values())
       bold |= {(i, j) for j, m in means.items() if m == top}
-  return ["size"] + strategies, table_rows, bold
+  return ["size (trained on)"] + strategies, table_rows, bold
 
 
 def tuned_table(results: StudyResults) -> Table:
@@ -55,9 +55,11 @@ def tuned_table(results: StudyResults) -> Table:
   seeds = ", ".join(str(s) for s in results.study.final_seeds)
   return Table("Tuned strategies: test top-1 %, mean ± 95% CI over the final seeds", header,
                rows, bold, [f"Each strategy's hyperparameters were chosen on minival by "
-                            f"successive halving (eta={results.study.eta}) with seed "
-                            f"{results.study.search_seed}, then re-run with seeds {seeds}; "
-                            "`@` gives the chosen point. Bold: the best mean of the row."])
+                            f"successive halving (eta={results.study.eta}) with the search seed "
+                            f"{results.study.search_seed}, then retrained from scratch with the "
+                            f"final seeds {seeds}; the search seed is none of them, so the trial "
+                            "that won the selection is never the run reported on test. `@` gives "
+                            "the chosen point. Bold: the best mean of the row."])
 
 
 def delta_table(results: StudyResults) -> Table:
