@@ -145,6 +145,16 @@ def test_overriding_a_key_the_planner_sets_is_refused(setup, arg, flag):
   assert not (setup / "st").exists()
 
 
+def test_with_val_split_equal_to_test_split_and_no_minival_selection_is_on_test(tmp_path):
+  # the suspicion the study's refusal above answers: such a run selects checkpoints on test
+  from ftlab.data import datasets  # pylint: disable=import-outside-toplevel
+  from tests.conftest import make_image_folder, tiny_config  # pylint: disable=import-outside-toplevel
+  config = tiny_config(make_image_folder(str(tmp_path / "data")),
+                       **{"data.val_split": "test", "data.minival_fraction": 0.0})
+  data = datasets.load(config.data)
+  assert data.minival.paths == data.test.paths
+
+
 def test_a_full_size_point_nests_with_one_minival_for_every_size(setup):
   study = space.load_study(f"{setup / 'study_cfg.py'}:nested_full")
   assert list(study.sizes) == ["data.train_per_class=5", "all"]
