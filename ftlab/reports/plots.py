@@ -8,7 +8,6 @@ Usage (the report writes them too, unless --noplots):
 Figures are drawn on `matplotlib.figure.Figure` objects, which render with
 the Agg backend without touching pyplot's global state.
 """
-import csv
 import pathlib
 import sys
 from typing import Sequence
@@ -19,11 +18,11 @@ import numpy as np
 
 from ftlab.reports.collect import Record, metric_value
 from ftlab.reports.pivot import Report
+from ftlab.reports.predictions import PREDICTIONS_FILE, read_predictions
 from ftlab.reports.tables import metric_title
 
 
 PLOTS_DIR = "plots"
-PREDICTIONS_FILE = "predictions.csv"
 GRID_IMAGES = 16
 MARKERS = "osD^vP*Xh<>"
 
@@ -175,16 +174,6 @@ def frontier_figure(report: Report) -> Figure:
 
 # ---------------------------------------------------------------------------
 # Sample predictions.
-
-
-def read_predictions(path: pathlib.Path) -> list[dict]:
-  """Rows of a predictions.csv (image, true, predicted, confidence)."""
-  with open(path, newline="", encoding="utf-8") as f:
-    rows = list(csv.DictReader(f))
-  needed = {"image", "true", "predicted"}
-  if rows and not needed <= set(rows[0]):
-    raise ValueError(f"{path}: needs columns {sorted(needed)}, has {sorted(rows[0])}")
-  return rows
 
 
 def _spread(rows: list, k: int) -> list:
