@@ -6,12 +6,19 @@ Usage:
       [--cols=strategy] [--formats=md,csv,tex,json,html] [--baseline=full_ft]
       [--only=seed=0] [--strategy_order=a,b] [--reference=mindcv] [--noplots]
 
+Every report begins with the verdict (ftlab/reports/verdict.py): per data
+size, or per row of a sweep (labelled untuned), the winner, the strategies
+tied with it after Holm's correction and those beaten, paired at the image
+level from predictions.csv, and how many more seeds would separate the
+closest one.
+
 A study's workdir (one with study.json, written by ftlab.study) gets the study
-report instead (ftlab/reports/study_output.py): the tuned strategies' test
-top-1 with the chosen hyperparameters, paired deltas, the untuned table when
-the study ran it, every trial per rung, the cost in images against a full
-grid, a sensitivity plot per size and a data-size plot; report.md, .json and
-.html (the other formats are not written for studies).
+report instead (ftlab/reports/study_output.py): the verdict, the tuned
+strategies' test top-1 with the chosen hyperparameters, every strategy paired
+with its size's winner, the untuned tables when the study ran them, every
+trial per rung, the cost in images against a full grid, a sensitivity plot
+per size and a data-size plot; report.md, .json and .html (the other formats
+are not written for studies; --baseline is the sweep table's).
 
 Otherwise it collects every run dir below the workdir (one with results.json, failed.json,
 log.txt or checkpoints/), plus the grid of `<workdir>/sweep.json`, pivots the
@@ -81,7 +88,7 @@ def _split_keys(text: str) -> tuple:
 def _study_report() -> int:
   """A study's workdir (study.json): tuned tables, trials, cost, sensitivity and size plots."""
   try:
-    results = study_results.load(FLAGS.workdir, FLAGS.baseline)
+    results = study_results.load(FLAGS.workdir)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

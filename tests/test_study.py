@@ -209,6 +209,19 @@ def test_study_tunes_each_strategy_and_trains_no_step_twice(setup):
   images = decisions["images"]
   assert images["search"] == 2 * (4 * 300 + 600) and images["final"] == 2 * 2 * 900
   assert images["full_grid"] == 2 * (4 + 2) * 900
+  # the terminal summary and the report begin with the verdict, paired image by image over the
+  # final seeds' predictions.csv
+  results = study_results.load(setup / "st")
+  [group] = results.verdict.groups
+  [probe] = group.comparisons
+  assert group.winner.name == "full_ft" and probe.name == "linear_probe"
+  assert (probe.image.n_seeds, probe.image.n_images) == (2, 359)
+  lp, ft = (sum(r.values.values()) / 2 for r in results.tuned)
+  assert probe.delta == pytest.approx(100 * (lp - ft)) and probe.beaten
+  paragraph = study_output.verdict_paragraphs(results)[0]
+  assert paragraph.startswith("On the whole train split (100 images per class), **full_ft** "
+                              "wins (test top-1 ")
+  assert paragraph in out.stdout.splitlines()
   # a second invocation finds everything done and launches nothing
   again = run_study(setup)
   assert again.returncode == 0 and len(invocations(setup)) == len(calls)

@@ -39,7 +39,7 @@ class Size:
   def phrase(self) -> str:
     """How a verdict opens: `At 4 images per class` / `On the whole train split (...)`."""
     if not self.per_class:
-      return f"At size {self.name}"
+      return "On the whole train split" if self.name == "all" else f"At size {self.name}"
     if self.whole:
       return f"On the whole train split ({self.trained} images per class)"
     return f"At {self.trained} images per class"
