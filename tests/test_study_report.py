@@ -1,10 +1,11 @@
 """ftlab.report on a study's workdir, from hand-written trial files: the tables exactly."""
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
-from ftlab.reports import study_output, study_results
+from ftlab.reports import provenance, study_output, study_results
 from ftlab.studies import space
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -90,3 +91,35 @@ def test_report_cli_writes_the_study_files(tmp_path):
   for name in ("report.md", "report.json", "report.html", "plots/sensitivity_all.png"):
     assert (tmp_path / "st" / name).exists(), name
   assert "<h1>Study report</h1>" in (tmp_path / "st" / "report.html").read_text()
+
+
+def test_results_page_is_generated_from_report_json_files(tmp_path):
+  make_study(tmp_path / "st")
+  shutil.copytree(ROOT / "tests" / "fixtures" / "report_sweep", tmp_path / "sw")
+  for run in ("st", "sw"):
+    out = subprocess.run([sys.executable, "-m", "ftlab.report", f"--workdir={tmp_path / run}",
+                          "--noplots", "--formats=json"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+  page = tmp_path / "results.md"
+  cmd = [sys.executable, "-m", "ftlab.report", f"--results_md={page}",
+         f"--results_from={tmp_path / 'st'},{tmp_path / 'sw'}"]
+  out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert out.returncode == 0, out.stderr
+  text = page.read_text()
+  commit = provenance.commit()
+  assert commit != "unknown" and f"at ftlab commit `{commit}`" in text
+  study = json.loads((tmp_path / "st" / "report.json").read_text())
+  assert study["verdict"][0]["text"] in text
+  assert f"python -m ftlab.study --config=cfg.py --workdir={tmp_path / 'st'}" in text
+  assert "search seed 1000, final seeds 0, 1, successive halving at eta 3" in text
+  assert "| all | 84.96 ± 17.70 (n=2) @ lr=0.1 | 95.40 ± 8.85 (n=2) @ lr=0.1 |" in text
+  assert "## Sweep `configs/fixture.py` (untuned)" in text
+  assert "| resnet18 | 52.00 ± 4.97 (n=3) | 82.00 ± 4.97 (n=3) | 79.00 ± 2.48 (n=3) |" in text
+  # a workdir without report.json: one line naming it, nothing written
+  page.unlink()
+  missing = subprocess.run(cmd[:-1] + [f"--results_from={tmp_path / 'st'},{tmp_path}"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert missing.returncode == 1 and not page.exists()
+  assert [l for l in missing.stderr.splitlines() if l.startswith("error:")] == [
+      l for l in missing.stderr.splitlines() if "report.json" in l]

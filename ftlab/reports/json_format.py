@@ -6,7 +6,7 @@ empty workdir: `cells` is [] and `problems` says no runs were found).
 """
 import dataclasses
 
-from ftlab.reports import stats, verdict
+from ftlab.reports import provenance, stats, verdict
 from ftlab.reports.pivot import Cell, Report, run_counts, selection_notes, val_selected
 
 
@@ -23,7 +23,10 @@ def _cell_json(cell: Cell) -> dict:
 def to_json(report: Report) -> dict:
   """The report at full precision (values in display units)."""
   spec = report.spec
-  return {"workdir": str(report.collection.workdir),
+  index = report.collection.index
+  return {"kind": "sweep", "workdir": str(report.collection.workdir),
+          "commit": provenance.commit(),
+          "settings": {"config": index.get("config_spec"), "fixed": index.get("fixed_overrides")},
           "verdict": verdict.to_json(report.verdict) if report.verdict else [],
           "metric": spec.metric,
           "unit": spec.unit, "scale": spec.scale, "higher_is_better": spec.higher_is_better,

@@ -7,7 +7,7 @@ import html
 import json
 import pathlib
 
-from ftlab.reports import plots
+from ftlab.reports import plots, provenance
 from ftlab.reports import verdict as verdict_lib
 from ftlab.reports.figures_inline import InlineFigure
 from ftlab.reports.html import table_to_html, verdict_section
@@ -16,6 +16,7 @@ from ftlab.reports.markdown import table_to_markdown
 from ftlab.reports.study_plots import figures
 from ftlab.reports.study_results import Row, StudyResults
 from ftlab.reports.study_tables import tables
+from ftlab.studies import space
 
 
 FORMATS = ("md", "json", "html")
@@ -69,6 +70,7 @@ def to_json(results: StudyResults) -> dict:
     verdicts += verdict_lib.to_json(results.untuned_verdict)
   s = results.study
   return {"kind": "study", "workdir": str(results.workdir), "config": s.config_spec,
+          "commit": provenance.commit(), "settings": space.to_json(s),
           "verdict": verdicts, "search_seed": s.search_seed, "final_seeds": list(s.final_seeds),
           "sizes": {n: {"label": z.label, "train_images_per_class": list(z.per_class)}
                     for n, z in results.sizes.items()},
