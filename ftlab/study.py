@@ -46,21 +46,12 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  flags.DEFINE_string("config", None, "Study config file, `path.py[:arg]`, with get_study().")
-  flags.DEFINE_string("workdir", None, "Directory holding the study's files and runs.")
-  flags.DEFINE_integer("parallel", 1, "How many runs go at once, each on its share of CPUs/GPUs.")
-  flags.DEFINE_bool("dry_run", False, "Print the next round's commands and the study's cost.")
-  flags.DEFINE_string("slurm", None, "Run through SLURM: each round an array job, then a "
-                      "dependent job that plans the next (scripts written next to FILE).")
+  """The shared sweep/study flags (`sweeps.cli`), `--submit` and `--round_file`."""
+  cli.define_flags("Study config file, `path.py[:arg]`, with get_study().",
+                   "Run through SLURM: each round an array job, then a dependent job that plans "
+                   "the next (scripts written next to FILE).")
   flags.DEFINE_bool("submit", True, "With --slurm: submit with sbatch (else only write).")
-  flags.DEFINE_multi_string("sbatch", [], "Extra `#SBATCH` lines for --slurm.")
   flags.DEFINE_string("round_file", None, "A SLURM round's task file (array tasks; see --task).")
-  flags.DEFINE_integer("task", None, "With --round_file: run only its task N (SLURM array tasks).")
-  flags.DEFINE_string("runner", None, "Command that trains one run (default: "
-                      "`python -m ftlab.main`); tests inject a fake one.")
-  flags.DEFINE_string("gpus", None, "Comma-separated GPU ids to split.")
-  flags.DEFINE_integer("cpus", None, "How many CPUs to split between parallel runs.")
-  flags.DEFINE_multi_string("override", [], "key=value passed to every run.")
 
 
 def summary(data: dict) -> str:
