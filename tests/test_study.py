@@ -5,6 +5,7 @@ place of `python -m ftlab.main` (a deterministic score per LR, no JAX);
 tests/test_study_train.py checks the training side (rungs, held-out) for real.
 """
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -277,6 +278,22 @@ def test_sizes_are_separate_searches(setup):
   assert "| 4 images per class (data.train_per_class=5) |" in text, text
   [line] = study_plots.size_figure(results).axes[0].get_lines()
   assert list(line.get_xdata()) == [4, 9]
+
+
+def test_slurm_rounds_are_written_by_the_sweeps_script_builder(setup):
+  script = setup / "study.sh"
+  out = run_study(setup, "sizes", f"--slurm={script}", "--nosubmit", "--sbatch=--time=1:00:00")
+  assert out.returncode == 0, out.stdout + out.stderr
+  array, after = script.read_text(), script.with_name("study.sh.next.sh").read_text()
+  assert "#SBATCH --array=0-7\n#SBATCH --output=" in array and "#SBATCH --time=1:00:00" in array
+  assert array.rstrip().endswith('--task="${SLURM_ARRAY_TASK_ID}"') and "--round_file=" in array
+  assert "--array" not in after and f"--slurm={script}" in after and "--task" not in after
+  # array task 0 runs the round's first trial, with a local run's bookkeeping
+  task = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                        env={**os.environ, "SLURM_ARRAY_TASK_ID": "0"})
+  assert task.returncode == 0, task.stdout + task.stderr
+  assert [(c["dir"], c["to"]) for c in invocations(setup)] == [
+      ("search/data.train_per_class=5/full_ft/optimizer.lr=0.001", 30)]
 
 
 def test_dry_run_prints_commands_and_cost_and_writes_nothing(setup):

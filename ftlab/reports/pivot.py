@@ -7,7 +7,7 @@ from typing import Iterable, Sequence
 
 from ftlab.reports import stats
 from ftlab.reports import verdict as verdict_lib
-from ftlab.reports.collect import (Collection, Record, lookup, metric_value, select,
+from ftlab.reports.collect import (Collection, RunRecord, lookup, metric_value, select,
                                    selected_on_val, with_metric)
 from ftlab.sweeps import naming
 from ftlab.sweeps.rundir import dig
@@ -107,7 +107,7 @@ class Report:
     return self.collection.problems
 
 
-def label(record: Record, keys: Sequence[str], fallback: dict) -> str:
+def label(record: RunRecord, keys: Sequence[str], fallback: dict) -> str:
   """The row/column label of a run: its values for `keys`, comma-joined."""
   parts = []
   for key in keys:
@@ -116,7 +116,7 @@ def label(record: Record, keys: Sequence[str], fallback: dict) -> str:
   return ",".join(parts)
 
 
-def _shared_values(records: Sequence[Record], keys: Sequence[str]) -> dict:
+def _shared_values(records: Sequence[RunRecord], keys: Sequence[str]) -> dict:
   """For runs that lack a key (e.g. failed ones), the value all others share."""
   out = {}
   for key in keys:
@@ -139,7 +139,7 @@ def _strategy_order(collection: Collection, keys: Sequence[str],
   return []
 
 
-def _add_record(cell: Cell, record: Record, spec: Spec, problems: list) -> None:
+def _add_record(cell: Cell, record: RunRecord, spec: Spec, problems: list) -> None:
   cell.runs.append(record.name)
   if record.status != "finished":
     cell.n_failed += record.status == "failed"

@@ -16,7 +16,7 @@ from PIL import Image
 from matplotlib.figure import Figure
 import numpy as np
 
-from ftlab.reports.collect import Record, metric_value
+from ftlab.reports.collect import RunRecord, metric_value
 from ftlab.reports.pivot import Report
 from ftlab.reports.predictions import PREDICTIONS_FILE, read_predictions
 from ftlab.reports.tables import metric_title
@@ -44,7 +44,7 @@ def save(fig: Figure, outdir: pathlib.Path, stem: str) -> list[pathlib.Path]:
 # Learning curves.
 
 
-def _history_series(records: Sequence[Record]) -> list[dict]:
+def _history_series(records: Sequence[RunRecord]) -> list[dict]:
   """Per finished run, step -> minival top-1 in %."""
   series = []
   for r in records:

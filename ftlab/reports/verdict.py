@@ -85,7 +85,7 @@ class Comparison:
 
 
 @dataclasses.dataclass
-class Group:
+class VerdictGroup:
   """One data size (or sweep row): its winner and every comparison with it."""
   name: str
   phrase: str                    # how its paragraph opens: 'At 4 images per class'
@@ -129,18 +129,18 @@ def _winner(contenders: list, higher_is_better: bool) -> Contender | None:
 
 
 def _group(name: str, phrase: str, contenders: list, higher_is_better: bool, alpha: float,
-           scale: float) -> Group:
+           scale: float) -> VerdictGroup:
   winner = _winner(contenders, higher_is_better)
   waiting = [c for c in contenders if not c.values]
   if winner is None:
-    return Group(name, phrase, None, None, None, [], waiting)
+    return VerdictGroup(name, phrase, None, None, None, [], waiting)
   summary = stats.summarize(list(winner.values.values()))
   half = None
   if winner.test_count and scale == 100.0 and 0 <= summary.mean <= 100:
     half = 100.0 * stats.binomial_halfwidth(summary.mean / 100.0, winner.test_count)
   comparisons = [dataclasses.replace(_pair(c, winner, alpha), group=name)
                  for c in contenders if c.values and c is not winner]
-  return Group(name, phrase, winner, summary, half, comparisons, waiting)
+  return VerdictGroup(name, phrase, winner, summary, half, comparisons, waiting)
 
 
 def _seeds_for(c: Comparison, alpha: float) -> int | None:
@@ -181,7 +181,7 @@ def difference_text(c: Comparison) -> str:
   return f"{signed(c.delta)} [{signed(interval[0])}, {signed(interval[1])}]"
 
 
-def _head(group: Group, verdict: Verdict) -> str:
+def _head(group: VerdictGroup, verdict: Verdict) -> str:
   s, w = group.summary, group.winner
   spread = f" \u00b1 {s.ci:.2f} over {s.n} seeds" if s.ci is not None else ", one seed"
   noise = (f"; the test set's own 95% half-width \u00b1{group.test_halfwidth:.2f}"
@@ -189,7 +189,7 @@ def _head(group: Group, verdict: Verdict) -> str:
   return (f"{group.phrase}, **{w.name}** wins ({verdict.measure} {s.mean:.2f}{spread}{noise}).")
 
 
-def separation_text(group: Group, tied: list, untested: list) -> str:
+def separation_text(group: VerdictGroup, tied: list, untested: list) -> str:
   """What more seeds would buy: for the closest tied strategy, or a second seed when only one."""
   pair = lambda c: f"{group.winner.name} from {c.name}"  # pylint: disable=unnecessary-lambda-assignment
   if tied:
@@ -215,7 +215,7 @@ def _untested_text(c: Comparison) -> str:
   return f"{c.name} ({signed(c.delta)}; {seeds}, {c.image_note or 'no image-level pairing'})"
 
 
-def paragraph(group: Group, verdict: Verdict) -> str:
+def paragraph(group: VerdictGroup, verdict: Verdict) -> str:
   """The group's verdict in one paragraph (see the module docstring)."""
   label = "Untuned (every strategy at one shared recipe): " if verdict.untuned else ""
   if group.winner is None:

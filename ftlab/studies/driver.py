@@ -20,7 +20,7 @@ from typing import Sequence
 from ftlab.studies import cost, decisions, halving, planner, space, trials
 from ftlab.sweeps import index as index_lib
 from ftlab.sweeps.grid import SweepError
-from ftlab.sweeps.runner import Run, build_command, execute
+from ftlab.sweeps.runner import Job, build_command, execute
 from ftlab.training import rungs
 
 
@@ -77,13 +77,13 @@ def to_runs(tasks: Sequence[planner.Task], workdir: pathlib.Path, study: space.S
     name = str(t.dir.relative_to(workdir))
     command = build_command(runner, study.config_spec, str(t.dir), t.overrides, study.fixed)
     if t.stage == trials.SEARCH:
-      runs.append(Run(i, name, t.overrides, t.dir, command, _rung_done(t), _rung_outcome(t)))
+      runs.append(Job(i, name, t.overrides, t.dir, command, _rung_done(t), _rung_outcome(t)))
     else:
-      runs.append(Run(i, name, t.overrides, t.dir, command, _held_out_done))
+      runs.append(Job(i, name, t.overrides, t.dir, command, _held_out_done))
   return runs
 
 
-def register(index: index_lib.SweepIndex, runs: Sequence[Run], tasks) -> None:
+def register(index: index_lib.SweepIndex, runs: Sequence[Job], tasks) -> None:
   """Adds this round's runs to runs.json (the runner updates their status there)."""
   def add(data):
     entries = {e["name"]: e for e in data.get("runs", [])}
