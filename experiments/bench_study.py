@@ -83,7 +83,7 @@ def run_full_grid(config: str, overrides: list, parallel: int, study_dir: pathli
                   workdir: pathlib.Path, cache: str) -> tuple:
   """(wall seconds, the grid's StudyResults, images trained beyond the study's search)."""
   study = space.load_study(config, overrides + [f"train.compilation_cache_dir={cache}"])
-  grid = dataclasses.replace(study, max_rungs=1)
+  grid = dataclasses.replace(study, max_rungs=1, rungs={s: (1.0,) for s in study.strategies})
   shutil.copytree(study_dir / "search", workdir / "search")
   copied = study_results.load(study_dir).images["search"]
   t0 = time.perf_counter()

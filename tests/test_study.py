@@ -16,9 +16,10 @@ import time
 import pytest
 
 from ftlab.reports import study_output, study_plots, study_results
-from ftlab.studies import halving, space
+from ftlab.studies import halving, space, trials
 from ftlab.sweeps import naming
 from ftlab.sweeps.grid import SweepError
+from ftlab.training import rungs
 
 HERE = pathlib.Path(__file__).parent
 LRS = [0.001, 0.01, 0.1, 1.0]
@@ -32,13 +33,15 @@ CONFIG = textwrap.dedent("""\
         "strategy": {"name": "full_ft"}, "seed": 0, "fake": "ok",
         "optimizer": {"lr": 0.01, "weight_decay": 0.0},
         "train": {"stop_at_fraction": 0.0, "evaluate_held_out": True,
-                  "compilation_cache_dir": ""},
+                  "compilation_cache_dir": "", "num_epochs": 3.0, "eval_every_epochs": 1.0},
         "data": {"train_per_class": 0, "train_fraction": 1.0, "minival_fraction": 0.1,
                  "minival_from": "subset", "val_split": "", "test_split": "test"}})
     if arg == "select_on_test":
       config.data.val_split, config.data.minival_fraction = "test", 0.0
     if arg == "nested_full":
       config.data.minival_from = "full"
+    if arg in ("epochs2", "epochs2_ideal", "epochs_grid"):
+      config.train.num_epochs = 2.0
     return config
 
   def get_study(arg=None):
@@ -47,6 +50,12 @@ CONFIG = textwrap.dedent("""\
       return space.study({"full_ft": {"fake": ["a/b", "a_b"]}})
     if arg == "seed_clash":
       return space.study({"full_ft": {"optimizer.lr": lrs}}, final_seeds=[0, 1000])
+    if arg == "epochs2_ideal":
+      return space.study({"full_ft": {"optimizer.lr": lrs}}, rungs_at_evaluations=False)
+    if arg == "epochs_grid":
+      return space.study({"full_ft": {"optimizer.lr": lrs, "train.num_epochs": [2.0, 4.0]}})
+    if arg == "by_loss":
+      return space.study({"full_ft": {"optimizer.lr": lrs}}, score="loss", final_seeds=[0])
     if arg in ("whole_and_subset", "nested_full"):
       return space.study({"full_ft": {"optimizer.lr": lrs}},
                          sizes=[{"data.train_per_class": 5}, {}])
@@ -94,8 +103,57 @@ def test_rungs_keep_at_least_one_trial():
   assert halving.rung_fractions(27, 3, 3) == (1 / 9, 1 / 3, 1.0)  # capped at max_rungs
   assert halving.rung_fractions(2, 3, 3) == (1.0,)  # fewer trials than eta: no halving
   assert halving.rung_fractions(1, 2, 3) == (1.0,)
-  assert halving.search_equivalents(4, 3, 3) == pytest.approx(4 / 3 + 2 / 3)
-  assert halving.search_equivalents(9, 3, 3) == pytest.approx(1 + 2 / 9 * 3 + 2 / 3)
+  assert halving.search_equivalents(4, (1 / 3, 1.0), 3) == pytest.approx(4 / 3 + 2 / 3)
+  assert halving.search_equivalents(9, (1 / 9, 1 / 3, 1.0), 3) == pytest.approx(
+      1 + 2 / 9 * 3 + 2 / 3)
+  assert halving.search_equivalents(4, (0.5, 1.0), 3) == pytest.approx(2 + 0.5)
+
+
+def test_rungs_move_to_the_runs_scheduled_evaluations():
+  assert halving.evaluation_fractions(2.0, 1.0) == (0.5,)
+  assert halving.evaluation_fractions(3.0, 1.0) == (1 / 3, 2 / 3)
+  assert halving.evaluation_fractions(2.0, 2.0) == ()
+  assert halving.at_evaluations((1 / 3, 1.0), (0.5,)) == (0.5, 1.0)
+  assert halving.at_evaluations((1 / 3, 1.0), ()) == (1 / 3, 1.0)  # none before the end: kept
+  eighths = halving.evaluation_fractions(2.0, 0.25)
+  assert halving.at_evaluations((1 / 9, 1 / 3, 1.0), eighths) == (0.125, 0.375, 1.0)
+  assert halving.at_evaluations((1 / 9, 1 / 3, 1.0), (0.5,)) == (0.5, 1.0)  # merged
+  # the trainer stops a rung at ceil(f x total steps): at f = k x every / epochs that is the
+  # k-th scheduled evaluation, round(every x steps per epoch) x k
+  for epochs, every, per_epoch in ((2, 1, 40), (3, 0.5, 18), (10, 1, 7), (4, 0.25, 12)):
+    total, eval_every = round(epochs * per_epoch), round(every * per_epoch)
+    for k, f in enumerate(halving.evaluation_fractions(epochs, every), 1):
+      assert rungs.rung_step(f, total) == k * eval_every
+
+
+@pytest.mark.parametrize("arg, expected", [(None, (1 / 3, 1.0)), ("epochs2", (0.5, 1.0)),
+                                           ("epochs2_ideal", (1 / 3, 1.0)),
+                                           ("epochs_grid", (1 / 3, 1.0))])
+def test_a_study_places_its_rungs_where_its_runs_evaluate(setup, arg, expected):
+  # 3 epochs evaluated every epoch: 1/3 is an evaluation; 2 epochs: the rung moves to 1/2,
+  # unless asked not to or the grid itself changes the epochs (2 or 4: no common evaluations)
+  study = space.load_study(f"{setup / 'study_cfg.py'}" + (f":{arg}" if arg else ""))
+  assert all(r == pytest.approx(expected) for r in study.rungs.values())
+
+
+def test_rungs_can_rank_by_minival_loss(setup):
+  s = halving.Score
+  scores = [s(0, 0.9, 0.5), s(1, 0.8, 0.3), s(2, 0.85, 0.3), s(3, None)]
+  assert [x.order for x in halving.rank(scores, "loss")] == [2, 1, 0, 3]
+  assert halving.promote(scores, 3, "loss") == [2] and halving.best(scores, "loss") == [2]
+  out = run_study(setup, "by_loss")
+  assert out.returncode == 0, out.stdout + out.stderr
+  decisions = json.loads((setup / "st" / "decisions.json").read_text())
+  assert "by minival loss" in decisions["strategies"][0]["rungs"][0]["why"]
+
+
+def test_a_rung_scores_the_minival_the_trainer_evaluated_at_the_stop(tmp_path):
+  # the weights the trial goes on from, not the best of its earlier evaluations
+  (tmp_path / "rungs.json").write_text(json.dumps({"rungs": [
+      {"fraction": 0.5, "step": 40, "total_steps": 80, "train_images": 1280,
+       "minival_top1": 0.7, "minival_loss": 0.9, "best_minival_top1": 0.8}]}))
+  r = trials.at_rung(trials.read(tmp_path), 0.5)
+  assert (r.status, r.top1, r.loss, r.step) == ("finished", 0.7, 0.9, 40)
 
 
 def test_promotion_ties_failures_and_few_trials():

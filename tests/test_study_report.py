@@ -33,7 +33,8 @@ def make_study(workdir: pathlib.Path) -> None:
   final seeds 0 and 1."""
   study = space.Study("cfg.py", {"linear_probe": [{"optimizer.lr": 0.1}, {"optimizer.lr": 1.0}],
                                  "full_ft": [{"optimizer.lr": 0.01}, {"optimizer.lr": 0.1}]},
-                      (0, 1), 1000, {"all": {}}, 3, 3, False, {})
+                      (0, 1), 1000, {"all": {}}, 3, 3, False, "top1",
+                      {"linear_probe": (1.0,), "full_ft": (1.0,)}, {})
   workdir.mkdir(parents=True)
   (workdir / space.STUDY_FILE).write_text(json.dumps(space.to_json(study)))
   search = workdir / "search" / "all"

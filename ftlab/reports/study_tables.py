@@ -94,10 +94,13 @@ def trials_table(results: StudyResults) -> Table:
       cells = _trial_cells(sp, trial)
       rows.append([sp.size, sp.strategy, hparams_text(trial.hparams)]
                   + cells + [""] * (depth - len(cells)))
+  by = "minival loss" if results.study.score == "loss" else "minival top-1"
   return Table("Every trial: minival top-1 % at each rung", header, rows, set(),
                ["Rungs are fractions of the full run's steps (for 4 trials at eta 3: 1/3, then "
-                "all); → went on to the next rung; chosen: the strategy's final point. The test "
-                "split is never evaluated during the search."])
+                "all), moved to the run's scheduled minival evaluations where it has some; a "
+                "trial's score there is the minival of the weights it goes on from, at the end "
+                f"its best checkpoint's; ranked by {by}. → went on to the next rung; chosen: the "
+                "strategy's final point. The test split is never evaluated during the search."])
 
 
 def cost_table(results: StudyResults) -> Table:

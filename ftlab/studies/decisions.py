@@ -21,27 +21,30 @@ def _entry(e) -> dict:
           "promoted": e.promoted}
 
 
-def _why(sp, i: int, eta: int) -> str:
+def _why(sp, i: int, eta: int, score: str) -> str:
   entries, earlier = sp.rungs[i], i < len(sp.kept)
   if not earlier and any(e.result.status == "pending" for e in entries):
     return "waiting for its trials"
   kept = sum(e.promoted for e in entries)
   failed = sum(e.result.status == "failed" for e in entries)
   last = i + 1 == len(sp.fractions)
-  rule = "the best minival top-1 wins" if last else f"the best {kept} of {len(entries)} (n // eta={eta}, at least 1) go on"
+  measure, tie = (("minival loss", "higher minival top-1") if score == "loss"
+                  else ("minival top-1", "lower minival loss"))
+  rule = (f"the best {measure} wins" if last else
+          f"the best {kept} of {len(entries)} by {measure} (n // eta={eta}, at least 1) go on")
   extra = f"; {failed} failed (ranked last)" if failed else ""
   kept_note = "; taken in an earlier round and kept" if earlier else ""
-  return f"{rule}; ties: lower minival loss, then grid order{extra}{kept_note}"
+  return f"{rule}; ties: {tie}, then grid order{extra}{kept_note}"
 
 
-def strategy_decisions(sp, eta: int) -> dict:
+def strategy_decisions(sp, eta: int, score: str) -> dict:
   """One `planner.StrategyPlan` as JSON."""
   return {
       "size": sp.size, "strategy": sp.strategy,
       "rungs": [{"fraction": f, "budget": fraction_text(f),
                  "trials": [_entry(e) for e in sp.rungs[i]] if i < len(sp.rungs) else [],
                  "decided": i < sp.decided_rungs,
-                 "why": _why(sp, i, eta) if i < len(sp.rungs) else "not reached"}
+                 "why": _why(sp, i, eta, score) if i < len(sp.rungs) else "not reached"}
                 for i, f in enumerate(sp.fractions)],
       "decided": sp.decided,
       "chosen": None if sp.winner is None else {"trial": sp.winner.name,
@@ -52,9 +55,9 @@ def strategy_decisions(sp, eta: int) -> dict:
   }
 
 
-def to_json(plan, eta: int) -> dict:
+def to_json(plan, eta: int, score: str) -> dict:
   """A `planner.StudyPlan` as JSON."""
-  return {"strategies": [strategy_decisions(sp, eta) for sp in plan.strategies],
+  return {"strategies": [strategy_decisions(sp, eta, score) for sp in plan.strategies],
           "pending_runs": [str(t.dir) for t in plan.tasks]}
 
 

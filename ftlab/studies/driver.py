@@ -96,7 +96,7 @@ def register(index: index_lib.SweepIndex, runs: Sequence[Job], tasks) -> None:
 
 
 def write_decisions(plan: planner.StudyPlan, study: space.Study, workdir: pathlib.Path) -> dict:
-  data = decisions.to_json(plan, study.eta)
+  data = decisions.to_json(plan, study.eta, study.score)
   data["images"] = cost.images(plan, len(study.final_seeds))
   index_lib.write_json(workdir / decisions.DECISIONS_FILE, data)
   return data
@@ -132,8 +132,8 @@ def budget_text(study: space.Study) -> str:
   """The study's cost in full-run equivalents against an untuned sweep and a full grid."""
   seeds, lines, search, grid_total = len(study.final_seeds), [], 0.0, 0.0
   for strategy, g in study.strategies.items():
-    fractions = halving.rung_fractions(len(g), study.eta, study.max_rungs)
-    eq = halving.search_equivalents(len(g), study.eta, study.max_rungs)
+    fractions = study.rungs[strategy]
+    eq = halving.search_equivalents(len(g), fractions, study.eta)
     search += eq + seeds
     grid_total += len(g) + seeds
     lines.append(f"  {strategy}: {len(g)} trials, rungs at "

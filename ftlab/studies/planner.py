@@ -86,7 +86,8 @@ def _decide(study: Study, sp: StrategyPlan, i: int, entries: list) -> set:
     return {e.trial.order for e in entries if e.trial.name in names}
   scores = [halving.Score(e.trial.order, e.result.top1, e.result.loss) for e in entries]
   last = i + 1 == len(sp.fractions)
-  return set(halving.best(scores) if last else halving.promote(scores, study.eta))
+  return set(halving.best(scores, study.score) if last
+             else halving.promote(scores, study.eta, study.score))
 
 
 def _search(study: Study, workdir: pathlib.Path, sp: StrategyPlan, tasks: list) -> None:
@@ -139,9 +140,8 @@ def plan(study: Study, workdir: pathlib.Path) -> StudyPlan:
   tasks, strategies = [], []
   kept = decisions.taken(workdir)
   for size in study.sizes:
-    for strategy, grid in study.strategies.items():
-      sp = StrategyPlan(size, strategy, halving.rung_fractions(len(grid), study.eta,
-                                                               study.max_rungs),
+    for strategy in study.strategies:
+      sp = StrategyPlan(size, strategy, study.rungs[strategy],
                         kept=kept.get((size, strategy), []))
       _search(study, workdir, sp, tasks)
       if sp.winner is not None:

@@ -30,6 +30,7 @@ a study whose checkpoints would be selected on its test split is refused.
 import dataclasses
 from typing import Any, Mapping, Sequence
 
+from ftlab.studies import halving
 from ftlab.sweeps import grid as grid_lib
 from ftlab.sweeps import naming, spec
 from ftlab.sweeps.grid import SweepError
@@ -55,12 +56,19 @@ def study(strategies: Mapping[str, Mapping[str, Sequence[Any]]],
           final_seeds: Sequence[int] = DEFAULT_FINAL_SEEDS,
           search_seed: int = DEFAULT_SEARCH_SEED,
           sizes: Sequence[Mapping[str, Any]] | None = None, eta: int = DEFAULT_ETA,
-          max_rungs: int = DEFAULT_MAX_RUNGS, untuned: bool = False) -> dict:
-  """A study declaration (plain data; `load_study` checks it)."""
+          max_rungs: int = DEFAULT_MAX_RUNGS, untuned: bool = False, score: str = "top1",
+          rungs_at_evaluations: bool = True) -> dict:
+  """A study declaration (plain data; `load_study` checks it).
+
+  `score`: what a rung ranks its trials by, the minival top-1 the trainer's
+  `evaluate_minival()` returns at the stop ('top1') or its loss ('loss'), each
+  the other's tie-break. `rungs_at_evaluations`: move the rungs to the run's
+  scheduled minival evaluations (ftlab.studies.halving.at_evaluations).
+  """
   return {"strategies": {k: dict(v) for k, v in strategies.items()},
           "final_seeds": list(final_seeds), "search_seed": search_seed,
           "sizes": [dict(s) for s in sizes or [{}]], "eta": eta, "max_rungs": max_rungs,
-          "untuned": untuned}
+          "untuned": untuned, "score": score, "rungs_at_evaluations": rungs_at_evaluations}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +95,8 @@ class Study:
   eta: int
   max_rungs: int
   untuned: bool
+  score: str           # halving.SCORES: what rungs rank by
+  rungs: dict          # strategy -> its rungs' fractions of the full run (the last 1)
   fixed: dict          # `--config.k=v` given to the study: every run gets them
   cache_dir: str = ""  # the runs' persistent compilation cache (to count programs compiled)
 
@@ -147,6 +157,9 @@ def _check(declared: dict, path: str) -> None:
     raise SweepError(f"{path}: get_study() final_seeds={seeds!r} must be a non-empty list of ints")
   if len(set(seeds)) != len(seeds):
     raise SweepError(f"{path}: get_study() final_seeds={seeds!r} repeats a seed")
+  if declared["score"] not in halving.SCORES:
+    raise SweepError(f"{path}: get_study() score={declared['score']!r}; use one of "
+                     f"{halving.SCORES}")
   if not isinstance(search, int) or isinstance(search, bool) or search in seeds:
     raise SweepError(f"{path}: get_study() search_seed={search!r} must be an int outside "
                      f"final_seeds={seeds!r} (the final runs are retrained, not the selected trial)")
@@ -214,6 +227,23 @@ def _check_nested(config, sizes: Mapping, fixed: Mapping, path: str) -> None:
         f"data.minival_from='full' (one minival for every size) or drop size {whole[0]!r}")
 
 
+def _rungs(config, grids: Mapping, sizes: Mapping, fixed: Mapping, declared: dict) -> dict:
+  """Each strategy's rung fractions, at the run's scheduled evaluations when every run of the
+  strategy evaluates at the same fractions (else, or when not asked, the halving's own)."""
+  out = {}
+  for strategy, grid in grids.items():
+    ideal = halving.rung_fractions(len(grid), declared["eta"], declared["max_rungs"])
+    schedules = {halving.evaluation_fractions(
+        spec.config_value(config, "train.num_epochs", _layers(fixed, hp, size)),
+        spec.config_value(config, "train.eval_every_epochs", _layers(fixed, hp, size)))
+        for hp in grid for size in sizes.values()}
+    if declared["rungs_at_evaluations"] and len(schedules) == 1:
+      out[strategy] = halving.at_evaluations(ideal, schedules.pop())
+    else:
+      out[strategy] = ideal
+  return out
+
+
 def load_study(config_spec: str, fixed_items: Sequence[str] = ()) -> Study:
   """Imports a config file and checks its `get_study()` against its `get_config()`.
 
@@ -239,8 +269,8 @@ def load_study(config_spec: str, fixed_items: Sequence[str] = ()) -> Study:
   _check_nested(config, sizes, fixed, path)
   cache_dir = fixed.get("train.compilation_cache_dir", config.train.compilation_cache_dir)
   return Study(config_spec, grids, tuple(declared["final_seeds"]), declared["search_seed"],
-               sizes, declared["eta"], declared["max_rungs"], bool(declared["untuned"]), fixed,
-               cache_dir)
+               sizes, declared["eta"], declared["max_rungs"], bool(declared["untuned"]),
+               declared["score"], _rungs(config, grids, sizes, fixed, declared), fixed, cache_dir)
 
 
 STUDY_FILE = "study.json"
@@ -250,7 +280,8 @@ def to_json(study: Study) -> dict:
   return {"config_spec": study.config_spec, "strategies": study.strategies,
           "final_seeds": list(study.final_seeds), "search_seed": study.search_seed,
           "sizes": study.sizes, "eta": study.eta, "max_rungs": study.max_rungs,
-          "untuned": study.untuned, "fixed": study.fixed}
+          "untuned": study.untuned, "score": study.score,
+          "rungs": {k: list(v) for k, v in study.rungs.items()}, "fixed": study.fixed}
 
 
 def from_json(data: dict) -> Study:
@@ -258,4 +289,5 @@ def from_json(data: dict) -> Study:
   first final seed was the search's, and its layout is not this one's; a KeyError)."""
   return Study(data["config_spec"], data["strategies"], tuple(data["final_seeds"]),
                data["search_seed"], data["sizes"], data["eta"], data["max_rungs"],
-               data["untuned"], data["fixed"])
+               data["untuned"], data["score"], {k: tuple(v) for k, v in data["rungs"].items()},
+               data["fixed"])

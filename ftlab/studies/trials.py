@@ -47,7 +47,9 @@ class RungResult:
 
 
 def at_rung(files: RunDir, fraction: float) -> RungResult:
-  """A trial's score at the rung of budget `fraction` (the full run's best at 1).
+  """A trial's score at the rung of budget `fraction`: the minival the trainer's
+  `evaluate_minival()` gave at the stop (the weights the trial goes on from), or at the end (1)
+  the best checkpoint's, the one a final run would report.
 
   A recorded stop (rungs.json) or a finished run is a fact that later
   failures do not undo: a trial that failed after its rung keeps its score
@@ -55,7 +57,7 @@ def at_rung(files: RunDir, fraction: float) -> RungResult:
   """
   stop = files.rungs.get(rungs.fraction_key(fraction)) if fraction < 1 else None
   if stop is not None:
-    return RungResult("finished", stop["best_minival_top1"], stop["minival_loss"], stop["step"],
+    return RungResult("finished", stop["minival_top1"], stop["minival_loss"], stop["step"],
                       stop["total_steps"], stop["train_images"])
   if files.finished:
     r = files.results
