@@ -67,8 +67,13 @@ def test_holm_adjusts_step_down_and_keeps_untested_out():
 
 
 def test_binomial_halfwidth_is_the_test_sets_own_noise():
-  assert stats.binomial_halfwidth(0.9, 359) == pytest.approx(1.959964 * (0.09 / 359) ** 0.5)
-  assert stats.binomial_halfwidth(1.0, 359) == 0.0
+  # Wilson's score interval: z / (1 + z^2/N) * sqrt(p (1 - p) / N + z^2 / 4N^2)
+  z = 1.959964
+  assert stats.binomial_halfwidth(0.9, 359) == pytest.approx(
+      z / (1 + z * z / 359) * (0.09 / 359 + z * z / (4 * 359 ** 2)) ** 0.5)
+  assert stats.binomial_halfwidth(0.9, 359) == pytest.approx(z * (0.09 / 359) ** 0.5, rel=0.02)
+  # 18 of 18 right: still +-8.8 points, not 0
+  assert stats.binomial_halfwidth(1.0, 18) == pytest.approx(0.0880, abs=5e-4)
 
 
 def test_seeds_needed_counts_what_more_seeds_can_and_cannot_shrink():

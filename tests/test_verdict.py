@@ -138,3 +138,12 @@ def test_the_bootstrap_in_the_verdict_is_seeded(three):
 def _rows(run_dir):
   from ftlab.reports.predictions import read_predictions  # pylint: disable=import-outside-toplevel
   return sorted(read_predictions(run_dir / "predictions.csv"), key=lambda r: r["image"])
+
+
+def test_an_interval_of_a_top1_difference_stays_within_100_points():
+  # two seeds that disagree wildly: the t interval (12.7 x sd / sqrt 2) leaves [-100, 100]
+  v = verdict.build([("a", "At a", [verdict.Contender("x", {0: 100.0, 1: 100.0}),
+                                    verdict.Contender("y", {0: 100.0, 1: 33.3})])], untuned=False)
+  [c] = v.comparisons
+  assert c.seed.mean - c.seed.ci < -100 < 100 < c.seed.mean + c.seed.ci
+  assert c.interval == (-100.0, 100.0)

@@ -40,7 +40,8 @@ def _grid(results: StudyResults, rows: list, cell) -> tuple:
 
 
 SPREAD_NOTE = ("± is the 95% CI of the mean over the final seeds (Student t); test set ± is "
-               "one run's binomial 95% half-width on the test set, 1.96·√(p(1−p)/N): "
+               "one run's binomial 95% half-width on the test set (Wilson's score interval at the "
+               "mean, about 1.96·√(p(1−p)/N)): "
                "the larger of the two limits what the table can separate.")
 
 

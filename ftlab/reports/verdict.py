@@ -54,6 +54,7 @@ class Comparison:
   image: bootstrap.ImageDelta | None
   image_note: str = ""
   p_holm: float | None = None    # the decision's p (`p`), Holm-adjusted across the table
+  bound: float | None = None     # |difference| can be no larger (100 points for a top-1)
   beaten: bool = False
   more_seeds: int | None = None
 
@@ -73,7 +74,7 @@ class Comparison:
 
   @property
   def interval(self) -> tuple | None:
-    """The wider of the bootstrap's and the t test's 95% intervals, or None."""
+    """The wider of the bootstrap's and the t test's 95% intervals (within +-bound), or None."""
     parts = []
     if self.image is not None:
       parts.append((self.image.low, self.image.high))
@@ -81,7 +82,10 @@ class Comparison:
       parts.append((self.seed.mean - self.seed.ci, self.seed.mean + self.seed.ci))
     if not parts:
       return None
-    return min(p[0] for p in parts), max(p[1] for p in parts)
+    low, high = min(p[0] for p in parts), max(p[1] for p in parts)
+    if self.bound is not None:
+      low, high = max(low, -self.bound), min(high, self.bound)
+    return low, high
 
 
 @dataclasses.dataclass
@@ -138,7 +142,8 @@ def _group(name: str, phrase: str, contenders: list, higher_is_better: bool, alp
   half = None
   if winner.test_count and scale == 100.0 and 0 <= summary.mean <= 100:
     half = 100.0 * stats.binomial_halfwidth(summary.mean / 100.0, winner.test_count)
-  comparisons = [dataclasses.replace(_pair(c, winner, alpha), group=name)
+  bound = 100.0 if scale == 100.0 else None
+  comparisons = [dataclasses.replace(_pair(c, winner, alpha), group=name, bound=bound)
                  for c in contenders if c.values and c is not winner]
   return VerdictGroup(name, phrase, winner, summary, half, comparisons, waiting)
 
