@@ -10,7 +10,6 @@ from typing import Any
 
 from ftlab.sweeps import rundir
 from ftlab.sweeps.grid import SweepError
-from ftlab.sweeps.rundir import FAILED_FILE, LOG_FILE, RESULTS_FILE  # noqa: F401  # re-exported
 from ftlab.sweeps.spec import Sweep
 
 

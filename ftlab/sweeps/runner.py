@@ -21,10 +21,10 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-from ftlab.sweeps.index import (FAILED_FILE, LOG_FILE, RESULTS_FILE, SweepIndex, is_finished,
-                                log_tail, now, read_json, write_json)
+from ftlab.sweeps.index import SweepIndex, is_finished, log_tail, now, read_json, write_json
 from ftlab.sweeps.naming import format_value, unique_names
 from ftlab.sweeps.placement import Placement, placement
+from ftlab.sweeps.rundir import FAILED_FILE, LOG_FILE, RESULTS_FILE
 from ftlab.sweeps.spec import Sweep
 from ftlab.training.progress import duration
 
