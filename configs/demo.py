@@ -17,8 +17,9 @@ statistics on ImageNet after a two-epoch run, so `model.bn_momentum=0.1`.
 Config arguments: `configs/demo.py:model=tiny_cnn,strategy=linear_probe,pretrained=`;
 `sizes=5/10/20` makes the study one per number of training images per class.
 The study (`get_study`) tunes each strategy's LR over 4 values by successive
-halving (rungs at 1/3 and all of the 80 steps) and re-runs the chosen LR with
-seeds 0 and 1. Results: README.md ("The demo's verdict") and docs/results.md.
+halving with the search seed 1000 and retrains the chosen LR with the final
+seeds 0, 1 and 2 (ftlab.studies.space's defaults). Results: README.md ("The
+demo's verdict") and docs/results.md.
 """
 from configs import default
 from ftlab.configuration import args as config_args
@@ -70,9 +71,9 @@ HEAD_LRS = [0.01, 0.03, 0.1, 0.3]
 
 
 def get_study(arg=None):
-  """Every strategy of the table tuned on minival (4 LRs each), then seeds 0 and 1."""
+  """Every strategy of the table tuned on minival (4 LRs each), then retrained with 3 seeds."""
   sizes = [{"data.train_per_class": int(k)} for k in _args(arg)["sizes"].split("/") if k]
   lrs = {s: HEAD_LRS if s in ("linear_probe", "scratch") else FINE_TUNE_LRS
          for s in STRATEGY_ORDER}
   return space.study({s: {"optimizer.lr": lrs[s]} for s in STRATEGY_ORDER},
-                     final_seeds=[0, 1], sizes=sizes or None, eta=3)
+                     sizes=sizes or None, eta=3)

@@ -6,12 +6,19 @@ Usage:
       [--cols=strategy] [--formats=md,csv,tex,json,html] [--baseline=full_ft]
       [--only=seed=0] [--strategy_order=a,b] [--reference=mindcv] [--noplots]
 
+Every report begins with the verdict (ftlab/reports/verdict.py): per data
+size, or per row of a sweep (labelled untuned), the winner, the strategies
+tied with it after Holm's correction and those beaten, paired at the image
+level from predictions.csv, and how many more seeds would separate the
+closest one.
+
 A study's workdir (one with study.json, written by ftlab.study) gets the study
-report instead (ftlab/reports/study_output.py): the tuned strategies' test
-top-1 with the chosen hyperparameters, paired deltas, the untuned table when
-the study ran it, every trial per rung, the cost in images against a full
-grid, a sensitivity plot per size and a data-size plot; report.md, .json and
-.html (the other formats are not written for studies).
+report instead (ftlab/reports/study_output.py): the verdict, the tuned
+strategies' test top-1 with the chosen hyperparameters, every strategy paired
+with its size's winner, the untuned tables when the study ran them, every
+trial per rung, the cost in images against a full grid, a sensitivity plot
+per size and a data-size plot; report.md, .json and .html (the other formats
+are not written for studies; --baseline is the sweep table's).
 
 Otherwise it collects every run dir below the workdir (one with results.json, failed.json,
 log.txt or checkpoints/), plus the grid of `<workdir>/sweep.json`, pivots the
@@ -34,6 +41,12 @@ A key (rows, cols, --only) is looked up in results.json's top level, then in
 its `config` (`model` also finds `model.name`), then in the run's sweep
 overrides. Unreadable or incomplete result files are reported by path and
 counted as `failed`; they never stop the report.
+
+`--results_md=docs/results.md --results_from=RUN[,RUN...]` writes instead
+the results page of the docs from the report.json of each RUN (written by an
+earlier `ftlab.report --workdir=RUN`): per run its verdict and table, the
+commands that reproduce it, its settings and the commit that wrote it
+(ftlab/reports/results_md.py).
 """
 import pathlib
 import sys
@@ -41,7 +54,7 @@ from typing import Sequence
 
 from absl import app, flags
 
-from ftlab.reports import plots, stats, study_output, study_results
+from ftlab.reports import plots, results_md, stats, study_output, study_results
 from ftlab.reports.collect import collect
 from ftlab.reports.markdown import to_markdown
 from ftlab.reports.outputs import FORMATS, write
@@ -69,6 +82,9 @@ def define_flags() -> None:
   flags.DEFINE_enum("reference", "", [""] + list(REFERENCES),
                     "Also tabulate published numbers, e.g. mindcv (MobileNetV3-small on "
                     "FGVC-Aircraft).")
+  flags.DEFINE_string("results_md", None, "Write this results page (docs/results.md) from the "
+                      "report.json of every --results_from workdir, instead of a report.")
+  flags.DEFINE_list("results_from", [], "With --results_md: the workdirs, in the page's order.")
   flags.DEFINE_string("predictions_run", None, "Run (dir name) for the predictions grid; "
                       "default: the best finished run that has predictions.csv (report.html "
                       "shows it first, then each column's best).")
@@ -81,7 +97,7 @@ def _split_keys(text: str) -> tuple:
 def _study_report() -> int:
   """A study's workdir (study.json): tuned tables, trials, cost, sensitivity and size plots."""
   try:
-    results = study_results.load(FLAGS.workdir, FLAGS.baseline)
+    results = study_results.load(FLAGS.workdir)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
@@ -94,9 +110,27 @@ def _study_report() -> int:
   return 0
 
 
+def _results_page() -> int:
+  """docs/results.md from report.json files; nothing is written when one is missing."""
+  if not FLAGS.results_from:
+    raise app.UsageError("--results_md needs --results_from=RUN[,RUN...]")
+  try:
+    entries = results_md.load(FLAGS.results_from)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  command = ["python", "-m", "ftlab.report", f"--results_md={FLAGS.results_md}",
+             f"--results_from={','.join(FLAGS.results_from)}"]
+  pathlib.Path(FLAGS.results_md).write_text(results_md.render(entries, command), encoding="utf-8")
+  print(f"wrote {FLAGS.results_md}", file=sys.stderr)
+  return 0
+
+
 def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.results_md:
+    return _results_page()
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required")
   unknown = set(FLAGS.formats) - set(FORMATS)

@@ -15,11 +15,13 @@ Usage:
    run's steps with the full run's schedule (`train.stop_at_fraction`); the
    best 1/eta by minival top-1 resume from their checkpoints to the next
    rung, until one is left at the full budget. No test split is evaluated.
-2. final: the winning trial is evaluated once on the held-out splits (it is
-   the search seed's final run) and its hyperparameters are re-trained with
-   every other final seed.
+2. final: the chosen hyperparameters are retrained from scratch with every
+   final seed (0, 1, 2 by default; the search seed, 1000 by default, is none
+   of them) and evaluated once on the held-out splits.
 
-The state is plain files in the workdir: study.json (the study), runs.json
+At the end it prints the verdict (one paragraph per data size, as
+report.md begins), the chosen points and the images trained. The state is
+plain files in the workdir: study.json (the study), runs.json
 (every run launched and how it ended), decisions.json (every rung, who went
 on and why, the images trained), and the run dirs (see
 ftlab/studies/trials.py). Re-running the command continues a killed study;
@@ -33,6 +35,7 @@ from typing import Sequence
 
 from absl import app, flags
 
+from ftlab.reports import study_output, study_results
 from ftlab.studies import driver, planner, slurm, space
 from ftlab.sweeps import cli
 from ftlab.sweeps.grid import SweepError
@@ -43,21 +46,12 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  flags.DEFINE_string("config", None, "Study config file, `path.py[:arg]`, with get_study().")
-  flags.DEFINE_string("workdir", None, "Directory holding the study's files and runs.")
-  flags.DEFINE_integer("parallel", 1, "How many runs go at once, each on its share of CPUs/GPUs.")
-  flags.DEFINE_bool("dry_run", False, "Print the next round's commands and the study's cost.")
-  flags.DEFINE_string("slurm", None, "Run through SLURM: each round an array job, then a "
-                      "dependent job that plans the next (scripts written next to FILE).")
+  """The shared sweep/study flags (`sweeps.cli`), `--submit` and `--round_file`."""
+  cli.define_flags("Study config file, `path.py[:arg]`, with get_study().",
+                   "Run through SLURM: each round an array job, then a dependent job that plans "
+                   "the next (scripts written next to FILE).")
   flags.DEFINE_bool("submit", True, "With --slurm: submit with sbatch (else only write).")
-  flags.DEFINE_multi_string("sbatch", [], "Extra `#SBATCH` lines for --slurm.")
   flags.DEFINE_string("round_file", None, "A SLURM round's task file (array tasks; see --task).")
-  flags.DEFINE_integer("task", None, "With --round_file: run only its task N (SLURM array tasks).")
-  flags.DEFINE_string("runner", None, "Command that trains one run (default: "
-                      "`python -m ftlab.main`); tests inject a fake one.")
-  flags.DEFINE_string("gpus", None, "Comma-separated GPU ids to split.")
-  flags.DEFINE_integer("cpus", None, "How many CPUs to split between parallel runs.")
-  flags.DEFINE_multi_string("override", [], "key=value passed to every run.")
 
 
 def summary(data: dict) -> str:
@@ -105,6 +99,8 @@ def _main() -> int:
   except Interrupted as e:
     print(f"interrupted by signal {e.signum}; re-run the same command to continue", flush=True)
     return 128 + e.signum
+  for paragraph in study_output.verdict_paragraphs(study_results.load(workdir)):
+    print(paragraph, flush=True)
   print(summary(data), flush=True)
   print(f"report: python -m ftlab.report --workdir={workdir}", flush=True)
   return min(_failed_runs(study, workdir), cli.MAX_EXIT_STATUS)

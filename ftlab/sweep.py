@@ -34,7 +34,7 @@ from ftlab.sweeps import cli
 from ftlab.sweeps.filters import matches, parse_filters
 from ftlab.sweeps.grid import SweepError
 from ftlab.sweeps.index import SweepIndex, init_index, is_finished
-from ftlab.sweeps.runner import (DEFAULT_RUNNER, Interrupted, Run, execute, install_signal_handlers,
+from ftlab.sweeps.runner import (DEFAULT_RUNNER, Interrupted, Job, execute, install_signal_handlers,
                                  plan)
 from ftlab.sweeps.slurm import slurm_script
 from ftlab.sweeps.spec import Sweep, load_sweep
@@ -44,29 +44,14 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  """Defines the CLI flags (only under `__main__`: tests import this module beside ftlab.main,
-  whose `--config` flag would clash)."""
-  flags.DEFINE_string("config", None, "Sweep config file, `path.py[:arg]`.")
-  flags.DEFINE_string("workdir", None, "Directory holding one subdirectory per run.")
-  flags.DEFINE_integer("parallel", 1, "How many runs go at once, each on its share of CPUs/GPUs.")
+  """The shared sweep/study flags (`sweeps.cli`) and `--only`."""
+  cli.define_flags("Sweep config file, `path.py[:arg]`, with get_sweep().",
+                   "Write a SLURM array script to this file instead of running.")
   flags.DEFINE_multi_string("only", [], "Run only entries with key=value (short keys such as "
                             "strategy=full_ft allowed); repeat for more; same key = or.")
-  flags.DEFINE_bool("dry_run", False, "Print the commands of runs that would be launched.")
-  flags.DEFINE_string("slurm", None, "Write a SLURM array script to this file instead of running.")
-  flags.DEFINE_multi_string("sbatch", [], "Extra `#SBATCH` option lines for --slurm, "
-                            "e.g. --sbatch=--time=4:00:00.")
-  flags.DEFINE_integer("task", None, "Run only grid entry N (used by SLURM array tasks).")
-  flags.DEFINE_string("runner", None, "Command that trains one run (default: "
-                      "`python -m ftlab.main`); tests inject a fake one.")
-  flags.DEFINE_string("gpus", None, "Comma-separated GPU ids to split (default: "
-                      "CUDA_VISIBLE_DEVICES or nvidia-smi).")
-  flags.DEFINE_integer("cpus", None, "How many CPUs to split between parallel runs "
-                       "(default: all this process may use).")
-  flags.DEFINE_multi_string("override", [], "key=value passed to every run as "
-                            "--config.key=value; `--config.key=value` is accepted too.")
 
 
-def _select(runs: list[Run], sweep: Sweep) -> list[Run]:
+def _select(runs: list[Job], sweep: Sweep) -> list[Job]:
   if FLAGS.task is not None:
     if not 0 <= FLAGS.task < len(runs):
       raise SweepError(f"--task={FLAGS.task} is outside the grid of {len(runs)} runs")

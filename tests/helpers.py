@@ -159,15 +159,36 @@ STUDY_CONFIG = textwrap.dedent("""\
   from ftlab.studies import space
 
   def get_config(arg=None):
-    return ml_collections.ConfigDict({
+    config = ml_collections.ConfigDict({
         "strategy": {"name": "full_ft"}, "seed": 0, "fake": "ok",
         "optimizer": {"lr": 0.01, "weight_decay": 0.0},
         "train": {"stop_at_fraction": 0.0, "evaluate_held_out": True,
-                  "compilation_cache_dir": ""},
-        "data": {"train_per_class": 0}})
+                  "compilation_cache_dir": "", "num_epochs": 3.0, "eval_every_epochs": 1.0},
+        "data": {"train_per_class": 0, "train_fraction": 1.0, "minival_fraction": 0.1,
+                 "minival_from": "subset", "val_split": "", "test_split": "test"}})
+    if arg == "select_on_test":
+      config.data.val_split, config.data.minival_fraction = "test", 0.0
+    if arg == "nested_full":
+      config.data.minival_from = "full"
+    if arg in ("epochs2", "epochs2_ideal", "epochs_grid"):
+      config.train.num_epochs = 2.0
+    return config
 
   def get_study(arg=None):
     lrs = LRS_VALUE
+    if arg == "collide":
+      return space.study({"full_ft": {"fake": ["a/b", "a_b"]}})
+    if arg == "seed_clash":
+      return space.study({"full_ft": {"optimizer.lr": lrs}}, final_seeds=[0, 1000])
+    if arg == "epochs2_ideal":
+      return space.study({"full_ft": {"optimizer.lr": lrs}}, rungs_at_evaluations=False)
+    if arg == "epochs_grid":
+      return space.study({"full_ft": {"optimizer.lr": lrs, "train.num_epochs": [2.0, 4.0]}})
+    if arg == "by_loss":
+      return space.study({"full_ft": {"optimizer.lr": lrs}}, score="loss", final_seeds=[0])
+    if arg in ("whole_and_subset", "nested_full"):
+      return space.study({"full_ft": {"optimizer.lr": lrs}},
+                         sizes=[{"data.train_per_class": 5}, {}])
     if arg == "unknown_key":
       return space.study({"full_ft": {"optimizer.lrr": lrs}})
     if arg == "empty":

@@ -5,6 +5,7 @@ from PIL import Image, ImageOps
 
 from ftlab.data import augment_ops, autoaugment, datasets, transforms
 from ftlab.data.pipeline import Augment, Loader
+from ftlab.training import trainer
 from tests.helpers import tiny_config
 
 
@@ -215,6 +216,19 @@ def test_bad_jitter_and_erasing_values():
     Augment(16, train=True, color_jitter=-0.1)
   with pytest.raises(ValueError, match=r"config.data.random_erasing=1.5"):
     Augment(16, train=True, random_erasing=1.5)
+
+
+@pytest.mark.parametrize("key, value", [("auto_augment", "rand-m7-mstd0.5"),
+                                        ("color_jitter", 0.4), ("random_erasing", 0.25)])
+def test_augment_false_refuses_the_augmentation_it_would_drop(image_folder, tmp_path, key, value):
+  with pytest.raises(ValueError, match=rf"config.data.augment=False .* would drop "
+                                       rf"config.data.{key}={value!r}"):
+    Augment(16, train=False, **{key: value})
+  workdir = tmp_path / "run"
+  config = tiny_config(image_folder, **{"data.augment": False, f"data.{key}": value})
+  with pytest.raises(ValueError, match=rf"would drop config.data.{key}={value!r}"):
+    trainer.train_and_evaluate(config, str(workdir))
+  assert not (workdir / "config.json").exists()
 
 
 def test_augmented_batches_are_a_pure_function_of_seed_epoch_and_index(image_folder):

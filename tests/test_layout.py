@@ -81,3 +81,21 @@ def test_packages_import_each_other_one_way(graph):
 def test_no_package_imports_an_entry_point(graph, entry_point):
   for package, imported in graph.items():
     assert entry_point not in imported, f"ftlab/{package} imports the entry point ftlab.{entry_point}"
+
+
+def _class_names() -> dict:
+  """{class name: [modules defining it]} over every ftlab module (top-level classes)."""
+  names = {}
+  for path in FTLAB.rglob("*.py"):
+    module = ".".join(path.relative_to(FTLAB.parent).with_suffix("").parts)
+    for node in ast.parse(path.read_text(), str(path)).body:
+      if isinstance(node, ast.ClassDef):
+        names.setdefault(node.name, []).append(module)
+  return names
+
+
+@pytest.mark.parametrize("package", ["studies", "sweeps", "reports"])
+def test_no_class_of_the_run_management_packages_shares_its_name(package):
+  shared = {name: modules for name, modules in _class_names().items()
+            if len(modules) > 1 and any(m.startswith(f"ftlab.{package}.") for m in modules)}
+  assert not shared, f"classes named alike elsewhere in ftlab: {shared}"

@@ -31,6 +31,17 @@ T_975_DF1 = 12.706205  # ... 1 degree of freedom.
 EXPECTED_MD = """\
 # Fine-tuning report: WORKDIR
 
+Untuned (every strategy at one shared recipe): model=resnet18, **freeze_shallow** wins \
+(test.top1 82.00 ± 4.97 over 3 seeds). Tied with it after Holm correction: none. \
+Beaten: full_ft (−3.00 [−5.48, −0.52]). Not tested: linear_probe (−30.00; the same \
+difference on every seed, no predictions.csv).
+
+Untuned (every strategy at one shared recipe): model=mnv3_small, **full_ft** wins \
+(test.top1 89.00 ± 12.71 over 2 seeds). Tied with it after Holm correction: none. \
+Beaten: none. Not tested: linear_probe (−39.34; one shared seed, no predictions.csv). \
+Separating full_ft from linear_probe needs a second seed. \
+Not compared yet: freeze_shallow (running).
+
 Metric `test.top1`, in %, higher is better; rows `model`, columns `strategy`. \
 Runs: 12 finished, 3 failed, 2 missing, 1 running.
 
@@ -60,13 +71,36 @@ Bold: the highest mean in its row (ties all bold).
 
 | model | linear_probe | freeze_shallow |
 |---|---|---|
-| resnet18 | -27.00 ± 2.48 (n=3, p<0.001) * | +3.00 ± 2.48 (n=3, p=0.035) * |
+| resnet18 | -27.00 ± 2.48 (n=3, p<0.001, Holm p<0.001) * | \
++3.00 ± 2.48 (n=3, p=0.035, Holm p=0.035) * |
 | mnv3_small | -39.34 (n=1, no test) | running |
 
 Δ is the mean over shared seeds of (column − full_ft) ± the 95% t half-width of that mean.
-Test: two-sided paired t-test over shared seeds (scipy.stats.ttest_rel); * marks p < 0.05 \
-(no correction for multiple comparisons); fewer than 2 shared seeds, or differences \
-equal up to float32 rounding: no test.
+Test: two-sided paired t-test over shared seeds (scipy.stats.ttest_rel); p-values get \
+Holm's step-down correction across the table's 2 tested comparisons (Holm p), and * marks \
+Holm p < 0.05; fewer than 2 shared seeds, or differences equal up to float32 rounding: no test.
+
+## Untuned, paired with each model's winner
+
+| model | strategy | vs | Δ (points) | image-level 95% interval | P(strategy > winner) | \
+seed-level paired t-test | Holm p | verdict |
+|---|---|---|---|---|---|---|---|---|
+| resnet18 | linear_probe | freeze_shallow | −30.00 | - | - | \
+−30.00 ± 0.00 (n=3, no test: equal differences) | - | not tested |
+| resnet18 | full_ft | freeze_shallow | −3.00 | - | - | −3.00 ± 2.48 (n=3, p=0.035) | p=0.035 \
+| beaten |
+| mnv3_small | linear_probe | full_ft | −39.34 | - | - | −39.34 (n=1, no test) | - | not tested |
+
+Differences are strategy − winner in points, with the wider of two 95% intervals: image-level \
+(hierarchical bootstrap over seeds, then test images (10,000 seeded resamples of per-image \
+correctness from predictions.csv)) where every shared seed has predictions.csv, and the \
+seed-level paired t-test's. Beaten: both tests separate it (the larger p-value decides) after \
+Holm's step-down correction across the table's 1 tested comparison at alpha=0.05; else tied \
+(one shared seed: not tested). Seeds needed: two-sided test at alpha/1 with 80% power, the seed \
+variance shrinking with more seeds and the test set's not.
+Holm p: of the larger of the two tests' p-values (the t-test's alone without predictions.csv for \
+every shared seed, '-' in the image-level columns; the bootstrap's alone when the seeds' \
+differences are all equal).
 
 ## Cost (mean over seeds)
 
@@ -97,22 +131,22 @@ compilation as measured by the run.
 
 EXPECTED_CSV = """\
 model,strategy,metric,status,n,n_failed,n_missing,n_running,mean,std,ci95,best,delta_vs_full_ft,\
-delta_ci95,delta_n,p_value,significant,test_note,n_selected_on_val,num_trainable_params,optimizer_state_bytes,\
+delta_ci95,delta_n,p_value,p_holm,significant,test_note,n_selected_on_val,num_trainable_params,optimizer_state_bytes,\
 train_time_s,train_images_per_s,peak_rss_mb,problems
-resnet18,linear_probe,test.top1,ok,3,0,0,0,52.00,2.00,4.97,0,-27.00,2.48,3,0.0004569,1,,0,\
+resnet18,linear_probe,test.top1,ok,3,0,0,0,52.00,2.00,4.97,0,-27.00,2.48,3,0.0004569,0.0009139,1,,0,\
 100000,800000,110.0,50.0,2000,
-resnet18,freeze_shallow,test.top1,ok,3,0,0,0,82.00,2.00,4.97,1,3.00,2.48,3,0.0351,1,,0,\
+resnet18,freeze_shallow,test.top1,ok,3,0,0,0,82.00,2.00,4.97,1,3.00,2.48,3,0.0351,0.0351,1,,0,\
 8000000,64000000,200.0,40.0,2500,
-resnet18,full_ft,test.top1,ok,3,0,0,0,79.00,1.00,2.48,0,,,,,,,0,11000000,88000000,300.0,30.0,3000,
-mnv3_small,linear_probe,test.top1,ok,1,2,0,0,48.66,,,0,-39.34,,1,,,no test,0,50000,400000,100.0,50.0,2000,\
+resnet18,full_ft,test.top1,ok,3,0,0,0,79.00,1.00,2.48,0,,,,,,,,0,11000000,88000000,300.0,30.0,3000,
+mnv3_small,linear_probe,test.top1,ok,1,2,0,0,48.66,,,0,-39.34,,1,,,,no test,0,50000,400000,100.0,50.0,2000,\
 "WORKDIR/model=mnv3_small,strategy=linear_probe,seed=1/failed.json: exit code 1 \
 (log: RuntimeError: out of memory); WORKDIR/model=mnv3_small,strategy=linear_probe,seed=2/results.json: \
 does not parse (Expecting ',' delimiter: line 2 column 1 (char 44))"
-mnv3_small,freeze_shallow,test.top1,running,0,0,2,1,,,,0,,,,,,,0,,,,,,\
+mnv3_small,freeze_shallow,test.top1,running,0,0,2,1,,,,0,,,,,,,,0,,,,,,\
 "WORKDIR/model=mnv3_small,strategy=freeze_shallow,seed=0: no results.json or failed.json; \
 WORKDIR/model=mnv3_small,strategy=freeze_shallow,seed=1: no results.json or failed.json; \
 WORKDIR/model=mnv3_small,strategy=freeze_shallow,seed=2/results.json: status is 'running', not finished"
-mnv3_small,full_ft,test.top1,ok,2,1,0,0,89.00,1.41,12.71,1,,,,,,,0,2000000,16000000,300.0,30.0,3000,\
+mnv3_small,full_ft,test.top1,ok,2,1,0,0,89.00,1.41,12.71,1,,,,,,,,0,2000000,16000000,300.0,30.0,3000,\
 "WORKDIR/model=mnv3_small,strategy=full_ft,seed=2/results.json: no numeric 'test.top1'"
 """
 
@@ -196,7 +230,7 @@ def test_lower_is_better_metric_and_filters(workdir):
 def test_latex_and_json(workdir):
   rep = _build(workdir)
   tex = latex.to_latex(rep)
-  assert tex.count(r"\toprule") == 4 and tex.count(r"\bottomrule") == 4
+  assert tex.count(r"\toprule") == 5 and tex.count(r"\bottomrule") == 5  # the paired table too
   assert r"\textbf{82.00 $\pm$ 2.00 (n=3)}" in tex and r"linear\_probe" in tex
   data = json_format.to_json(rep)
   cell = next(c for c in data["cells"] if c["row"] == "resnet18" and c["col"] == "full_ft")

@@ -85,11 +85,17 @@ def test_html_tables_are_the_markdown_tables(sweep):
   rep = _build(sweep, reference="mindcv")
   page = to_html(rep)
   md_tables = markdown_tables(markdown.to_markdown(rep))
-  assert len(md_tables) == 5
+  assert len(md_tables) == 6
   assert browser.parse_tables(page) == md_tables
+  # the page, like report.md, begins with the verdict
+  main = page[page.index("<main>"):]
+  assert main.startswith('<main>\n<section id="verdict"><h2>Verdict</h2><p>Untuned (every '
+                         "strategy at one shared recipe): model=resnet18, <strong>freeze_shallow"
+                         "</strong> wins"), main[:300]
   assert "<td class=\"best\"><strong>82.00 ± 2.00 (n=3)</strong></td>" in page
   assert '<td class="status-running">running</td>' in page
-  assert "-27.00 ± 2.48 (n=3, p&lt;0.001) *" in page and "-39.34 (n=1, no test)" in page
+  assert "-27.00 ± 2.48 (n=3, p&lt;0.001, Holm p&lt;0.001) *" in page
+  assert "-39.34 (n=1, no test)" in page
   # Self-contained: no links, no external sources, every image inline.
   assert not re.search(r"<link|@import|url\(|src=\"(?!data:image/png;base64,)", page)
   assert page.count('src="data:image/png;base64,') == 3 + 3 + 2

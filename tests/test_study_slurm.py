@@ -52,7 +52,8 @@ def test_study_runs_through_slurm_rounds(cluster, tmp_path):
   report = subprocess.run([sys.executable, "-m", "ftlab.report", f"--workdir={workdir}"],
                           capture_output=True, text=True, cwd=TESTS_DIR.parent, timeout=120)
   assert report.returncode == 0, report.stderr
-  assert "| data.train_per_class=5 | **93.04 ± 0.00 (n=2) @ lr=0.01** |" in report.stdout
+  assert ("| 4 images per class (data.train_per_class=5) | **93.04 ± 0.00 (n=2, test set ±2.66) "
+          "@ lr=0.01** |") in report.stdout
   runs = json.loads((workdir / "runs.json").read_text())["runs"]
-  # one entry per run dir: 8 trials (the winners also hold their final evaluation), 2 final seeds
-  assert len(runs) == 10 and {r["status"] for r in runs} == {"finished"}
+  # one entry per run dir: 8 trials, 2 sizes x 2 retrained final seeds
+  assert len(runs) == 12 and {r["status"] for r in runs} == {"finished"}

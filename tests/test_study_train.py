@@ -83,6 +83,18 @@ def test_held_out_evaluated_only_when_asked(image_folder, tmp_path):
 
 
 @pytest.mark.slow
+def test_with_ema_a_search_trial_still_evaluates_no_held_out_split(image_folder, tmp_path):
+  workdir = str(tmp_path / "run")
+  ema = {"train.ema_decay": 0.7}
+  search = trainer.train_and_evaluate(
+      tiny_config(image_folder, **ema, **{"train.evaluate_held_out": False}), workdir)
+  assert "test" not in search and "val" not in search
+  assert search["ema"]["ema"] == {}  # the EMA weights (not selected) on no held-out split
+  final = trainer.train_and_evaluate(tiny_config(image_folder, **ema), workdir)
+  assert set(final["ema"]["ema"]) == {"val", "test"}
+
+
+@pytest.mark.slow
 def test_bad_stop_fraction_is_an_error(image_folder, tmp_path):
   with pytest.raises(ValueError, match=r"config.train.stop_at_fraction=1.5 must be in \[0, 1\]"):
     trainer.train_and_evaluate(tiny_config(image_folder, **{"train.stop_at_fraction": 1.5}),

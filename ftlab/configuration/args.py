@@ -7,7 +7,8 @@ key is an error naming it), values converted to the default's type.
 from typing import Any, Dict
 
 
-def _convert(key: str, text: str, default: Any) -> Any:
+def convert(key: str, text: str, default: Any) -> Any:
+  """`text` as a value of `default`'s type (`true`/`false`/`1`/`0` for a bool)."""
   if isinstance(default, bool):
     if text.lower() not in ("true", "false", "1", "0"):
       raise ValueError(f"config argument {key}={text!r} is not a bool")
@@ -27,5 +28,5 @@ def parse(arg: str, **defaults: Any) -> Dict[str, Any]:
       raise ValueError(f"config argument {item!r} is not key=value")
     if key not in defaults:
       raise ValueError(f"unknown config argument {key!r}; known: {sorted(defaults)}")
-    out[key] = _convert(key, value, defaults[key])
+    out[key] = convert(key, value, defaults[key])
   return out

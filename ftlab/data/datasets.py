@@ -6,6 +6,7 @@ import os
 from typing import List, Optional
 
 from ftlab.data import aircraft, digits, imagefolder, subsets, tfds_source
+from ftlab.data.pipeline import check_augment_keys
 from ftlab.data.sources import (CARVED, DataError, Source, Split, SplitLayout, carve_minival,
                                 carve_test, check_nonempty, class_counts, filter_decodable)
 
@@ -75,6 +76,7 @@ def load(cfg) -> Data:
   first, so no subset or minival ever holds its images.
   """
   spec = subsets.SubsetSpec.from_config(cfg)
+  check_augment_keys(cfg.augment, cfg.auto_augment, cfg.color_jitter, cfg.random_erasing)
   source, layout = _read_source(cfg)
   logging.info("%s: %s", cfg.root or source.name, layout.sentence())
   train = _clean(source, cfg.train_split, cfg)

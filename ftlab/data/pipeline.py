@@ -23,6 +23,17 @@ from ftlab.data import augment_ops, autoaugment, transforms
 from ftlab.data.sources import Split
 
 
+def check_augment_keys(augment: bool, auto_augment: str, color_jitter: float,
+                       random_erasing: float) -> None:
+  """With augment=False train images get the eval transform: refuses the keys it would drop."""
+  dropped = [f"config.data.{k}={v!r}" for k, v in (("auto_augment", auto_augment),
+                                                  ("color_jitter", color_jitter),
+                                                  ("random_erasing", random_erasing)) if v]
+  if not augment and dropped:
+    raise ValueError(f"config.data.augment=False gives train images the eval transform, which "
+                     f"would drop {', '.join(dropped)}: unset it or set config.data.augment=True")
+
+
 @dataclasses.dataclass(frozen=True)
 class Augment:
   """How one split's images are turned into `size` x `size` arrays.
@@ -59,6 +70,7 @@ class Augment:
     if self.flip_only and self.train:
       raise ValueError("config.data.flip_only=True needs config.data.augment=False (augment=True "
                        "already flips, with config.data.hflip)")
+    check_augment_keys(self.train, self.auto_augment, self.color_jitter, self.random_erasing)
 
   def __call__(self, path: str, rng: np.random.Generator) -> np.ndarray:
     if not self.train:

@@ -26,7 +26,8 @@ def format_p(p: float) -> str:
 
 
 def format_delta(cell: Cell, baseline: str) -> str:
-  """`+1.23 ± 0.45 (n=3, p=0.012) *`, or why there is no delta/test."""
+  """`+1.23 ± 0.45 (n=3, p=0.012, Holm p=0.036) *` (* when Holm p < alpha), or why there is no
+  delta/test."""
   if cell.col == baseline:
     return "baseline"
   d = cell.delta
@@ -37,7 +38,8 @@ def format_delta(cell: Cell, baseline: str) -> str:
   if d.p is None:
     return f"{d.mean:+.2f} ± {d.ci:.2f} (n={d.n}, {d.note})"
   flag = " *" if d.significant else ""
-  return f"{d.mean:+.2f} ± {d.ci:.2f} (n={d.n}, {format_p(d.p)}){flag}"
+  holm = f", Holm {format_p(d.p_holm)}" if d.p_holm is not None else ""
+  return f"{d.mean:+.2f} ± {d.ci:.2f} (n={d.n}, {format_p(d.p)}{holm}){flag}"
 
 
 def format_count(n: float | None) -> str:

@@ -1,23 +1,22 @@
 """Collecting a workdir's runs (results.json, failed.json, sweep.json's grid) and looking up their keys."""
 import dataclasses
-import json
 import math
 import os
 import pathlib
 from typing import Any, Iterable, Sequence
 
 from ftlab.reports import stats
-from ftlab.sweeps import filters, index
+from ftlab.sweeps import filters, index, rundir
 from ftlab.sweeps.grid import SweepError
+from ftlab.sweeps.rundir import dig
 
 
-CHECKPOINTS_DIR = "checkpoints"
 NO_RUNS = ("no runs found (no sweep.json grid, and no run dir with results.json, failed.json, "
            "log.txt or checkpoints/)")
 
 
 @dataclasses.dataclass(frozen=True)
-class Record:
+class RunRecord:
   """One run as found on disk (or only in sweep.json's grid).
 
   Attributes:
@@ -45,52 +44,42 @@ class Collection:
   problems: list
 
 
-def _read_json_object(path: pathlib.Path) -> tuple[dict | None, str]:
-  """Parses a JSON object; returns (data, '') or (None, one-line error)."""
-  try:
-    data = json.loads(path.read_text())
-  except (OSError, ValueError) as e:
-    return None, f"{path}: does not parse ({e})"
-  if not isinstance(data, dict):
-    return None, f"{path}: is not a JSON object"
-  return data, ""
-
-
-def _failed_record(name: str, run_dir: pathlib.Path, overrides: dict) -> Record:
-  path = run_dir / index.FAILED_FILE
-  data, error = _read_json_object(path)
-  if data is None:
-    return Record(name, run_dir, "failed", overrides=overrides, reason=error)
+def _failed_record(name: str, files: rundir.RunDir, overrides: dict) -> RunRecord:
+  path = files.path / rundir.FAILED_FILE
+  if files.failed_error:
+    return RunRecord(name, files.path, "failed", overrides=overrides, reason=files.failed_error)
+  data = files.failed
   reason = data.get("reason") or f"exit code {data.get('exit_code')}"
   last = [line for line in str(data.get("log_tail") or "").splitlines() if line.strip()]
   if last:
     reason += f" (log: {last[-1].strip()[:200]})"
-  return Record(name, run_dir, "failed", overrides=data.get("overrides") or overrides,
-                reason=f"{path}: {reason}")
+  return RunRecord(name, files.path, "failed", overrides=data.get("overrides") or overrides,
+                   reason=f"{path}: {reason}")
 
 
-def _running_reason(run_dir: pathlib.Path, index_status: str | None) -> str:
+def _running_reason(files: rundir.RunDir, index_status: str | None) -> str:
   """Why a run dir without results.json/failed.json counts as running, or ''.
 
   sweep.json's status `running` says so; without a status from sweep.json
   (or `pending`), a `checkpoints/` folder or `log.txt` means the run started.
   A terminal status in sweep.json (`interrupted`, ...) means it is not running.
   """
+  run_dir = files.path
   if index_status == "running":
-    return f"{run_dir}: running (sweep.json status 'running'), no {index.RESULTS_FILE} yet"
+    return f"{run_dir}: running (sweep.json status 'running'), no {rundir.RESULTS_FILE} yet"
   if index_status not in (None, "", "pending"):
     return ""
-  started = [f for f in (f"{CHECKPOINTS_DIR}/", index.LOG_FILE)
-             if (run_dir / f.rstrip("/")).exists()]
+  started = [f"{rundir.CHECKPOINTS_DIR}/" if name == rundir.CHECKPOINTS_DIR else name
+             for name in sorted(files.started)]
   if not started:
     return ""
-  return (f"{run_dir}: running (has {' and '.join(started)}, no {index.RESULTS_FILE} or "
-          f"{index.FAILED_FILE} yet; or it stopped without writing them)")
+  return (f"{run_dir}: running (has {' and '.join(started)}, no {rundir.RESULTS_FILE} or "
+          f"{rundir.FAILED_FILE} yet; or it stopped without writing them)")
 
 
 def load_record(run_dir: pathlib.Path, name: str, overrides: dict,
-                index_status: str | None = None) -> Record:
-  """Reads one run dir: finished, failed, running or missing.
+                index_status: str | None = None) -> RunRecord:
+  """Reads one run dir (through `sweeps.rundir`): finished, failed, running or missing.
 
   A results.json that does not parse (truncated, corrupt) is failed; one with
   status `running` is running; a dir with neither results.json nor
@@ -102,36 +91,35 @@ def load_record(run_dir: pathlib.Path, name: str, overrides: dict,
     overrides: the run's sweep overrides, when known.
     index_status: the run's status in sweep.json, when known.
   """
-  path = run_dir / index.RESULTS_FILE
-  failed = (run_dir / index.FAILED_FILE).exists()
-  if path.exists():
-    data, error = _read_json_object(path)
-    if data is not None and data.get("status") == "finished":
-      return Record(name, run_dir, "finished", data, overrides)
-    if data is None:
-      return Record(name, run_dir, "failed", overrides=overrides, reason=error)
-    if not failed:
-      status = "running" if data.get("status") == "running" else "missing"
-      return Record(name, run_dir, status, overrides=overrides,
-                    reason=f"{path}: status is {data.get('status')!r}, not finished")
+  files = rundir.read(run_dir)
+  failed = files.failed is not None
+  if files.finished:
+    return RunRecord(name, run_dir, "finished", files.results, overrides)
+  if files.results_error:
+    return RunRecord(name, run_dir, "failed", overrides=overrides, reason=files.results_error)
+  if files.results is not None and not failed:
+    status = "running" if files.results.get("status") == "running" else "missing"
+    return RunRecord(name, run_dir, status, overrides=overrides,
+                     reason=f"{run_dir / rundir.RESULTS_FILE}: status is "
+                            f"{files.results.get('status')!r}, not finished")
   if failed:
-    return _failed_record(name, run_dir, overrides)
-  running = _running_reason(run_dir, index_status)
+    return _failed_record(name, files, overrides)
+  running = _running_reason(files, index_status)
   if running:
-    return Record(name, run_dir, "running", overrides=overrides, reason=running)
+    return RunRecord(name, run_dir, "running", overrides=overrides, reason=running)
   known = "" if index_status in (None, "", "pending") else f" (sweep.json status {index_status!r})"
-  return Record(name, run_dir, "missing", overrides=overrides,
-                reason=f"{run_dir}: no {index.RESULTS_FILE} or {index.FAILED_FILE}{known}")
+  return RunRecord(name, run_dir, "missing", overrides=overrides,
+                   reason=f"{run_dir}: no {rundir.RESULTS_FILE} or {rundir.FAILED_FILE}{known}")
 
 
 def _run_dirs(workdir: pathlib.Path) -> list[pathlib.Path]:
   """Dirs holding results.json, failed.json, log.txt or checkpoints/ (not searched inside)."""
-  markers = {index.RESULTS_FILE, index.FAILED_FILE, index.LOG_FILE}
+  markers = {rundir.RESULTS_FILE, rundir.FAILED_FILE, rundir.LOG_FILE}
   found = []
   for root, dirs, files in os.walk(workdir):
-    if markers & set(files) or CHECKPOINTS_DIR in dirs:
+    if markers & set(files) or rundir.CHECKPOINTS_DIR in dirs:
       found.append(pathlib.Path(root))
-    dirs[:] = sorted(d for d in dirs if d != CHECKPOINTS_DIR)
+    dirs[:] = sorted(d for d in dirs if d != rundir.CHECKPOINTS_DIR)
   return sorted(found)
 
 
@@ -139,7 +127,7 @@ def _read_index(workdir: pathlib.Path, problems: list) -> dict:
   path = workdir / index.INDEX_FILE
   if not path.exists():
     return {}
-  data, error = _read_json_object(path)
+  data, error = rundir.read_object(path)
   if data is None:
     problems.append(error + "; the grid is unknown, so missing runs are not shown")
     return {}
@@ -165,20 +153,11 @@ def collect(workdir: str | pathlib.Path) -> Collection:
   return Collection(workdir, records, index, problems)
 
 
-def dig(data: Any, dotted: str) -> Any:
-  """`data['a']['b']` for 'a.b', or None when any part is absent."""
-  for part in dotted.split("."):
-    if not isinstance(data, dict) or part not in data:
-      return None
-    data = data[part]
-  return data
-
-
 def _is_scalar(value: Any) -> bool:
   return isinstance(value, (str, int, float, bool))
 
 
-def lookup(record: Record, key: str) -> Any:
+def lookup(record: RunRecord, key: str) -> Any:
   """A key's value for a run: results.json, then its config, then overrides."""
   if record.results is not None:
     for source in (record.results, record.results.get("config")):
@@ -194,7 +173,7 @@ def lookup(record: Record, key: str) -> Any:
   return None
 
 
-def metric_value(record: Record, metric: str) -> float | None:
+def metric_value(record: RunRecord, metric: str) -> float | None:
   """The metric of a finished run as a float, or None if absent/non-numeric.
 
   `<split>.top1`/`top5` is the exact count fraction where the split has counts
@@ -209,24 +188,24 @@ def metric_value(record: Record, metric: str) -> float | None:
   return float(value) if exact is None else exact
 
 
-def selected_on_val(record: Record) -> bool:
+def selected_on_val(record: RunRecord) -> bool:
   """Whether a finished run chose its checkpoint on `val` (no minival carve-out)."""
   return record.results is not None and record.results.get("selection_split") == "val"
 
 
-def with_metric(records: Sequence[Record], metric: str, problems: list) -> list[Record]:
+def with_metric(records: Sequence[RunRecord], metric: str, problems: list) -> list[RunRecord]:
   """Finished runs without a numeric `metric` become failed, with a reason."""
   out = []
   for r in records:
     if r.status == "finished" and metric_value(r, metric) is None:
-      reason = f"{r.dir / index.RESULTS_FILE}: no numeric {metric!r}"
+      reason = f"{r.dir / rundir.RESULTS_FILE}: no numeric {metric!r}"
       problems.append(reason)
       r = dataclasses.replace(r, status="failed", reason=reason)
     out.append(r)
   return out
 
 
-def select(records: Sequence[Record], only: Iterable[str]) -> list[Record]:
+def select(records: Sequence[RunRecord], only: Iterable[str]) -> list[RunRecord]:
   """Records whose keys match every `key=value` in `only`."""
   wanted = []
   for item in only:

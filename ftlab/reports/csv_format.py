@@ -22,6 +22,7 @@ def _csv_row(report: Report, cell: Cell) -> list:
           _csv_number(s and s.ci, 2), int(cell.best),
           _csv_number(d and d.mean, 2), _csv_number(d and d.ci, 2), d.n if d else "",
           "" if d is None or d.p is None else f"{d.p:.4g}",
+          "" if d is None or d.p_holm is None else f"{d.p_holm:.4g}",
           "" if d is None or d.significant is None else int(d.significant),
           d.note if d else "", cell.n_selected_on_val,
           _csv_number(c.get("num_trainable_params"), 0),
@@ -37,11 +38,12 @@ def _no_runs_row(report: Report, width: int) -> list:
 
 
 def to_csv(report: Report) -> str:
-  """One row per cell: summary, best flag (1/0), delta vs baseline, cost, problems."""
+  """One row per cell: summary, best flag (1/0), delta vs baseline (p and its Holm-adjusted p;
+`significant` is Holm p < alpha), cost, problems."""
   spec = report.spec
   header = [",".join(spec.rows), ",".join(spec.cols), "metric", "status", "n", "n_failed",
             "n_missing", "n_running", "mean", "std", "ci95", "best", f"delta_vs_{spec.baseline}",
-            "delta_ci95", "delta_n", "p_value", "significant", "test_note",
+            "delta_ci95", "delta_n", "p_value", "p_holm", "significant", "test_note",
             "n_selected_on_val", *COST_FIELDS, "problems"]
   out = io.StringIO()
   writer = csv.writer(out, lineterminator="\n")

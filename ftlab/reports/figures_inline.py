@@ -16,7 +16,7 @@ import struct
 from matplotlib.figure import Figure
 
 from ftlab.reports import confusion, plots
-from ftlab.reports.collect import Record, metric_value
+from ftlab.reports.collect import RunRecord, metric_value
 from ftlab.reports.pivot import Report
 
 
@@ -66,7 +66,7 @@ def best_runs(report: Report, filename: str) -> dict:
   return {c: best[c] for c in report.cols if c in best}
 
 
-def _score(report: Report, record: Record) -> str:
+def _score(report: Report, record: RunRecord) -> str:
   spec = report.spec
   return f"{spec.metric} {metric_value(record, spec.metric) * spec.scale:.2f}{spec.unit}"
 

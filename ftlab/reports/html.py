@@ -21,17 +21,30 @@ from ftlab.reports.figures_inline import Figures, InlineFigure, report_figures
 from ftlab.reports.html_assets import CSS, JS
 from ftlab.reports.pivot import RUN_STATUSES, Report, run_counts, selection_notes
 from ftlab.reports.tables import Table, tables
+from ftlab.reports.verdict import paragraphs as verdict_paragraphs
 
 
 STATUS_TEXTS = ("failed", "missing", "running")
 WIDE_FIGURE_PX = 760  # figures wider than this take a whole row of the grid
 _CODE_RE = re.compile(r"`([^`]+)`")
+_BOLD_RE = re.compile(r"\*\*([^*]+)\*\*")
 _NUMBER_RE = re.compile(r"[+\-−]?\d")
 
 
 def _text(text) -> str:
   """Escaped text with Markdown's `code` spans as <code>."""
   return _CODE_RE.sub(r"<code>\1</code>", html.escape(str(text), quote=False))
+
+
+def bold_html(text: str) -> str:
+  """A Markdown paragraph (the verdict's) as HTML: `code` and **bold** spans."""
+  return _BOLD_RE.sub(r"<strong>\1</strong>", _text(text))
+
+
+def verdict_section(paragraphs: list) -> str:
+  """The verdict paragraphs, first on the page."""
+  body = "".join(f"<p>{bold_html(t)}</p>" for t in paragraphs)
+  return f'<section id="verdict"><h2>Verdict</h2>{body}</section>'
 
 
 def _attr(classes: list) -> str:
@@ -147,7 +160,8 @@ def to_html(report: Report, predictions_run: str | None = None) -> str:
     The page, self-contained, as text (write it as UTF-8).
   """
   figures = report_figures(report, predictions_run)
-  body = [f'<div id="tables">{"".join(_alerts(report))}</div>']
+  body = [verdict_section(verdict_paragraphs(report.verdict))] if report.verdict else []
+  body += [f'<div id="tables">{"".join(_alerts(report))}</div>']
   body += [table_to_html(t, f"table-{i + 1}") for i, t in enumerate(tables(report))]
   body += _figure_sections(report, figures) + [_problems(report, figures)]
   title = html.escape(f"Fine-tuning report: {report.collection.workdir}")

@@ -6,7 +6,7 @@ empty workdir: `cells` is [] and `problems` says no runs were found).
 """
 import dataclasses
 
-from ftlab.reports import stats
+from ftlab.reports import provenance, stats, verdict
 from ftlab.reports.pivot import Cell, Report, run_counts, selection_notes, val_selected
 
 
@@ -23,11 +23,17 @@ def _cell_json(cell: Cell) -> dict:
 def to_json(report: Report) -> dict:
   """The report at full precision (values in display units)."""
   spec = report.spec
-  return {"workdir": str(report.collection.workdir), "metric": spec.metric,
+  index = report.collection.index
+  return {"kind": "sweep", "workdir": str(report.collection.workdir),
+          "commit": provenance.commit(),
+          "settings": {"config": index.get("config_spec"), "fixed": index.get("fixed_overrides")},
+          "verdict": verdict.to_json(report.verdict) if report.verdict else [],
+          "metric": spec.metric,
           "unit": spec.unit, "scale": spec.scale, "higher_is_better": spec.higher_is_better,
           "rows_key": list(spec.rows), "cols_key": list(spec.cols), "rows": report.rows,
           "cols": report.cols, "baseline": spec.baseline, "alpha": spec.alpha,
-          "test": stats.TEST_NAME, "confidence": stats.CONFIDENCE, "counts": run_counts(report),
+          "test": stats.TEST_NAME, "correction": stats.HOLM, "confidence": stats.CONFIDENCE,
+          "counts": run_counts(report),
           "cells": [_cell_json(report.cells[r, c]) for r in report.rows for c in report.cols],
           "selected_on_val": val_selected(report), "notes": selection_notes(report),
           "problems": report.problems}

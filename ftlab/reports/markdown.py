@@ -2,6 +2,7 @@
 
 from ftlab.reports.pivot import Report, selection_notes
 from ftlab.reports.tables import Table, counts_text, tables
+from ftlab.reports.verdict import paragraphs
 
 
 def _md_escape(text: str) -> str:
@@ -28,8 +29,10 @@ def to_markdown(report: Report) -> str:
   spec = report.spec
   unit = ", in %" if spec.is_fraction else ""
   better = "higher" if spec.higher_is_better else "lower"
-  head = [f"# Fine-tuning report: {report.collection.workdir}", "",
-          f"Metric `{spec.metric}`{unit}, {better} is better; rows `{','.join(spec.rows)}`, "
+  head = [f"# Fine-tuning report: {report.collection.workdir}", ""]
+  if report.verdict is not None and report.rows:
+    head += [line for text in paragraphs(report.verdict) for line in (text, "")]
+  head += [f"Metric `{spec.metric}`{unit}, {better} is better; rows `{','.join(spec.rows)}`, "
           f"columns `{','.join(spec.cols)}`. Runs: {counts_text(report)}.", ""]
   head += [line for note in selection_notes(report) for line in (note, "")]
   body = [table_to_markdown(t) for t in tables(report)]

@@ -1,12 +1,16 @@
-"""The pivot: runs -> cells (rows x columns) with summaries over seeds, paired deltas, costs."""
+"""The pivot: runs -> cells (rows x columns) with summaries over seeds, paired deltas (Holm-corrected
+across the table), costs, and the verdict of each row (`reports.verdict`, labelled untuned: a
+sweep runs every strategy at one recipe)."""
 import dataclasses
 import re
 from typing import Iterable, Sequence
 
 from ftlab.reports import stats
-from ftlab.reports.collect import (Collection, Record, lookup, metric_value, select,
+from ftlab.reports import verdict as verdict_lib
+from ftlab.reports.collect import (Collection, RunRecord, lookup, metric_value, select,
                                    selected_on_val, with_metric)
 from ftlab.sweeps import naming
+from ftlab.sweeps.rundir import dig
 
 
 RUN_STATUSES = ("finished", "failed", "missing", "running")
@@ -74,6 +78,8 @@ class Cell:
   cost: dict = dataclasses.field(default_factory=dict)
   n_selected_on_val: int = 0
   problems: list = dataclasses.field(default_factory=list)
+  dirs: dict = dataclasses.field(default_factory=dict)    # seed -> run dir of a finished run
+  test_count: int | None = None  # images of the metric's split (its binomial half-width)
 
   @property
   def status(self) -> str:
@@ -94,13 +100,14 @@ class Report:
   rows: list
   cols: list
   cells: dict
+  verdict: verdict_lib.Verdict | None = None
 
   @property
   def problems(self) -> list:
     return self.collection.problems
 
 
-def label(record: Record, keys: Sequence[str], fallback: dict) -> str:
+def label(record: RunRecord, keys: Sequence[str], fallback: dict) -> str:
   """The row/column label of a run: its values for `keys`, comma-joined."""
   parts = []
   for key in keys:
@@ -109,7 +116,7 @@ def label(record: Record, keys: Sequence[str], fallback: dict) -> str:
   return ",".join(parts)
 
 
-def _shared_values(records: Sequence[Record], keys: Sequence[str]) -> dict:
+def _shared_values(records: Sequence[RunRecord], keys: Sequence[str]) -> dict:
   """For runs that lack a key (e.g. failed ones), the value all others share."""
   out = {}
   for key in keys:
@@ -132,7 +139,7 @@ def _strategy_order(collection: Collection, keys: Sequence[str],
   return []
 
 
-def _add_record(cell: Cell, record: Record, spec: Spec, problems: list) -> None:
+def _add_record(cell: Cell, record: RunRecord, spec: Spec, problems: list) -> None:
   cell.runs.append(record.name)
   if record.status != "finished":
     cell.n_failed += record.status == "failed"
@@ -148,6 +155,9 @@ def _add_record(cell: Cell, record: Record, spec: Spec, problems: list) -> None:
                     "use --only; this run is left out")
     return
   cell.values[seed] = metric_value(record, spec.metric) * spec.scale
+  cell.dirs[seed] = record.dir
+  count = dig(record.results, spec.metric.rpartition(".")[0] + ".count")
+  cell.test_count = count if isinstance(count, int) else cell.test_count
   cell.n_selected_on_val += selected_on_val(record)
   for field in COST_FIELDS + ("num_params",):
     cell.cost.setdefault(field, []).append(record.results.get(field))
@@ -177,15 +187,33 @@ def _mark_best(report: Report) -> None:
 
 
 def _add_deltas(report: Report) -> None:
+  """Paired deltas against the baseline column, Holm-corrected across the whole table."""
   base = report.spec.baseline
   if base not in report.cols:
     return
+  cells = [report.cells[row, col] for row in report.rows for col in report.cols
+           if col != base and report.cells[row, col].values and report.cells[row, base].values]
+  deltas = [stats.paired_delta(c.values, report.cells[c.row, base].values, report.spec.alpha)
+            for c in cells]
+  for cell, d, p in zip(cells, deltas, stats.holm([d.p for d in deltas])):
+    cell.delta = dataclasses.replace(d, p_holm=p,
+                                     significant=None if p is None else p < report.spec.alpha)
+
+
+def _verdict(report: Report) -> verdict_lib.Verdict:
+  """Each row's winner among its columns, every other column paired with it; image-level from
+  predictions.csv only for `test.top1` (predictions.csv holds the test split)."""
+  spec = report.spec
+  image_level = spec.metric == "test.top1"
+  groups = []
   for row in report.rows:
-    reference = report.cells[row, base]
-    for col in report.cols:
-      cell = report.cells[row, col]
-      if col != base and cell.values and reference.values:
-        cell.delta = stats.paired_delta(cell.values, reference.values, report.spec.alpha)
+    cells = [report.cells[row, c] for c in report.cols]
+    groups.append((row, f"{','.join(spec.rows)}={row}", [
+        verdict_lib.Contender(c.col, c.values, c.dirs if image_level else {}, c.test_count, c.status)
+        for c in cells]))
+  return verdict_lib.build(groups, untuned=True, measure=spec.metric,
+                       higher_is_better=spec.higher_is_better, alpha=spec.alpha,
+                       scale=spec.scale)
 
 
 def build(collection: Collection, spec: Spec, only: Iterable[str] = (),
@@ -218,6 +246,7 @@ def build(collection: Collection, spec: Spec, only: Iterable[str] = (),
   report = Report(spec, collection, records, rows, cols, cells)
   _mark_best(report)
   _add_deltas(report)
+  report.verdict = _verdict(report)
   return report
 
 

@@ -8,7 +8,6 @@ Usage (the report writes them too, unless --noplots):
 Figures are drawn on `matplotlib.figure.Figure` objects, which render with
 the Agg backend without touching pyplot's global state.
 """
-import csv
 import pathlib
 import sys
 from typing import Sequence
@@ -17,13 +16,13 @@ from PIL import Image
 from matplotlib.figure import Figure
 import numpy as np
 
-from ftlab.reports.collect import Record, metric_value
+from ftlab.reports.collect import RunRecord, metric_value
 from ftlab.reports.pivot import Report
+from ftlab.reports.predictions import PREDICTIONS_FILE, read_predictions
 from ftlab.reports.tables import metric_title
 
 
 PLOTS_DIR = "plots"
-PREDICTIONS_FILE = "predictions.csv"
 GRID_IMAGES = 16
 MARKERS = "osD^vP*Xh<>"
 
@@ -45,7 +44,7 @@ def save(fig: Figure, outdir: pathlib.Path, stem: str) -> list[pathlib.Path]:
 # Learning curves.
 
 
-def _history_series(records: Sequence[Record]) -> list[dict]:
+def _history_series(records: Sequence[RunRecord]) -> list[dict]:
   """Per finished run, step -> minival top-1 in %."""
   series = []
   for r in records:
@@ -175,16 +174,6 @@ def frontier_figure(report: Report) -> Figure:
 
 # ---------------------------------------------------------------------------
 # Sample predictions.
-
-
-def read_predictions(path: pathlib.Path) -> list[dict]:
-  """Rows of a predictions.csv (image, true, predicted, confidence)."""
-  with open(path, newline="", encoding="utf-8") as f:
-    rows = list(csv.DictReader(f))
-  needed = {"image", "true", "predicted"}
-  if rows and not needed <= set(rows[0]):
-    raise ValueError(f"{path}: needs columns {sorted(needed)}, has {sorted(rows[0])}")
-  return rows
 
 
 def _spread(rows: list, k: int) -> list:

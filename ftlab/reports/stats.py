@@ -1,4 +1,5 @@
-"""Statistics over seeds: mean, spread, t confidence intervals, paired tests."""
+"""Statistics over seeds: mean, spread, t confidence intervals, paired tests, Holm's correction,
+a test set's binomial noise and the seeds a comparison would need."""
 import dataclasses
 import math
 from typing import Mapping, Sequence
@@ -10,6 +11,8 @@ from scipy import stats as scipy_stats
 CONFIDENCE = 0.95
 ALPHA = 0.05
 TEST_NAME = "two-sided paired t-test over shared seeds (scipy.stats.ttest_rel)"
+HOLM = "Holm's step-down correction"
+POWER = 0.8  # of the comparisons "more seeds" is sized for
 NO_SHARED_SEEDS = "no shared seeds"
 TOO_FEW_SEEDS = "no test"
 EQUAL_DIFFERENCES = "no test: equal differences"
@@ -66,9 +69,11 @@ class PairedDelta:
     ci: 95% t half-width of the mean difference; None for n < 2.
     p: two-sided paired t-test p-value; None when not testable (n < 2 or
       all differences equal up to float32 rounding: `equal_differences`).
-    significant: p < alpha, or None when not tested.
+    significant: p < alpha (Holm-adjusted p < alpha once `p_holm` is set), or None when not
+      tested.
     note: why there is no test (NO_SHARED_SEEDS, TOO_FEW_SEEDS or
       EQUAL_DIFFERENCES); '' when tested.
+    p_holm: p after Holm's correction across the table's comparisons, when applied.
   """
   seeds: tuple
   n: int
@@ -77,6 +82,7 @@ class PairedDelta:
   p: float | None
   significant: bool | None
   note: str = ""
+  p_holm: float | None = None
 
 
 def equal_differences(a: np.ndarray, b: np.ndarray) -> bool:
@@ -140,3 +146,47 @@ def counted_fraction(block: Mapping, key: str) -> float | None:
 
 def _is_int(x) -> bool:
   return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def holm(pvalues: Sequence[float | None]) -> list:
+  """Holm-adjusted p-values (step-down, monotone; None stays None and is not counted).
+
+  The i-th smallest of m p-values becomes max over j <= i of min(1, (m - j + 1) p_(j)): a
+  family of m comparisons keeps its family-wise error at alpha when each is called
+  significant at adjusted p < alpha.
+  """
+  tested = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+  out, running = [None] * len(pvalues), 0.0
+  for rank, (p, i) in enumerate(tested):
+    running = max(running, min(1.0, (len(tested) - rank) * p))
+    out[i] = running
+  return out
+
+
+def binomial_halfwidth(fraction: float, count: int, confidence: float = CONFIDENCE) -> float:
+  """Half the width of the Wilson score 95% interval of one run's accuracy `fraction` on `count`
+  test images: the test set's own noise, whatever the seeds (unlike z sqrt(p(1-p)/N), not 0 at
+  0% or 100%)."""
+  z = float(scipy_stats.norm.ppf(0.5 + confidence / 2))
+  p, n = fraction, count
+  return z / (1 + z * z / n) * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n))
+
+
+MAX_SEEDS = 1000  # seeds_needed looks no further
+
+
+def seeds_needed(delta: float, seed_var: float | None, image_var: float, n_seeds: int,
+                 alpha: float) -> int | None:
+  """More seeds for a two-sided paired t-test at `alpha` with power POWER to separate a
+  difference `delta` whose mean has variance seed_var + image_var now: seed_var shrinks as
+  1/seeds, the test set's image_var does not. The smallest n with
+  |delta| >= (t(1 - alpha/2, n-1) + t(POWER, n-1)) sqrt(image_var + seed_var n_seeds / n),
+  less n_seeds; None when seeds alone cannot (the test set limits, or no difference) or the seed
+  variance is unknown (one seed)."""
+  if seed_var is None or delta == 0:
+    return None
+  for n in range(max(n_seeds, 2), MAX_SEEDS + 1):
+    z = float(scipy_stats.t.ppf(1 - alpha / 2, n - 1) + scipy_stats.t.ppf(POWER, n - 1))
+    if abs(delta) >= z * math.sqrt(image_var + seed_var * n_seeds / n):
+      return n - n_seeds
+  return None

@@ -3,7 +3,7 @@ and test top-1 against the data size (one line per strategy, 95% CI band)."""
 from matplotlib.figure import Figure
 
 from ftlab.reports.study_results import StudyResults
-from ftlab.studies.planner import fraction_text
+from ftlab.studies.halving import fraction_text
 
 
 PREFERRED_AXIS = "optimizer.lr"
@@ -55,36 +55,28 @@ def sensitivity_figure(results: StudyResults, size: str) -> Figure:
   return fig
 
 
-def _size_value(overrides: dict, index: int) -> tuple:
-  for key in ("data.train_per_class", "data.train_fraction"):
-    if key in overrides:
-      return float(overrides[key]), key.rsplit(".", 1)[-1]
-  return float(index), "size"
-
-
 def size_figure(results: StudyResults) -> Figure:
-  """Test top-1 vs data size, one line per strategy with its 95% CI band."""
+  """Test top-1 vs the images per class trained on, one line per strategy with its 95% CI band
+  (a size whose runs do not tell what they trained on is left out)."""
   fig = Figure(figsize=(5.5, 3.6))
   ax = fig.add_subplot(1, 1, 1)
-  sizes = list(results.study.sizes.items())
-  label = "size"
   for j, strategy in enumerate(results.study.strategies):
-    xs, ys, lo, hi = [], [], [], []
-    for i, (name, overrides) in enumerate(sizes):
+    points = []
+    for name in results.study.sizes:
       row = next(r for r in results.tuned if r.size == name and r.strategy == strategy)
-      if row.summary is None:
-        continue
-      x, label = _size_value(overrides, i)
-      ci = row.summary.ci or 0.0
-      xs.append(x), ys.append(row.summary.mean), lo.append(row.summary.mean - ci)
-      hi.append(row.summary.mean + ci)
-    if xs:
+      x = results.sizes[name].mean_per_class
+      if row.summary is not None and x is not None:
+        points.append((x, row.summary.mean, row.summary.ci or 0.0))
+    points.sort()
+    if points:
+      xs, ys, ci = ([p[i] for p in points] for i in range(3))
       ax.plot(xs, ys, marker="o", color=f"C{j}", label=strategy)
-      ax.fill_between(xs, lo, hi, color=f"C{j}", alpha=0.15)
-  values = [_size_value(o, i)[0] for i, (_, o) in enumerate(sizes)]
+      ax.fill_between(xs, [y - c for y, c in zip(ys, ci)], [y + c for y, c in zip(ys, ci)],
+                      color=f"C{j}", alpha=0.15)
+  values = [s.mean_per_class for s in results.sizes.values() if s.mean_per_class]
   if values and _log_scale(values):
     ax.set_xscale("log")
-  ax.set_xlabel("images per class" if label == "train_per_class" else label)
+  ax.set_xlabel("train images per class (minival excluded)")
   ax.set_ylabel("test top-1 (%), tuned")
   ax.legend(fontsize=7)
   return fig

@@ -4,28 +4,32 @@
 same `ftlab.studies.planner` the study ran with, so the report cannot
 disagree with the decisions) and gathers, per (size, strategy), the chosen
 hyperparameters, the final runs' test top-1 per seed (exact counts), their
-mean and 95% CI, and the paired difference against the baseline strategy
-over shared seeds.
+mean and 95% CI, the test set's size, and the verdict: per size, the
+winner and every other strategy paired with it (`reports.verdict`).
 """
 import dataclasses
 import json
 import pathlib
 
+from ftlab.reports import sizes as sizes_lib
 from ftlab.reports import stats
+from ftlab.reports import verdict as verdict_lib
 from ftlab.studies import cost, planner, space, trials
+from ftlab.sweeps.rundir import RunDir
 
 
 @dataclasses.dataclass
 class Row:
-  """One (size, strategy) of a table: per-seed test top-1 (fractions), summary, delta."""
+  """One (size, strategy) of a table: per-seed test top-1 (fractions) and their summary."""
   size: str
   strategy: str
   chosen: dict | None            # the chosen hyperparameters (None: undecided or all failed)
   values: dict                   # seed -> test top-1 fraction (finished final runs)
   statuses: dict                 # seed -> finished | failed | pending
   summary: stats.Summary | None = None
-  delta: stats.PairedDelta | None = None
   decided: bool = True
+  run_dirs: dict = dataclasses.field(default_factory=dict)  # seed -> dir of a finished run
+  test_count: int | None = None  # test images of its runs
 
   @property
   def status(self) -> str:
@@ -38,52 +42,91 @@ class Row:
       return "running"
     return "failed" if not self.values else "finished"
 
+  @property
+  def test_halfwidth(self) -> float | None:
+    """The binomial 95% half-width of one run's test top-1 at the row's mean, in points."""
+    if self.summary is None or not self.test_count:
+      return None
+    return 100 * stats.binomial_halfwidth(self.summary.mean / 100, self.test_count)
+
+  def contender(self) -> verdict_lib.Contender:
+    return verdict_lib.Contender(self.strategy, {s: 100 * v for s, v in self.values.items()},
+                             self.run_dirs, self.test_count, self.status)
+
 
 @dataclasses.dataclass
 class StudyResults:
   workdir: pathlib.Path
   study: space.Study
-  plan: planner.Plan
+  plan: planner.StudyPlan
   tuned: list                    # Rows, sizes x strategies in declared order
   untuned: list                  # Rows (empty unless the study ran them)
   images: dict
-  baseline: str
   problems: list
+  sizes: dict                    # size name -> sizes.Size (what its runs trained on)
+  verdict: verdict_lib.Verdict   # of the tuned rows
+  untuned_verdict: verdict_lib.Verdict | None
 
 
-def _test_value(files: trials.RunFiles) -> float | None:
+def _test_block(files: RunDir) -> dict | None:
   test = (files.results or {}).get("test")
-  if not isinstance(test, dict):
-    return None
+  return test if isinstance(test, dict) else None
+
+
+def _test_value(test: dict) -> float | None:
   exact = stats.counted_fraction(test, "top1")
   return exact if exact is not None else test.get("top1")
 
 
 def _row(size: str, strategy: str, chosen, runs: dict, decided: bool, problems: list) -> Row:
-  values, statuses = {}, {}
+  row = Row(size, strategy, chosen, {}, {}, decided=decided)
   for seed, (run_dir, files) in runs.items():
-    value = _test_value(files) if trials.held_out_done(files) else None
-    statuses[seed] = ("finished" if value is not None else "failed" if files.status == "failed"
-                      else "pending")
+    test = _test_block(files) if trials.held_out_done(files) else None
+    value = _test_value(test) if test is not None else None
+    row.statuses[seed] = ("finished" if value is not None else
+                          "failed" if files.status == "failed" else "pending")
     if value is not None:
-      values[seed] = value
+      row.values[seed], row.run_dirs[seed] = value, run_dir
+      row.test_count = test.get("count") or row.test_count
     if files.status == "failed":
       problems.append(f"{run_dir}: failed ({files.reason})")
-  row = Row(size, strategy, chosen, values, statuses, decided=decided)
-  if values:
-    row.summary = stats.summarize([100 * v for v in values.values()])
+  if row.values:
+    row.summary = stats.summarize([100 * v for v in row.values.values()])
   return row
 
 
-def _add_deltas(rows: list, baseline: str) -> None:
-  base = {r.size: r for r in rows if r.strategy == baseline}
-  for r in rows:
-    if r.size in base and r.strategy != baseline and r.values and base[r.size].values:
-      r.delta = stats.paired_delta({s: 100 * v for s, v in r.values.items()},
-                                   {s: 100 * v for s, v in base[r.size].values.items()})
+def _sizes(study: space.Study, plan: planner.StudyPlan) -> dict:
+  """Each size as its runs' results.json tell what they trained on (finals first, then trials)."""
+  out = {}
+  for name, overrides in study.sizes.items():
+    plans = [sp for sp in plan.strategies if sp.size == name]
+    runs = [f for sp in plans for _, f in sp.finals.values()]
+    runs += [f for sp in plans for f in sp.files.values()]
+    out[name] = sizes_lib.from_results(name, overrides, [f.results for f in runs if f.finished])
+  return out
 
 
-def load(workdir: str | pathlib.Path, baseline: str = "full_ft") -> StudyResults:
+def _verdict(rows: list, sizes: dict, untuned: bool) -> verdict_lib.Verdict:
+  groups = [(name, size.phrase, [r.contender() for r in rows if r.size == name])
+            for name, size in sizes.items()]
+  return verdict_lib.build(groups, untuned)
+
+
+def _problems(workdir: pathlib.Path, plan: planner.StudyPlan) -> list:
+  """Failed trials, stale runs not yet moved and those moved aside."""
+  problems = []
+  for sp in plan.strategies:
+    for rung in sp.rungs:
+      problems += [f"{trials.trial_dir(workdir, sp.size, sp.strategy, e.trial.name)}: "
+                   f"failed ({sp.files[e.trial.name].reason})"
+                   for e in rung if e.result.status == "failed"]
+    problems += [f"{d}: stale, not averaged ({why}); the study moves it aside and retrains it"
+                 for d, why in sp.stale]
+  return problems + [f"{d}: moved aside, not averaged ({why})"
+                     for d, why in trials.stale_runs(workdir)]
+
+
+def load(workdir: str | pathlib.Path) -> StudyResults:
   workdir = pathlib.Path(workdir)
   path = workdir / space.STUDY_FILE
   try:
@@ -97,13 +140,9 @@ def load(workdir: str | pathlib.Path, baseline: str = "full_ft") -> StudyResults
     tuned.append(_row(sp.size, sp.strategy, chosen, sp.finals, sp.decided, problems))
     if study.untuned:
       untuned.append(_row(sp.size, sp.strategy, {}, sp.untuned, True, problems))
-    for rung in sp.rungs:
-      for e in rung:
-        if e.result.status == "failed":
-          problems.append(f"{trials.trial_dir(workdir, sp.size, sp.strategy, e.trial.name)}: "
-                          f"failed ({sp.files[e.trial.name].reason})")
-  _add_deltas(tuned, baseline)
-  _add_deltas(untuned, baseline)
+  problems += _problems(workdir, plan)
+  sizes = _sizes(study, plan)
   return StudyResults(workdir, study, plan, tuned, untuned,
-                      cost.images(plan, len(study.final_seeds)), baseline,
-                      list(dict.fromkeys(problems)))
+                      cost.images(plan, len(study.final_seeds)), list(dict.fromkeys(problems)),
+                      sizes, _verdict(tuned, sizes, False),
+                      _verdict(untuned, sizes, True) if study.untuned else None)

@@ -1,7 +1,7 @@
-"""A study's tables (tuned, paired deltas, untuned, every trial, cost) as format-neutral text."""
-from ftlab.reports.cells import format_p
+"""A study's tables (tuned, paired with each size's winner, untuned, every trial, cost) as
+format-neutral text."""
 from ftlab.reports.study_results import Row, StudyResults
-from ftlab.reports.tables import Table
+from ftlab.reports.tables import Table, paired_table
 from ftlab.sweeps.naming import format_value
 
 
@@ -13,26 +13,17 @@ def hparams_text(hparams: dict | None) -> str:
 
 
 def value_text(row: Row) -> str:
-  """`96.10 ± 0.59 (n=2)`, `96.10 (n=1)`, or the status (searching, running, failed)."""
+  """`96.10 ± 0.59 (n=2, test set ±2.01)`, `96.10 (n=1)`, or the status (searching, running,
+  failed)."""
   s = row.summary
   if s is None:
     return row.status
   missing = len(row.statuses) - s.n
   note = f"n={s.n}" + (f", {missing} {'running' if row.status == 'running' else 'failed'}"
                        if missing else "")
+  if row.test_halfwidth is not None:
+    note += f", test set ±{row.test_halfwidth:.2f}"
   return f"{s.mean:.2f} ± {s.ci:.2f} ({note})" if s.ci is not None else f"{s.mean:.2f} ({note})"
-
-
-def delta_text(row: Row, baseline: str) -> str:
-  if row.strategy == baseline:
-    return "baseline"
-  d = row.delta
-  if d is None or d.mean is None:
-    return "-"
-  ci = f" ± {d.ci:.2f}" if d.ci is not None else ""
-  test = format_p(d.p) if d.p is not None else d.note
-  star = " *" if d.significant else ""
-  return f"{d.mean:+.2f}{ci} (n={d.n}, {test}){star}"
 
 
 def _grid(results: StudyResults, rows: list, cell) -> tuple:
@@ -40,12 +31,18 @@ def _grid(results: StudyResults, rows: list, cell) -> tuple:
   table_rows, bold = [], set()
   for i, size in enumerate(results.study.sizes):
     by = {r.strategy: r for r in rows if r.size == size}
-    table_rows.append([size] + [cell(by[s]) for s in strategies])
+    table_rows.append([results.sizes[size].label] + [cell(by[s]) for s in strategies])
     means = {j: by[s].summary.mean for j, s in enumerate(strategies, 1) if by[s].summary}
     if means:
       top = max(means.values())
       bold |= {(i, j) for j, m in means.items() if m == top}
-  return ["size"] + strategies, table_rows, bold
+  return ["size (trained on)"] + strategies, table_rows, bold
+
+
+SPREAD_NOTE = ("± is the 95% CI of the mean over the final seeds (Student t); test set ± is "
+               "one run's binomial 95% half-width on the test set (Wilson's score interval at the "
+               "mean, about 1.96·√(p(1−p)/N)): "
+               "the larger of the two limits what the table can separate.")
 
 
 def tuned_table(results: StudyResults) -> Table:
@@ -55,21 +52,22 @@ def tuned_table(results: StudyResults) -> Table:
   seeds = ", ".join(str(s) for s in results.study.final_seeds)
   return Table("Tuned strategies: test top-1 %, mean ± 95% CI over the final seeds", header,
                rows, bold, [f"Each strategy's hyperparameters were chosen on minival by "
-                            f"successive halving (eta={results.study.eta}) with seed "
-                            f"{results.study.search_seed}, then re-run with seeds {seeds}; "
-                            "`@` gives the chosen point. Bold: the best mean of the row."])
+                            f"successive halving (eta={results.study.eta}) with the search seed "
+                            f"{results.study.search_seed}, then retrained from scratch with the "
+                            f"final seeds {seeds}; the search seed is none of them, so the trial "
+                            "that won the selection is never the run reported on test. `@` gives "
+                            "the chosen point. Bold: the best mean of the row.", SPREAD_NOTE])
 
 
-def delta_table(results: StudyResults) -> Table:
-  header, rows, _ = _grid(results, results.tuned, lambda r: delta_text(r, results.baseline))
-  return Table(f"Tuned, paired against {results.baseline} (points, over shared seeds)", header,
-               rows, set(), ["Two-sided paired t-test (scipy.stats.ttest_rel); * p < 0.05."])
+def _labels(results: StudyResults) -> dict:
+  return {name: size.label for name, size in results.sizes.items()}
 
 
 def untuned_table(results: StudyResults) -> Table:
   header, rows, bold = _grid(results, results.untuned, value_text)
   return Table("Untuned: every strategy at the config's own recipe (test top-1 %)", header, rows,
-               bold, ["The table a plain sweep gives: one shared recipe for every strategy."])
+               bold, ["The table a plain sweep gives: one shared recipe for every strategy.",
+                      SPREAD_NOTE])
 
 
 def _trial_cells(sp, trial) -> list:
@@ -97,27 +95,38 @@ def trials_table(results: StudyResults) -> Table:
       cells = _trial_cells(sp, trial)
       rows.append([sp.size, sp.strategy, hparams_text(trial.hparams)]
                   + cells + [""] * (depth - len(cells)))
+  by = "minival loss" if results.study.score == "loss" else "minival top-1"
   return Table("Every trial: minival top-1 % at each rung", header, rows, set(),
                ["Rungs are fractions of the full run's steps (for 4 trials at eta 3: 1/3, then "
-                "all); → went on to the next rung; chosen: the strategy's final point. The test "
-                "split is never evaluated during the search."])
+                "all), moved to the run's scheduled minival evaluations where it has some; a "
+                "trial's score there is the minival of the weights it goes on from, at the end "
+                f"its best checkpoint's; ranked by {by}. → went on to the next rung; chosen: the "
+                "strategy's final point. The test split is never evaluated during the search."])
 
 
 def cost_table(results: StudyResults) -> Table:
-  im = results.images
+  im, study = results.images, results.study
   grid = im["full_grid"]
   ratio = f"{im['total'] / grid:.2f}x of a full grid" if grid else "-"
   rows = [["search (successive halving)", f"{im['search']:,}"],
-          ["final seeds (beyond the search seed)", f"{im['final']:,}"],
+          [f"final seeds ({len(study.final_seeds)}, retrained)", f"{im['final']:,}"],
           ["search + final", f"{im['total']:,} ({ratio})"],
           ["a full grid without halving", f"{grid:,}" if grid else "unknown"]]
-  if results.study.untuned:
+  if study.untuned:
     rows.append(["untuned runs", f"{im['untuned']:,}"])
-  return Table("Cost: training images through the network (steps x batch)", ["", "images"], rows)
+  n = len(study.final_seeds)
+  per_seed = im["final"] / n if im["final"] else 0
+  notes = [f"Each final seed is one full run per strategy and size ({per_seed:,.0f} images per "
+           f"seed so far); the {n} final seeds are {im['final'] / max(im['total'], 1):.0%} of "
+           "the study's images. Failed runs count what they trained up to their last rung stop "
+           "or checkpoint."]
+  return Table("Cost: training images through the network (steps x batch)", ["", "images"], rows,
+               set(), notes)
 
 
 def tables(results: StudyResults) -> list:
-  out = [tuned_table(results), delta_table(results)]
+  out = [tuned_table(results), paired_table(results.verdict, "size", _labels(results))]
   if results.study.untuned:
-    out.append(untuned_table(results))
+    out += [untuned_table(results), paired_table(results.untuned_verdict, "size",
+                                                 _labels(results))]
   return out + [trials_table(results), cost_table(results)]

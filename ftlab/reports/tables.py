@@ -1,11 +1,13 @@
-"""The report's tables (values, deltas, cost, reference) as format-neutral rows of text."""
+"""The report's tables (values, deltas, the verdict's paired comparisons, cost, reference) as
+format-neutral rows of text."""
 import dataclasses
 
 from ftlab.reports import stats
-from ftlab.reports.cells import (fixed_digits, format_bytes, format_cell, format_delta,
+from ftlab.reports.cells import (fixed_digits, format_bytes, format_cell, format_delta, format_p,
                                  format_seconds, format_trainable)
 from ftlab.reports.pivot import Report, Spec, run_counts
 from ftlab.reports.references import REFERENCES, Reference
+from ftlab.reports.verdict import Verdict, note, signed
 
 
 @dataclasses.dataclass
@@ -58,12 +60,43 @@ def delta_table(report: Report) -> Table:
   cols = [c for c in report.cols if c != spec.baseline]
   rows = [[row] + [format_delta(report.cells[row, c], spec.baseline) for c in cols]
           for row in report.rows]
+  tested = sum(report.cells[r, c].delta is not None and report.cells[r, c].delta.p is not None
+               for r in report.rows for c in cols)
   notes = [f"Δ is the mean over shared seeds of (column − {spec.baseline}) ± the 95% t "
            "half-width of that mean.",
-           f"Test: {stats.TEST_NAME}; * marks p < {spec.alpha:g} (no correction for "
-           "multiple comparisons); fewer than 2 shared seeds, or differences equal up to "
-           "float32 rounding: no test."]
+           f"Test: {stats.TEST_NAME}; p-values get {stats.HOLM} across the table's {tested} "
+           f"tested comparisons (Holm p), and * marks Holm p < {spec.alpha:g}; fewer than 2 "
+           "shared seeds, or differences equal up to float32 rounding: no test."]
   return Table(title, [",".join(spec.rows)] + cols, rows, notes=notes)
+
+
+def _t_test_text(c) -> str:
+  d = c.seed
+  if d.mean is None:
+    return d.note
+  if d.p is None:
+    spread = f" \u00b1 {d.ci:.2f}" if d.ci is not None else ""
+    return f"{signed(d.mean)}{spread} (n={d.n}, {d.note})"
+  return f"{signed(d.mean)} \u00b1 {d.ci:.2f} (n={d.n}, {format_p(d.p)})"
+
+
+def paired_table(verdict: Verdict, group_header: str, labels: dict, unit: str = "points") -> Table:
+  """One row per comparison; `labels`: group name -> its first cell."""
+  header = [group_header, "strategy", "vs", f"\u0394 ({unit})", "image-level 95% interval",
+            "P(strategy > winner)", "seed-level paired t-test", "Holm p", "verdict"]
+  rows = []
+  for c in verdict.comparisons:
+    image = f"[{signed(c.image.low)}, {signed(c.image.high)}]" if c.image is not None else "-"
+    rows.append([labels.get(c.group, c.group), c.name, c.winner, signed(c.delta), image,
+                 f"{c.image.p_greater:.3f}" if c.image is not None else "-", _t_test_text(c),
+                 format_p(c.p_holm) if c.p_holm is not None else "-",
+                 "beaten" if c.beaten else "tied" if c.p is not None else "not tested"])
+  title = (f"{'Untuned, paired' if verdict.untuned else 'Paired'} with each {group_header}'s "
+           "winner")
+  notes = [note(verdict), "Holm p: of the larger of the two tests' p-values (the t-test's alone "
+           "without predictions.csv for every shared seed, '-' in the image-level columns; the "
+           "bootstrap's alone when the seeds' differences are all equal)."]
+  return Table(title, header, rows, set(), notes)
 
 
 def cost_table(report: Report) -> Table:
@@ -111,8 +144,11 @@ def tables(report: Report) -> list[Table]:
   """Every table of the report, in order; one `empty_table` when there are no rows."""
   if not report.rows:
     return [empty_table(report)]
-  out = [value_table(report, "std"), value_table(report, "ci"), delta_table(report),
-         cost_table(report)]
+  out = [value_table(report, "std"), value_table(report, "ci"), delta_table(report)]
+  if report.verdict is not None:
+    out.append(paired_table(report.verdict, ",".join(report.spec.rows), {},
+                            "points" if report.spec.is_fraction else report.spec.unit or "units"))
+  out.append(cost_table(report))
   if report.spec.reference:
     out.append(reference_table(report, REFERENCES[report.spec.reference]))
   return out

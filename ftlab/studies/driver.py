@@ -1,12 +1,15 @@
 """Running a study on one machine: rounds of runs through `ftlab.sweeps.runner`, until done.
 
-Each round plans from the files (`planner.plan`), launches every run still
-to do (trials of every strategy's current rung, final runs, untuned runs)
-at most `parallel` at once, and plans again once they have ended. A run
-that fails leaves failed.json and counts as the worst score of its rung; it
-is not relaunched (delete its failed.json to retry it). Killed anywhere,
-the same command continues: finished rungs are read back, a promoted trial
-resumes from its checkpoint, an interrupted run resumes from its latest one.
+Each round plans from the files (`planner.plan`), moves aside the final
+runs that were trained at another point than the chosen one (`stale/`),
+launches every run still to do (trials of every strategy's current rung,
+final runs, untuned runs) at most `parallel` at once, and plans again once
+they have ended. A run that fails leaves failed.json and counts as the
+worst score of its rung; it is not relaunched (delete its failed.json to
+retry it: a final run, or a trial whose rung is not decided yet; a decided
+rung stays decided). Killed anywhere, the same command continues: finished
+rungs are read back, a promoted trial resumes from its checkpoint, an
+interrupted run resumes from its latest one.
 """
 import json
 import os
@@ -17,12 +20,11 @@ from typing import Sequence
 from ftlab.studies import cost, decisions, halving, planner, space, trials
 from ftlab.sweeps import index as index_lib
 from ftlab.sweeps.grid import SweepError
-from ftlab.sweeps.runner import Run, build_command, execute
+from ftlab.sweeps.runner import Job, build_command, execute
 from ftlab.training import rungs
 
 
 RUNS_FILE = "runs.json"
-DECISIONS_FILE = "decisions.json"
 
 
 def check_study_file(study: space.Study, workdir: pathlib.Path) -> None:
@@ -75,13 +77,13 @@ def to_runs(tasks: Sequence[planner.Task], workdir: pathlib.Path, study: space.S
     name = str(t.dir.relative_to(workdir))
     command = build_command(runner, study.config_spec, str(t.dir), t.overrides, study.fixed)
     if t.stage == trials.SEARCH:
-      runs.append(Run(i, name, t.overrides, t.dir, command, _rung_done(t), _rung_outcome(t)))
+      runs.append(Job(i, name, t.overrides, t.dir, command, _rung_done(t), _rung_outcome(t)))
     else:
-      runs.append(Run(i, name, t.overrides, t.dir, command, _held_out_done))
+      runs.append(Job(i, name, t.overrides, t.dir, command, _held_out_done))
   return runs
 
 
-def register(index: index_lib.SweepIndex, runs: Sequence[Run], tasks) -> None:
+def register(index: index_lib.SweepIndex, runs: Sequence[Job], tasks) -> None:
   """Adds this round's runs to runs.json (the runner updates their status there)."""
   def add(data):
     entries = {e["name"]: e for e in data.get("runs", [])}
@@ -93,11 +95,18 @@ def register(index: index_lib.SweepIndex, runs: Sequence[Run], tasks) -> None:
   index.modify(add)
 
 
-def write_decisions(plan: planner.Plan, study: space.Study, workdir: pathlib.Path) -> dict:
-  data = decisions.to_json(plan, study.eta)
+def write_decisions(plan: planner.StudyPlan, study: space.Study, workdir: pathlib.Path) -> dict:
+  data = decisions.to_json(plan, study.eta, study.score)
   data["images"] = cost.images(plan, len(study.final_seeds))
-  index_lib.write_json(workdir / DECISIONS_FILE, data)
+  index_lib.write_json(workdir / decisions.DECISIONS_FILE, data)
   return data
+
+
+def move_stale(plan: planner.StudyPlan, workdir: pathlib.Path) -> None:
+  """Moves aside the runs trained at another point than planned (the plan runs them again)."""
+  for run_dir, why in plan.stale_dirs:
+    target = trials.move_aside(workdir, run_dir, why)
+    print(f"moved {run_dir} aside to {target}: {why}", flush=True)
 
 
 def print_round(number: int, tasks: Sequence[planner.Task]) -> None:
@@ -123,17 +132,17 @@ def budget_text(study: space.Study) -> str:
   """The study's cost in full-run equivalents against an untuned sweep and a full grid."""
   seeds, lines, search, grid_total = len(study.final_seeds), [], 0.0, 0.0
   for strategy, g in study.strategies.items():
-    fractions = halving.rung_fractions(len(g), study.eta, study.max_rungs)
-    eq = halving.search_equivalents(len(g), study.eta, study.max_rungs)
-    search += eq + seeds - 1
-    grid_total += len(g) + seeds - 1
+    fractions = study.rungs[strategy]
+    eq = halving.search_equivalents(len(g), fractions, study.eta)
+    search += eq + seeds
+    grid_total += len(g) + seeds
     lines.append(f"  {strategy}: {len(g)} trials, rungs at "
-                 f"{', '.join(planner.fraction_text(f) for f in fractions)} of the steps")
+                 f"{', '.join(halving.fraction_text(f) for f in fractions)} of the steps")
   n = len(study.sizes)
   untuned = len(study.strategies) * seeds
-  lines.append(f"per size ({n} size{'s' if n > 1 else ''}), in full runs: search + final "
-               f"{search:.2f} (an untuned sweep of every strategy over {seeds} seeds: {untuned}; "
-               f"a full grid: {grid_total:.0f})")
+  lines.append(f"per size ({n} size{'s' if n > 1 else ''}), in full runs: search + {seeds} final "
+               f"seeds {search:.2f} (an untuned sweep of every strategy over {seeds} seeds: "
+               f"{untuned}; a full grid: {grid_total:.0f})")
   return "\n".join(lines)
 
 
@@ -152,6 +161,7 @@ def run(study: space.Study, workdir: pathlib.Path, runner: Sequence[str], parall
   while True:
     plan = planner.plan(study, workdir)
     write_decisions(plan, study, workdir)
+    move_stale(plan, workdir)
     tasks = [t for t in plan.tasks if (t.dir, t.what) not in launched]
     if not tasks:
       break

@@ -8,8 +8,16 @@ number of rungs (at most `max_rungs`) such that every rung keeps at least
 one trial: 4 trials at eta=3 give rungs 1/3 and 1 (4 trials, then 1); 9 give
 1/9, 1/3, 1 (9, 3, 1); fewer than eta trials give one rung, the full run.
 
-Ranking: higher score first; a failed trial (score None) is last; ties go to
-the lower minival loss, then to the trial declared first in the grid.
+Rungs at the run's scheduled evaluations (`at_evaluations`): each rung but the
+last moves to the nearest (in log) of the fractions at which the run
+evaluates minival anyway, so a trial is scored where the full run would
+score it too (rungs that land together merge; without any scheduled
+evaluation before the end a rung keeps its fraction).
+
+Ranking by minival top-1 (`score='top1'`): higher first; a failed trial
+(score None) is last; ties go to the lower minival loss, then to the trial
+declared first in the grid. By minival loss (`score='loss'`): lower first,
+ties to the higher top-1, then grid order.
 """
 import dataclasses
 import math
@@ -29,9 +37,37 @@ def rung_fractions(n_trials: int, eta: int, max_rungs: int) -> tuple:
   return tuple(float(eta) ** (i - (r - 1)) for i in range(r))
 
 
+def at_evaluations(fractions: Sequence[float], evaluations: Sequence[float]) -> tuple:
+  """Each rung but the last moved to the nearest (in log) scheduled evaluation before the end
+  (ties to the earlier); rungs that land together merge."""
+  inside = sorted(e for e in evaluations if 0 < e < 1)
+  moved = []
+  for f in fractions[:-1]:
+    to = min(inside, key=lambda e: (abs(math.log(e / f)), e)) if inside else f
+    if not moved or to > moved[-1]:
+      moved.append(to)
+  return tuple(moved) + (1.0,)
+
+
+def evaluation_fractions(num_epochs: float, eval_every_epochs: float) -> tuple:
+  """The fractions of a run at which it evaluates minival (`k * every / epochs`, before the end)."""
+  if num_epochs <= 0 or eval_every_epochs <= 0:
+    return ()
+  count = math.ceil(num_epochs / eval_every_epochs - 1e-9)
+  return tuple(k * eval_every_epochs / num_epochs for k in range(1, count))
+
+
+def fraction_text(f: float) -> str:
+  """`1/3`, `all`, or the fraction to 3 digits."""
+  return "all" if f >= 1 else f"1/{round(1 / f)}" if abs(1 / f - round(1 / f)) < 1e-6 else f"{f:.3g}"
+
+
 def keep(n: int, eta: int) -> int:
   """How many of n trials go on to the next rung."""
   return max(1, n // eta)
+
+
+SCORES = ("top1", "loss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,31 +78,34 @@ class Score:
   loss: float | None = None
 
 
-def rank(scores: Sequence[Score]) -> list:
+def rank(scores: Sequence[Score], by: str = "top1") -> list:
   """Best first (see the module docstring for ties and failures)."""
+  def finite(x):
+    return x if x is not None and math.isfinite(x) else math.inf
   def key(s: Score):
     failed = s.top1 is None
-    loss = s.loss if s.loss is not None and math.isfinite(s.loss) else math.inf
-    return (failed, -(s.top1 or 0.0), loss, s.order)
+    if by == "loss":
+      return (failed, finite(s.loss), -(s.top1 or 0.0), s.order)
+    return (failed, -(s.top1 or 0.0), finite(s.loss), s.order)
   return sorted(scores, key=key)
 
 
-def promote(scores: Sequence[Score], eta: int) -> list:
+def promote(scores: Sequence[Score], eta: int, by: str = "top1") -> list:
   """The orders of the trials that go on: the best `keep(n, eta)`, failed ones never."""
-  ranked = [s for s in rank(scores)[:keep(len(scores), eta)] if s.top1 is not None]
+  ranked = [s for s in rank(scores, by)[:keep(len(scores), eta)] if s.top1 is not None]
   return [s.order for s in ranked]
 
 
-def best(scores: Sequence[Score]) -> list:
+def best(scores: Sequence[Score], by: str = "top1") -> list:
   """The order of the best trial (as a one-element list), or [] when every one failed."""
-  ranked = rank(scores)
+  ranked = rank(scores, by)
   return [ranked[0].order] if ranked and ranked[0].top1 is not None else []
 
 
-def search_equivalents(n_trials: int, eta: int, max_rungs: int) -> float:
+def search_equivalents(n_trials: int, fractions: Sequence[float], eta: int) -> float:
   """Full runs' worth of training successive halving costs over `n_trials` (search only)."""
   total, previous, alive = 0.0, 0.0, n_trials
-  for f in rung_fractions(n_trials, eta, max_rungs):
+  for f in fractions:
     total += alive * (f - previous)
     previous, alive = f, keep(alive, eta)
   return total

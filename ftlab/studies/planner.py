@@ -1,17 +1,21 @@
 """From a study and its files on disk to the decisions taken and the runs still to do.
 
 Everything is recomputed from the run dirs at every call (the files are the
-state): a rung is decided once all its trials are finished or failed there,
-its best `n // eta` go on, and a strategy's search is decided when its last
-rung is. Then its final runs start: the winning trial evaluated on the
-held-out splits (it is the search seed's final run), and the chosen
-hyperparameters re-trained with each other final seed.
+state), except the rung decisions already taken, which decisions.json keeps
+(`decisions.taken`): a rung is decided once all its trials are finished or
+failed there, its best `n // eta` go on, and a strategy's search is decided
+when its last rung is. Then its final runs start: the chosen point retrained
+with every final seed (never the search seed). A final or untuned run whose
+recorded config contradicts its planned point is stale: never averaged,
+moved aside by the driver (`stale_dirs`) and trained again.
 """
 import dataclasses
 import pathlib
 
-from ftlab.studies import halving, trials
+from ftlab.studies import decisions, halving, trials
+from ftlab.studies.halving import fraction_text
 from ftlab.studies.space import Study, Trial
+from ftlab.sweeps.rundir import RunDir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,13 +43,16 @@ class StrategyPlan:
   rungs: list = dataclasses.field(default_factory=list)   # list of lists of RungEntry
   winner: Trial | None = None
   decided: bool = False
-  finals: dict = dataclasses.field(default_factory=dict)  # seed -> (dir, RunFiles)
-  untuned: dict = dataclasses.field(default_factory=dict)  # seed -> (dir, RunFiles)
-  files: dict = dataclasses.field(default_factory=dict)   # trial name -> RunFiles
+  kept: list = dataclasses.field(default_factory=list)    # decisions read back: promoted names
+  decided_rungs: int = 0
+  finals: dict = dataclasses.field(default_factory=dict)  # seed -> (dir, RunDir)
+  untuned: dict = dataclasses.field(default_factory=dict)  # seed -> (dir, RunDir)
+  stale: list = dataclasses.field(default_factory=list)   # (dir, why): not averaged, to move
+  files: dict = dataclasses.field(default_factory=dict)   # trial name -> RunDir
 
 
 @dataclasses.dataclass
-class Plan:
+class StudyPlan:
   tasks: list
   strategies: list
 
@@ -53,19 +60,34 @@ class Plan:
   def done(self) -> bool:
     return not self.tasks
 
+  @property
+  def stale_dirs(self) -> list:
+    """(dir, why) of the runs to move aside before the next round."""
+    return [s for sp in self.strategies for s in sp.stale]
 
-def fraction_text(f: float) -> str:
-  return "all" if f >= 1 else f"1/{round(1 / f)}" if abs(1 / f - round(1 / f)) < 1e-6 else f"{f:.3g}"
 
-
-def trial_overrides(study: Study, trial: Trial, fraction: float, held_out: bool) -> dict:
+def trial_overrides(study: Study, trial: Trial, fraction: float) -> dict:
+  """A search trial: the search seed, to its rung, never evaluated on the held-out splits."""
   return {"strategy.name": trial.strategy, **study.sizes[trial.size], **trial.hparams,
           "seed": study.search_seed, "train.stop_at_fraction": fraction if fraction < 1 else 0.0,
-          "train.evaluate_held_out": held_out}
+          "train.evaluate_held_out": False}
 
 
-def _seed_overrides(study: Study, size: str, strategy: str, hparams: dict, seed: int) -> dict:
-  return {"strategy.name": strategy, **study.sizes[size], **hparams, "seed": seed}
+def seed_overrides(study: Study, size: str, strategy: str, hparams: dict, seed: int) -> dict:
+  """A final (or untuned) run: the whole run, evaluated on the held-out splits."""
+  return {"strategy.name": strategy, **study.sizes[size], **hparams, "seed": seed,
+          "train.stop_at_fraction": 0.0, "train.evaluate_held_out": True}
+
+
+def _decide(study: Study, sp: StrategyPlan, i: int, entries: list) -> set:
+  """The orders that go on from rung i: kept from decisions.json, else ranked now."""
+  if i < len(sp.kept) and sp.kept[i][0] == sp.fractions[i]:
+    names = set(sp.kept[i][1])
+    return {e.trial.order for e in entries if e.trial.name in names}
+  scores = [halving.Score(e.trial.order, e.result.top1, e.result.loss) for e in entries]
+  last = i + 1 == len(sp.fractions)
+  return set(halving.best(scores, study.score) if last
+             else halving.promote(scores, study.eta, study.score))
 
 
 def _search(study: Study, workdir: pathlib.Path, sp: StrategyPlan, tasks: list) -> None:
@@ -78,65 +100,56 @@ def _search(study: Study, workdir: pathlib.Path, sp: StrategyPlan, tasks: list) 
       entries.append(RungEntry(t, trials.at_rung(files, fraction)))
     sp.rungs.append(entries)
     pending = [e for e in entries if e.result.status == "pending"]
-    if pending:
+    if pending and i >= len(sp.kept):
       what = f"rung {i + 1}/{len(sp.fractions)} ({fraction_text(fraction)} of the steps)"
       tasks += [Task(trials.trial_dir(workdir, sp.size, sp.strategy, e.trial.name),
-                     trial_overrides(study, e.trial, fraction, False), trials.SEARCH, what)
+                     trial_overrides(study, e.trial, fraction), trials.SEARCH, what)
                 for e in pending]
       return
-    scores = [halving.Score(e.trial.order, e.result.top1, e.result.loss) for e in entries]
-    last = i + 1 == len(sp.fractions)
-    chosen = set(halving.best(scores) if last else halving.promote(scores, study.eta))
+    chosen = _decide(study, sp, i, entries)
     for e in entries:
       e.promoted = e.trial.order in chosen
     members = [e.trial for e in entries if e.promoted]
     if not members:  # every trial failed
       sp.decided = True
       return
+    sp.decided_rungs = i + 1
   sp.winner, sp.decided = members[0], True
 
 
-def _finals(study: Study, workdir: pathlib.Path, sp: StrategyPlan, tasks: list) -> None:
-  win = sp.winner
+def _seed_runs(study: Study, workdir: pathlib.Path, sp: StrategyPlan, stage: str,
+               hparams: dict, tasks: list, label: str) -> dict:
+  """seed -> (dir, RunDir) of a stage's runs; stale ones listed, the missing ones tasks."""
+  runs = {}
   for seed in study.final_seeds:
-    if seed == study.search_seed:
-      run_dir = trials.trial_dir(workdir, sp.size, sp.strategy, win.name)
-      overrides = trial_overrides(study, win, 1.0, True)
-      files = trials.read(run_dir)
-      needed = not trials.held_out_done(files) and files.status != "failed"
-    else:
-      run_dir = trials.seed_dir(workdir, trials.FINAL, sp.size, sp.strategy, seed)
-      overrides = _seed_overrides(study, sp.size, sp.strategy, win.hparams, seed)
-      files = trials.read(run_dir)
-      needed = files.status == "pending"
-    sp.finals[seed] = (run_dir, files)
-    if needed:
-      tasks.append(Task(run_dir, overrides, trials.FINAL, f"final seed {seed} ({win.name})"))
-
-
-def _untuned(study: Study, workdir: pathlib.Path, sp: StrategyPlan, tasks: list) -> None:
-  for seed in study.final_seeds:
-    run_dir = trials.seed_dir(workdir, trials.UNTUNED, sp.size, sp.strategy, seed)
+    run_dir = trials.seed_dir(workdir, stage, sp.size, sp.strategy, seed)
+    overrides = seed_overrides(study, sp.size, sp.strategy, hparams, seed)
     files = trials.read(run_dir)
-    sp.untuned[seed] = (run_dir, files)
+    wrong = trials.mismatches(files, overrides)
+    if wrong:
+      sp.stale.append((run_dir, f"trained at {'; '.join(wrong)}"))
+      files = RunDir(run_dir)  # the run still to do, once the stale one is moved aside
+    runs[seed] = (run_dir, files)
     if files.status == "pending":
-      tasks.append(Task(run_dir, _seed_overrides(study, sp.size, sp.strategy, {}, seed),
-                        trials.UNTUNED, f"untuned seed {seed}"))
+      tasks.append(Task(run_dir, overrides, stage, f"{stage} seed {seed}{label}"))
+  return runs
 
 
-def plan(study: Study, workdir: pathlib.Path) -> Plan:
+def plan(study: Study, workdir: pathlib.Path) -> StudyPlan:
   """The study's state from its files: every strategy's rungs and winner, the runs to do next."""
   tasks, strategies = [], []
+  kept = decisions.taken(workdir)
   for size in study.sizes:
-    for strategy, grid in study.strategies.items():
-      sp = StrategyPlan(size, strategy, halving.rung_fractions(len(grid), study.eta,
-                                                               study.max_rungs))
+    for strategy in study.strategies:
+      sp = StrategyPlan(size, strategy, study.rungs[strategy],
+                        kept=kept.get((size, strategy), []))
       _search(study, workdir, sp, tasks)
       if sp.winner is not None:
-        _finals(study, workdir, sp, tasks)
+        sp.finals = _seed_runs(study, workdir, sp, trials.FINAL, sp.winner.hparams, tasks,
+                               f" ({sp.winner.name})")
       if study.untuned:
-        _untuned(study, workdir, sp, tasks)
+        sp.untuned = _seed_runs(study, workdir, sp, trials.UNTUNED, {}, tasks, "")
       strategies.append(sp)
   order = {trials.SEARCH: 0, trials.FINAL: 1, trials.UNTUNED: 2}
   tasks.sort(key=lambda t: order[t.stage])
-  return Plan(tasks, strategies)
+  return StudyPlan(tasks, strategies)

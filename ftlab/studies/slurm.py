@@ -10,17 +10,14 @@ with sbatch. When the plan has nothing left, the chain ends and writes
 decisions.json.
 """
 import json
-import os
 import pathlib
-import shlex
 import subprocess
-import sys
 from typing import Sequence
 
-from ftlab.studies import driver, planner, space
+from ftlab.studies import decisions, driver, planner, space
 from ftlab.sweeps import index as index_lib
+from ftlab.sweeps import slurm as sweep_slurm
 from ftlab.sweeps.grid import SweepError
-from ftlab.sweeps.naming import sanitise
 from ftlab.sweeps.runner import execute
 
 
@@ -29,21 +26,6 @@ SLURM_DIR = "slurm"
 
 def _round_number(workdir: pathlib.Path) -> int:
   return len(list((workdir / SLURM_DIR).glob("round-*.json"))) + 1
-
-
-def _study_command(config_spec: str, workdir: pathlib.Path, runner: Sequence[str] | None,
-                   overrides: Sequence[str]) -> list:
-  cmd = [sys.executable, "-m", "ftlab.study", f"--config={config_spec}", f"--workdir={workdir}"]
-  if runner is not None:
-    cmd.append(f"--runner={shlex.join(runner)}")
-  return cmd + [f"--override={o}" for o in overrides]
-
-
-def _script(header: list, command: list, unquoted: str = "") -> str:
-  """A batch script running `command` (shell-quoted) plus `unquoted` (left for the shell)."""
-  line = f"exec {shlex.join(command)}" + (f" {unquoted}" if unquoted else "")
-  return "\n".join(["#!/bin/bash", *header, "set -euo pipefail",
-                    f"cd {shlex.quote(os.getcwd())}", line, ""])
 
 
 def write_round(study: space.Study, workdir: pathlib.Path, script: pathlib.Path,
@@ -58,20 +40,16 @@ def write_round(study: space.Study, workdir: pathlib.Path, script: pathlib.Path,
   index_lib.write_json(round_file, {"tasks": [
       {"dir": str(t.dir.resolve()), "overrides": t.overrides, "stage": t.stage, "what": t.what}
       for t in tasks]})
-  base = _study_command(config_spec, workdir, runner, overrides)
-  name = sanitise(workdir.name)
-  array = f"0-{len(tasks) - 1}" + (f"%{parallel}" if parallel > 1 else "")
-  task_cmd = base + [f"--round_file={round_file}"]
-  array_text = _script([f"# ftlab.study round {number}: {len(tasks)} runs",
-                        f"#SBATCH --job-name={name}-r{number}", f"#SBATCH --array={array}",
-                        f"#SBATCH --output={workdir}/{SLURM_DIR}/round-{number:03d}-%a.out",
-                        *(f"#SBATCH {o}" for o in sbatch)], task_cmd,
-                       '--task="${SLURM_ARRAY_TASK_ID}"')
-  sbatch_flags = [f"--sbatch={o}" for o in sbatch]
-  next_cmd = base + [f"--slurm={script.resolve()}", f"--parallel={parallel}", *sbatch_flags]
-  next_text = _script([f"# ftlab.study after round {number}: plan and submit the next round",
-                       f"#SBATCH --job-name={name}-plan{number}",
-                       f"#SBATCH --output={workdir}/{SLURM_DIR}/plan-{number:03d}.out"], next_cmd)
+  base = sweep_slurm.entry_command("ftlab.study", config_spec, str(workdir), runner, overrides)
+  array_text = sweep_slurm.batch_script(
+      f"ftlab.study round {number}: {len(tasks)} runs", f"{workdir.name}-r{number}",
+      f"{workdir}/{SLURM_DIR}/round-{number:03d}-%a.out", base + [f"--round_file={round_file}"],
+      sweep_slurm.array_spec(range(len(tasks)), parallel), sbatch)
+  next_cmd = base + [f"--slurm={script.resolve()}", f"--parallel={parallel}",
+                     *(f"--sbatch={o}" for o in sbatch)]
+  next_text = sweep_slurm.batch_script(
+      f"ftlab.study after round {number}: plan and submit the next round",
+      f"{workdir.name}-plan{number}", f"{workdir}/{SLURM_DIR}/plan-{number:03d}.out", next_cmd)
   next_script = script.with_name(script.name + ".next.sh")
   script.write_text(array_text)
   next_script.write_text(next_text)
@@ -90,8 +68,9 @@ def step(study: space.Study, workdir: pathlib.Path, script: str, runner: Sequenc
   driver.write_study_file(study, workdir)
   plan = planner.plan(study, workdir)
   driver.write_decisions(plan, study, workdir)
+  driver.move_stale(plan, workdir)
   if plan.done:
-    print(f"study done: {workdir / driver.DECISIONS_FILE}", flush=True)
+    print(f"study done: {workdir / decisions.DECISIONS_FILE}", flush=True)
     return 0
   round_file, array, after = write_round(study, workdir, pathlib.Path(script), plan.tasks,
                                          runner, parallel, sbatch, config_spec, overrides)

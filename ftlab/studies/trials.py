@@ -1,21 +1,26 @@
-"""A study's runs on disk: where each lives, and what its files say.
+"""A study's runs on disk: where each lives, and what its files say about the study.
 
-  <workdir>/search/<size>/<strategy>/<hyperparameters>/   a search trial (the search seed)
-  <workdir>/final/<size>/<strategy>/seed=<n>/             a final run of the chosen ones
-  <workdir>/untuned/<size>/<strategy>/seed=<n>/           the config's own recipe (untuned=True)
+  <workdir>/search/<size>/<strategy>/<point>/    a search trial: the search seed, minival only
+  <workdir>/final/<size>/<strategy>/seed=<n>/    the chosen point retrained with final seed n
+  <workdir>/untuned/<size>/<strategy>/seed=<n>/  the config's own recipe (untuned=True)
+  <workdir>/stale/<the path above>.<k>/          a final or untuned run moved aside: it was
+                                                 trained at another point than the planned one
 
-The final run of the search seed is the winning search trial itself (its
-dir), evaluated on the held-out splits once its search is decided.
+The search seed is never a final seed: the trial that won the selection is
+not the run reported on test. Run dirs are read by `ftlab.sweeps.rundir`.
 """
 import dataclasses
-import json
 import pathlib
 
-from ftlab.sweeps.index import FAILED_FILE, RESULTS_FILE
+from ftlab.configuration.files import RESUMABLE_CHANGES
+from ftlab.sweeps import rundir
+from ftlab.sweeps.index import write_json
+from ftlab.sweeps.rundir import RunDir
 from ftlab.training import rungs
 
 
-SEARCH, FINAL, UNTUNED = "search", "final", "untuned"
+SEARCH, FINAL, UNTUNED, STALE = "search", "final", "untuned", "stale"
+STALE_NOTE = "stale.json"
 
 
 def trial_dir(workdir: pathlib.Path, size: str, strategy: str, name: str) -> pathlib.Path:
@@ -26,38 +31,8 @@ def seed_dir(workdir: pathlib.Path, stage: str, size: str, strategy: str, seed: 
   return workdir / stage / size / strategy / f"seed={seed}"
 
 
-@dataclasses.dataclass(frozen=True)
-class RunFiles:
-  """What a run dir holds: `status` finished | failed | pending."""
-  status: str
-  results: dict | None = None
-  rungs: dict = dataclasses.field(default_factory=dict)
-  reason: str = ""
-
-
-def read(run_dir: pathlib.Path) -> RunFiles:
-  """A run's files; an unreadable results.json or rungs.json counts as failed, naming it."""
-  failed = run_dir / FAILED_FILE
-  if failed.exists():
-    try:
-      reason = json.loads(failed.read_text()).get("reason", "")
-    except (OSError, ValueError):
-      reason = "failed.json does not parse"
-    return RunFiles("failed", reason=f"{failed}: {reason}")
-  try:
-    stops = rungs.read(str(run_dir))
-  except ValueError as e:
-    return RunFiles("failed", reason=str(e))
-  path = run_dir / RESULTS_FILE
-  if not path.exists():
-    return RunFiles("pending", rungs=stops)
-  try:
-    results = json.loads(path.read_text())
-  except (OSError, ValueError) as e:
-    return RunFiles("failed", reason=f"{path}: does not parse ({e})")
-  if results.get("status") != "finished":
-    return RunFiles("pending", rungs=stops)
-  return RunFiles("finished", results, stops)
+def read(run_dir: pathlib.Path) -> RunDir:
+  return rundir.read(run_dir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,38 +46,86 @@ class RungResult:
   train_images: int | None = None
 
 
-def at_rung(files: RunFiles, fraction: float) -> RungResult:
-  """A trial's score at the rung of budget `fraction` (the full run's best at 1)."""
-  if files.status == "failed":
-    return RungResult("failed")
+def at_rung(files: RunDir, fraction: float) -> RungResult:
+  """A trial's score at the rung of budget `fraction`: the minival the trainer's
+  `evaluate_minival()` gave at the stop (the weights the trial goes on from), or at the end (1)
+  the best checkpoint's, the one a final run would report.
+
+  A recorded stop (rungs.json) or a finished run is a fact that later
+  failures do not undo: a trial that failed after its rung keeps its score
+  there, so the decisions taken on it stand.
+  """
   stop = files.rungs.get(rungs.fraction_key(fraction)) if fraction < 1 else None
   if stop is not None:
-    return RungResult("finished", stop["best_minival_top1"], stop["minival_loss"], stop["step"],
+    return RungResult("finished", stop["minival_top1"], stop["minival_loss"], stop["step"],
                       stop["total_steps"], stop["train_images"])
-  if files.status == "finished":
+  if files.finished:
     r = files.results
     steps = r["num_steps"]
     return RungResult("finished", r["best"]["minival_top1"], r["best"]["minival_loss"], steps,
                       steps, steps * r["config"]["train"]["batch_size"])
-  return RungResult("pending")
+  return RungResult("failed" if files.status == "failed" else "pending")
 
 
-def held_out_done(files: RunFiles) -> bool:
+def held_out_done(files: RunDir) -> bool:
   """A finished run whose held-out splits were evaluated (a final run)."""
-  return files.status == "finished" and files.results.get("held_out_evaluated", True)
+  return files.finished and files.results.get("held_out_evaluated", True)
 
 
-def trained_images(files: RunFiles) -> int:
-  """Training images this run has been through so far (steps x batch)."""
-  if files.status == "finished":
+def trained_images(files: RunDir) -> int:
+  """Training images this run has been through (steps x batch).
+
+  A finished run: all its steps. Otherwise (pending or failed) at least its
+  last recorded rung stop or latest checkpoint: a failed trial's training
+  counts too.
+  """
+  if files.finished:
     return files.results["num_steps"] * files.results["config"]["train"]["batch_size"]
-  return max((r["train_images"] for r in files.rungs.values()), default=0)
+  stops = max((r["train_images"] for r in files.rungs.values()), default=0)
+  batch = rundir.dig(files.recorded_config(), "train.batch_size")
+  checkpointed = files.latest_checkpoint_step() * batch if isinstance(batch, int) else 0
+  return max(stops, checkpointed)
 
 
-def total_images(files: RunFiles) -> int | None:
+def total_images(files: RunDir) -> int | None:
   """A full run's training images, when the files tell (for the full-grid estimate)."""
-  if files.status == "finished":
+  if files.finished:
     return trained_images(files)
   for r in files.rungs.values():
     return r["total_steps"] * r["train_images"] // max(r["step"], 1)
   return None
+
+
+def mismatches(files: RunDir, planned: dict) -> list:
+  """`key=recorded, planned value` for each planned key the run's recorded config contradicts.
+
+  Keys a resumed run may change (stop_at_fraction, evaluate_held_out, ...) are
+  not compared; a run that recorded no config yet (never started) has none.
+  """
+  config = files.recorded_config()
+  if config is None:
+    return []
+  return [f"{key}={rundir.dig(config, key)!r}, planned {value!r}"
+          for key, value in planned.items()
+          if key not in RESUMABLE_CHANGES and rundir.dig(config, key) != value]
+
+
+def move_aside(workdir: pathlib.Path, run_dir: pathlib.Path, why: str) -> pathlib.Path:
+  """Moves a stale run to `<workdir>/stale/<its path>.<k>` with a note saying why; returns it."""
+  relative = run_dir.relative_to(workdir)
+  k = 0
+  while (target := workdir / STALE / relative.parent / f"{relative.name}.{k}").exists():
+    k += 1
+  target.parent.mkdir(parents=True, exist_ok=True)
+  run_dir.rename(target)
+  write_json(target / STALE_NOTE, {"was": str(relative), "why": why})
+  return target
+
+
+def stale_runs(workdir: pathlib.Path) -> list:
+  """(moved dir, its note's `why`) of every run moved aside so far."""
+  out = []
+  for note in sorted((workdir / STALE).rglob(STALE_NOTE)):
+    data, error = rundir.read_object(note)
+    out.append((note.parent, (data or {}).get("why", error)))
+  return out

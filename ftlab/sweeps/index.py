@@ -1,4 +1,4 @@
-"""A sweep's on-disk state: the runs' results.json / failed.json and the index sweep.json."""
+"""A sweep's on-disk state: the index sweep.json, and each run's status (`sweeps.rundir`)."""
 import datetime
 import fcntl
 import json
@@ -8,14 +8,12 @@ import socket
 import sys
 from typing import Any
 
+from ftlab.sweeps import rundir
 from ftlab.sweeps.grid import SweepError
 from ftlab.sweeps.spec import Sweep
 
 
 INDEX_FILE = "sweep.json"
-RESULTS_FILE = "results.json"
-FAILED_FILE = "failed.json"
-LOG_FILE = "log.txt"
 LOG_TAIL_LINES = 40
 
 
@@ -37,24 +35,11 @@ def write_json(path: pathlib.Path, data: Any) -> None:
 
 
 def is_finished(run_dir: pathlib.Path) -> bool:
-  """True if `run_dir/results.json` parses and says status finished."""
-  path = pathlib.Path(run_dir) / RESULTS_FILE
-  try:
-    return read_json(path).get("status") == "finished"
-  except FileNotFoundError:
-    return False
-  except (OSError, ValueError, AttributeError) as e:
-    print(f"{path}: unreadable ({e}); the run will be relaunched", file=sys.stderr)
-    return False
-
-
-def disk_status(run_dir: pathlib.Path) -> str:
-  """`finished`, `failed` or `pending`, from the files in the run dir."""
-  if is_finished(run_dir):
-    return "finished"
-  if (pathlib.Path(run_dir) / FAILED_FILE).exists():
-    return "failed"
-  return "pending"
+  """True if `run_dir/results.json` parses and says status finished (else it is relaunched)."""
+  files = rundir.read(run_dir)
+  if files.results_error:
+    print(f"{files.results_error}; the run will be relaunched", file=sys.stderr)
+  return files.finished
 
 
 class SweepIndex:
@@ -135,10 +120,11 @@ def init_index(index: SweepIndex, sweep: Sweep, names: list[str],
     runs = []
     for i, (name, overrides) in enumerate(zip(names, sweep.grid)):
       run_dir = workdir / name
+      files = rundir.read(run_dir)
       entry = {"name": name, "index": i, "dir": str(run_dir), "overrides": overrides,
-               "status": disk_status(run_dir)}
-      if entry["status"] == "failed":
-        entry["exit_code"] = _failed_exit_code(run_dir)
+               "status": files.status}
+      if files.status == "failed":
+        entry["exit_code"] = (files.failed or {}).get("exit_code")
       runs.append(entry)
     return {"config": sweep.config_path, "arg": sweep.arg,
             "config_spec": sweep.config_spec, "fixed_overrides": sweep.fixed,
@@ -147,13 +133,6 @@ def init_index(index: SweepIndex, sweep: Sweep, names: list[str],
             "updated": now()}
   workdir.mkdir(parents=True, exist_ok=True)
   return index.modify(build)
-
-
-def _failed_exit_code(run_dir: pathlib.Path) -> Any:
-  try:
-    return read_json(run_dir / FAILED_FILE).get("exit_code")
-  except (OSError, ValueError, AttributeError):
-    return None
 
 
 def log_tail(log_path: pathlib.Path, offset: int = 0, lines: int = LOG_TAIL_LINES) -> str:

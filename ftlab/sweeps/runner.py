@@ -21,10 +21,10 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-from ftlab.sweeps.index import (FAILED_FILE, LOG_FILE, RESULTS_FILE, SweepIndex, is_finished,
-                                log_tail, now, read_json, write_json)
+from ftlab.sweeps.index import SweepIndex, is_finished, log_tail, now, read_json, write_json
 from ftlab.sweeps.naming import format_value, unique_names
 from ftlab.sweeps.placement import Placement, placement
+from ftlab.sweeps.rundir import FAILED_FILE, LOG_FILE, RESULTS_FILE
 from ftlab.sweeps.spec import Sweep
 from ftlab.training.progress import duration
 
@@ -53,8 +53,8 @@ def held_out_outcome(run_dir: pathlib.Path) -> str:
 
 
 @dataclasses.dataclass
-class Run:
-  """One grid entry, ready to launch.
+class Job:
+  """One run (a grid entry, a study trial), ready to launch as a process.
 
   `done(dir)` says whether the process achieved what it was launched for
   (default: a finished results.json; a study's rung stop has its own) and
@@ -71,7 +71,7 @@ class Run:
 
 @dataclasses.dataclass
 class _Active:
-  run: Run
+  run: Job
   proc: subprocess.Popen
   log: Any
   log_offset: int
@@ -102,16 +102,16 @@ def install_signal_handlers() -> None:
   signal.signal(signal.SIGINT, _remember_signal)
 
 
-def plan(sweep: Sweep, workdir: pathlib.Path, runner: Sequence[str]) -> list[Run]:
-  """One `Run` per grid entry."""
+def plan(sweep: Sweep, workdir: pathlib.Path, runner: Sequence[str]) -> list[Job]:
+  """One `Job` per grid entry."""
   names = unique_names(sweep.grid)
-  return [Run(i, name, overrides, workdir / name,
+  return [Job(i, name, overrides, workdir / name,
               build_command(runner, sweep.config_spec, str(workdir / name), overrides,
                             sweep.fixed))
           for i, (name, overrides) in enumerate(zip(names, sweep.grid))]
 
 
-def _launch(run: Run, place: Placement) -> _Active:
+def _launch(run: Job, place: Placement) -> _Active:
   run.dir.mkdir(parents=True, exist_ok=True)
   (run.dir / FAILED_FILE).unlink(missing_ok=True)
   log = open(run.dir / LOG_FILE, "ab")
@@ -173,7 +173,7 @@ def _stop(active: list[_Active], index: SweepIndex, grace_s: float = 10.0) -> No
       index.update_run(a.run.name, status="interrupted", pid=None)
 
 
-def execute(runs: Sequence[Run], index: SweepIndex, parallel: int = 1,
+def execute(runs: Sequence[Job], index: SweepIndex, parallel: int = 1,
             cpus: Sequence[int] = (), gpus: Sequence[str] = (),
             poll_s: float = 0.05) -> dict[str, int]:
   """Runs `runs`, at most `parallel` at once, each pinned to its slot.

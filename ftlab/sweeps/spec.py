@@ -6,6 +6,7 @@ import os
 import re
 from typing import Any, Iterable, Sequence
 
+from ftlab.configuration import args as config_args
 from ftlab.sweeps.grid import SweepError
 from ftlab.sweeps.naming import short_key, unique_names
 
@@ -85,7 +86,22 @@ def _strategy_order(module: Any, grid: tuple) -> tuple:
   return tuple(order)
 
 
-def parse_fixed(items: Iterable[str], grid: Sequence[dict]) -> dict[str, str]:
+def config_value(config: Any, key: str, layers: Sequence[dict]) -> Any:
+  """A dotted key's value for a run: the first of `layers` (overrides, strongest first) that sets
+  it, else the config's; a text value (from the command line) takes the config value's type."""
+  default = config
+  for part in key.split("."):
+    default = default[part]
+  for layer in layers:
+    if key in layer:
+      value = layer[key]
+      if isinstance(value, str) and not isinstance(default, str):
+        return config_args.convert(key, value, default)
+      return value
+  return default
+
+
+def parse_fixed(items: Iterable[str], grid: Sequence[dict] = ()) -> dict[str, str]:
   """Parses `key=value` overrides for every run; they may not vary in the grid."""
   fixed = {}
   for item in items:

@@ -78,16 +78,19 @@ def selection_split(data: datasets.Data) -> str:
 
 def ema_results(run: Run, trainer: Trainer, best: dict) -> dict:
   """results.json's `ema` block: both weights on minival (best and last evaluation) and on the
-  held-out splits (the selected ones are also the top-level `test`/`val`)."""
+  held-out splits when they are evaluated (the selected ones are also the top-level
+  `test`/`val`; a study's search trial, `train.evaluate_held_out=False`, evaluates none)."""
   keys = ("minival_raw_top1", "minival_raw_loss", "minival_ema_top1", "minival_ema_loss")
   last = trainer.meta["history"][-1]
   selected = selected_weights(run.config)
   other = "raw" if selected == "ema" else "ema"
+  held_out = [name for name in ("val", "test")
+              if name in run.loaders and run.config.train.evaluate_held_out]
   return {"decay": run.setup.ema_decay, "selected": selected,
           "best": {"step": best["step"], **{k: best[k] for k in keys}},
           "final": {"step": last["step"], **{k: last[k] for k in keys}},
           other: {name: evaluate_best(run, trainer.image_eval_fn, name, other)
-                  for name in ("val", "test") if name in run.loaders},
+                  for name in held_out},
           "state_bytes": count_bytes(trainer.state.ema)}
 
 
