@@ -28,7 +28,7 @@ def get_config(arg=None):
   # torch | zero | native (ftlab.models.inits.transfer_init). torch = PyTorch's Linear default
   # U(+-1/sqrt(fan_in)) (timm's reset_classifier); zero = a zero output layer (big_vision's
   # head_zeroinit); native = model.init's scratch init. Chosen by measurement (docs/models.md).
-  config.model.head_init = "zero"
+  config.model.head_init = "torch"
   # BatchNorm statistics (ftlab/training/bn_stats.py): batch | frozen | reestimate.
   # batch = the trained layers normalise with batch statistics and update running ones
   # (momentum), frozen layers use their running statistics; frozen = every BatchNorm uses its
