@@ -28,7 +28,6 @@ def get_config(arg=None):
   config.model.pretrained = args["pretrained"]
   config.model.bn_momentum = 0.1
   config.strategy.name = args["strategy"]
-  config.strategy.freeze_blocks = 9        # the stem + Lite0's first 8 of 16 MBConv blocks
   config.strategy.lp_epochs = 5.0
   config.data.kind = "imagefolder"
   config.data.val_split = ""

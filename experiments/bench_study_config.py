@@ -6,12 +6,13 @@ strategies x LRs, all from the config argument ('/' separates list items):
 `DIR/train/<class>/*` and `DIR/test/<class>/*` (experiments/fashion_mnist_folder.py writes a
 class-balanced Fashion-MNIST subset so). One minival, carved from the whole train split before
 the subsets are drawn (`data.minival_from='full'`), serves every size, so the sizes are nested
-and compared on the same selection split. The study searches `lrs` (the head alone and
+and compared on the same selection split. The recipe is `configs/fashion_mnist.py`'s (the one
+the fidelity check runs), with the epochs, batch, image size and evaluation interval given here. The study searches `lrs` (the head alone and
 scratch: `head_lrs`) per strategy and size and retrains the choice with seeds 0 .. seeds-1
 (the search seed is 1000); the untuned sweep runs every strategy at `untuned_lr` over the same
 seeds.
 """
-from configs import default
+from configs import fashion_mnist
 from ftlab.configuration import args as config_args
 from ftlab.studies import space
 from ftlab.sweeps import grid
@@ -26,7 +27,7 @@ def _args(arg):
       arg, data="", sizes="10/100", strategies="/".join(STRATEGY_ORDER),
       lrs="0.003/0.01/0.03/0.1", head_lrs="0.01/0.03/0.1/0.3", untuned_lr=0.01,
       model="efficientnet_lite0", pretrained="efficientnet_lite0", epochs=10.0,
-      eval_every=1.0, image_size=64, batch=32, minival_fraction=0.1, freeze_blocks=9, seeds=3)
+      eval_every=1.0, image_size=64, batch=32, minival_fraction=0.1, freeze_blocks=0, seeds=3)
 
 
 def _list(text: str, kind=str) -> list:
@@ -35,19 +36,12 @@ def _list(text: str, kind=str) -> list:
 
 def get_config(arg=None):
   args = _args(arg)
-  config = default.get_config()
-  config.model.name = args["model"]
-  config.model.pretrained = args["pretrained"]
-  config.model.bn_momentum = 0.1
+  config = fashion_mnist.get_config(f"model={args['model']},pretrained={args['pretrained']}")
   config.strategy.freeze_blocks = args["freeze_blocks"]
-  config.data.kind = "imagefolder"
   config.data.root = args["data"]
-  config.data.val_split = ""
-  config.data.test_split = "test"
   config.data.image_size = args["image_size"]
   config.data.minival_fraction = args["minival_fraction"]
   config.data.minival_from = "full"
-  config.data.hflip = False
   config.optimizer.lr = args["untuned_lr"]
   config.train.batch_size = args["batch"]
   config.train.eval_batch_size = 2 * args["batch"]
