@@ -46,7 +46,8 @@ counted as `failed`; they never stop the report.
 the results page of the docs from the report.json of each RUN (written by an
 earlier `ftlab.report --workdir=RUN`): per run its verdict and table, the
 commands that reproduce it, its settings and the commit that wrote it
-(ftlab/reports/results_md.py).
+(ftlab/reports/results_md.py); `--readme=README.md` also rewrites the README's generated block
+(the demo's verdict) from the first of them.
 """
 import pathlib
 import sys
@@ -85,6 +86,8 @@ def define_flags() -> None:
   flags.DEFINE_string("results_md", None, "Write this results page (docs/results.md) from the "
                       "report.json of every --results_from workdir, instead of a report.")
   flags.DEFINE_list("results_from", [], "With --results_md: the workdirs, in the page's order.")
+  flags.DEFINE_string("readme", None, "With --results_md: also rewrite this README's generated "
+                      "block with the first workdir's verdict and table.")
   flags.DEFINE_string("predictions_run", None, "Run (dir name) for the predictions grid; "
                       "default: the best finished run that has predictions.csv (report.html "
                       "shows it first, then each column's best).")
@@ -121,8 +124,20 @@ def _results_page() -> int:
     return 1
   command = ["python", "-m", "ftlab.report", f"--results_md={FLAGS.results_md}",
              f"--results_from={','.join(FLAGS.results_from)}"]
+  readme = None
+  if FLAGS.readme:
+    command.append(f"--readme={FLAGS.readme}")
+    try:
+      readme = results_md.replace_block(pathlib.Path(FLAGS.readme).read_text(encoding="utf-8"),
+                                        results_md.readme_block(entries, command), FLAGS.readme)
+    except (OSError, ValueError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 1
   pathlib.Path(FLAGS.results_md).write_text(results_md.render(entries, command), encoding="utf-8")
   print(f"wrote {FLAGS.results_md}", file=sys.stderr)
+  if readme is not None:
+    pathlib.Path(FLAGS.readme).write_text(readme, encoding="utf-8")
+    print(f"wrote {FLAGS.readme}", file=sys.stderr)
   return 0
 
 

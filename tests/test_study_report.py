@@ -5,7 +5,9 @@ import shutil
 import subprocess
 import sys
 
-from ftlab.reports import provenance, study_output, study_results
+import pytest
+
+from ftlab.reports import provenance, results_md, study_output, study_results
 from ftlab.studies import space
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -124,3 +126,32 @@ def test_results_page_is_generated_from_report_json_files(tmp_path):
   assert missing.returncode == 1 and not page.exists()
   assert [l for l in missing.stderr.splitlines() if l.startswith("error:")] == [
       l for l in missing.stderr.splitlines() if "report.json" in l]
+
+
+@pytest.mark.slow
+def test_readme_block_is_rewritten_from_the_first_workdir_and_only_between_its_markers(tmp_path):
+  shutil.copytree(ROOT / "tests" / "fixtures" / "report_sweep", tmp_path / "sw")
+  out = subprocess.run([sys.executable, "-m", "ftlab.report", f"--workdir={tmp_path / 'sw'}",
+                        "--noplots", "--formats=json"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+  assert out.returncode == 0, out.stderr
+  readme = tmp_path / "README.md"
+  before, after = "# Title\n\nintro\n\n", "\n\n## Next\nkept\n"
+  readme.write_text(before + results_md.README_START + "\nstale numbers\n" + results_md.README_END
+                    + after)
+  cmd = [sys.executable, "-m", "ftlab.report", f"--results_md={tmp_path / 'results.md'}",
+         f"--results_from={tmp_path / 'sw'}", f"--readme={readme}"]
+  out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert out.returncode == 0, out.stderr
+  text = readme.read_text()
+  assert text.startswith(before) and text.endswith(after) and "stale numbers" not in text
+  verdict = json.loads((tmp_path / "sw" / "report.json").read_text())["verdict"][0]["text"]
+  assert verdict in text
+  assert "| resnet18 | 52.00 ± 4.97 (n=3) | 82.00 ± 4.97 (n=3) | 79.00 ± 2.48 (n=3) |" in text
+  assert f"--readme={readme}" in text  # the block names the command that wrote it
+  # a README without the markers: one error line naming it, neither file written
+  readme.write_text("no markers\n")
+  (tmp_path / "results.md").unlink()
+  out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert out.returncode == 1 and f"error: {readme}: no block between" in out.stderr
+  assert readme.read_text() == "no markers\n" and not (tmp_path / "results.md").exists()
