@@ -94,6 +94,14 @@ def phase_schedule(base: optax.Schedule, offset: int, rewarm_steps: int = 0) -> 
   return lambda count: base(count + offset) * jnp.minimum(count / rewarm_steps, 1.0)
 
 
+def window_schedule(opt_cfg, window: Window, start_step: int, rewarm_steps: int,
+                    peak) -> optax.Schedule:
+  """The LR of a phase starting at global step `start_step` in `window`, peaking at `peak` (a
+  value), as a function of the phase's own step count."""
+  return phase_schedule(base_schedule(opt_cfg, window.steps, window.warmup, peak),
+                        start_step - window.start, rewarm_steps)
+
+
 def _scaled(schedule: optax.Schedule, mult: float) -> optax.Schedule:
   return lambda count: schedule(count) * mult
 
@@ -136,8 +144,7 @@ def make_optimizer(opt_cfg, plan: Plan, window: Window, start_step: int = 0,
                      f"config.optimizer.momentum > 0 (got {opt_cfg.name!r}, momentum "
                      f"{opt_cfg.momentum}); Nesterov momentum without momentum does nothing")
   hparams = optimizer_hparams(opt_cfg, plan) if hparams is None else hparams
-  schedule = phase_schedule(base_schedule(opt_cfg, window.steps, window.warmup, hparams["lr"]),
-                            start_step - window.start, rewarm_steps)
+  schedule = window_schedule(opt_cfg, window, start_step, rewarm_steps, hparams["lr"])
   transforms = {g.name: group_transform(opt_cfg, g, schedule, hparams)
                 for g in plan.trainable_groups}
   labels = lambda params: {p: plan.labels[p] for p in params}  # pylint: disable=unnecessary-lambda-assignment

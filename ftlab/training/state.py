@@ -189,9 +189,7 @@ def _phase(config, start: int, plan: strategy.Plan, window: optim.Window, schedu
   if schedule == strategy.PROBE:
     hparams["lr"] = config.optimizer.lr * config.strategy.lp_lr_mult
   make = functools.partial(optim.make_optimizer, config.optimizer, plan, window, start, rewarm)
-  lr_fn = optim.phase_schedule(
-      optim.base_schedule(config.optimizer, window.steps, window.warmup, hparams["lr"]),
-      start - window.start, rewarm)
+  lr_fn = optim.window_schedule(config.optimizer, window, start, rewarm, hparams["lr"])
   return Phase(start, plan, make(hparams=dict(hparams)), config.model.bn_momentum, hparams, make,
                window, schedule, lr_fn, all_frozen_bn)
 
@@ -216,18 +214,8 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
                      "must be >= 0")
   rewarm = int(round(config.optimizer.phase_warmup_epochs * steps_per_epoch))
   probe = strategy.probe_steps(config.strategy, steps_per_epoch)
-  policy = check_bn_policy(config.model.bn)
-  if config.model.head_init not in inits.HEAD_INITS:
-    raise ValueError(f"config.model.head_init={config.model.head_init!r}; use one of "
-                     f"{list(inits.HEAD_INITS)}")
-  if policy == "frozen" and not batch_norms:
-    logging.info("config.model.bn=frozen: %s has no BatchNorm, nothing to freeze",
-                 config.model.name)
-  if config.model.bn_batches <= 0:
-    raise ValueError(f"config.model.bn_batches={config.model.bn_batches} must be > 0")
+  policy = check_transfer_keys(config, batch_norms)
   all_frozen_bn = batch_norms if policy == "frozen" else frozenset()
-  if config.strategy.lp_lr_mult <= 0:
-    raise ValueError(f"config.strategy.lp_lr_mult={config.strategy.lp_lr_mult} must be > 0")
   phases = [_phase(config, start, plan, schedule_window(name, total_steps, warmup_steps, probe),
                    name, rewarm, all_frozen_bn)
             for start, plan, name in strategy.build_phases(spec, config.strategy, shapes,
@@ -240,6 +228,22 @@ def build_setup(config, num_classes: int, total_steps: int, warmup_steps: int,
   return Setup(spec, model, image_size, num_classes, phases, preset,
                config.train.label_smoothing, l2sp, batch_norms, policy,
                mixup_lib.from_config(config.train), check_ema(config.train), adapters)
+
+
+def check_transfer_keys(config, batch_norms: frozenset) -> str:
+  """config.model.bn (returned), head_init, bn_batches and strategy.lp_lr_mult, checked."""
+  policy = check_bn_policy(config.model.bn)
+  if config.model.head_init not in inits.HEAD_INITS:
+    raise ValueError(f"config.model.head_init={config.model.head_init!r}; use one of "
+                     f"{list(inits.HEAD_INITS)}")
+  if config.model.bn_batches <= 0:
+    raise ValueError(f"config.model.bn_batches={config.model.bn_batches} must be > 0")
+  if config.strategy.lp_lr_mult <= 0:
+    raise ValueError(f"config.strategy.lp_lr_mult={config.strategy.lp_lr_mult} must be > 0")
+  if policy == "frozen" and not batch_norms:
+    logging.info("config.model.bn=frozen: %s has no BatchNorm, nothing to freeze",
+                 config.model.name)
+  return policy
 
 
 def check_ema(train_cfg) -> float:
