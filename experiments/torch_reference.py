@@ -161,6 +161,7 @@ def train(config) -> dict:
   eval_every = max(int(round(config.train.eval_every_epochs * spe)), 1)
   phases = strategy_lib.build_phases(spec, config.strategy, shapes, total, spe)
   all_bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+  bn_by_path = {n.replace(".", "/"): m for n, m in net.named_modules() if m in all_bn}
   loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
   best, history, train_s, previous_frozen = (-1.0, -1, None), [], 0.0, set()
   frozen_all = config.model.bn == "frozen"
@@ -171,8 +172,12 @@ def train(config) -> dict:
                                 lr_lambda(w_start, w_steps, w_warm, start, config.optimizer.schedule))
     set_modes(net, paths, plan, frozen_all)
     frozen_bn = {m for m in all_bn if not m.training}
-    if config.model.bn == "reestimate" and frozen_bn - previous_frozen:
-      update_bn(net, bn_set, frozen_bn - previous_frozen, config.model.bn_batches, batch, rng)
+    # AdaBN before a probe: the frozen BatchNorms a later phase trains (as ftlab's trainer)
+    later = {bn_by_path[p] for _, later_plan, _ in phases[i + 1:]
+             for p in later_plan.updated_bn() if p in bn_by_path}
+    adapt = (frozen_bn - previous_frozen) & later
+    if config.model.bn == "reestimate" and adapt and not frozen_all:
+      update_bn(net, bn_set, adapt, config.model.bn_batches, batch, rng)
     previous_frozen = frozen_bn
     for step in range(start, end):
       epoch, b = divmod(step, spe)
