@@ -127,7 +127,7 @@ def read_classes(workdir: str) -> List[str]:
 
 
 @dataclasses.dataclass
-class Run:
+class BestModel:
   """A trained run's best checkpoint, ready for inference."""
   config: ml_collections.ConfigDict
   spec: Any
@@ -137,7 +137,7 @@ class Run:
   step: int
 
 
-def load_best(workdir: str) -> Run:
+def load_best(workdir: str) -> BestModel:
   """Loads `workdir`'s best checkpoint (for evaluate/predict): its EMA weights if selected."""
   config = read_config(workdir)
   classes = read_classes(workdir)
@@ -153,5 +153,5 @@ def load_best(workdir: str) -> Run:
   state, _ = restored
   if config.train.select_ema:  # the weights the run selected and tested with
     state = ema_lib.weights(state)
-  return Run(config, setup.spec, setup.model, state_lib.variables_of(state), classes,
+  return BestModel(config, setup.spec, setup.model, state_lib.variables_of(state), classes,
              int(state.step))
