@@ -68,7 +68,7 @@ def package_imports(modules: dict) -> dict:
 
 
 def find_cycle(graph: dict) -> list:
-  """A list of packages closing an import cycle ([] when there is none)."""
+  """A list of nodes (packages or modules) closing an import cycle ([] when there is none)."""
   state, stack = {}, []
 
   def visit(node):
