@@ -214,8 +214,8 @@ def test_predict_with_a_training_run(tmp_path, monkeypatch, capsys):
 
   def fake_load_best(workdir):
     assert workdir == str(tmp_path / "run")
-    return checkpoint.Run(config, models.get_spec("tiny_cnn"), model, variables,
-                          ["cat", "dog", "wolf"], 7)
+    return checkpoint.BestModel(config, models.get_spec("tiny_cnn"), model, variables,
+                                ["cat", "dog", "wolf"], 7)
 
   monkeypatch.setattr(checkpoint, "load_best", fake_load_best)
   seen = []

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ftlab.training import checkpoint, ema as ema_lib
+from ftlab.training.meta import RunMeta
 from ftlab.training import run as run_lib
 from ftlab.training import state as state_lib
 from ftlab.training import steps, trainer
@@ -143,7 +144,7 @@ def test_a_checkpoint_from_before_the_ema_and_hparams_fields_still_restores(imag
   old = {f: getattr(state, f) for f in ("step", "trainable", "frozen", "batch_stats",
                                          "opt_state", "anchor")}  # TrainState's fields until now
   ckpts = checkpoint.Checkpoints(str(tmp_path / "run"))
-  ckpts.save_latest(3, old, {"history": []})
+  ckpts.save_latest(3, old, RunMeta())
   restored, _ = ckpts.restore_latest(run.template)
   ckpts.close()
   assert restored.ema == {} and isinstance(restored, state_lib.TrainState)
@@ -155,7 +156,7 @@ def test_a_checkpoint_from_before_the_ema_and_hparams_fields_still_restores(imag
   # and one written between the two fields (hparams, no ema) restores its own hparams
   between = dict(old, hparams={k: v * 2 for k, v in state.hparams.items()})
   ckpts = checkpoint.Checkpoints(str(tmp_path / "run"))
-  ckpts.save_latest(4, between, {"history": []})
+  ckpts.save_latest(4, between, RunMeta())
   restored, _ = ckpts.restore_latest(run.template)
   ckpts.close()
   assert restored.ema == {} and int(restored.step) == int(state.step)

@@ -104,17 +104,22 @@ differences are all equal).
 
 ## Cost (mean over seeds)
 
-| model | strategy | n | trainable params | optimizer state | train time | images/s | peak RSS |
-|---|---|---|---|---|---|---|---|
-| resnet18 | linear_probe | 3 | 100.00K (0.9%) | 781.2 KiB | 110.0 s | 50.0 | 2000 MB |
-| resnet18 | freeze_shallow | 3 | 8.00M (72.7%) | 61.0 MiB | 3.3 min | 40.0 | 2500 MB |
-| resnet18 | full_ft | 3 | 11.00M (100.0%) | 83.9 MiB | 5.0 min | 30.0 | 3000 MB |
-| mnv3_small | linear_probe | 1 | 50.00K (2.5%) | 390.6 KiB | 100.0 s | 50.0 | 2000 MB |
-| mnv3_small | freeze_shallow | 0 | running | running | running | running | running |
-| mnv3_small | full_ft | 2 | 2.00M (100.0%) | 15.3 MiB | 5.0 min | 30.0 | 3000 MB |
+| model | strategy | n | trainable params | optimizer state | fine-tuning | probe | images/s | \
+peak RSS |
+|---|---|---|---|---|---|---|---|---|
+| resnet18 | linear_probe | 3 | 100.00K (0.9%) | 781.2 KiB | 300 steps, 110.0 s | - | 50.0 | 2000 MB |
+| resnet18 | freeze_shallow | 3 | 8.00M (72.7%) | 61.0 MiB | 300 steps, 3.3 min | - | 40.0 | 2500 MB |
+| resnet18 | full_ft | 3 | 11.00M (100.0%) | 83.9 MiB | 300 steps, 5.0 min | - | 30.0 | 3000 MB |
+| mnv3_small | linear_probe | 1 | 50.00K (2.5%) | 390.6 KiB | 300 steps, 100.0 s | - | 50.0 | 2000 MB |
+| mnv3_small | freeze_shallow | 0 | running | running | running | running | running | running |
+| mnv3_small | full_ft | 2 | 2.00M (100.0%) | 15.3 MiB | 300 steps, 5.0 min | - | 30.0 | 3000 MB |
 
-Means over the finished seeds of each cell; train time excludes evaluation and \
-compilation as measured by the run.
+Means over the finished seeds of each cell.
+Fine-tuning: a run's steps, images (steps x batch) and train time, less those of the linear probe \
+that lp_ft and gradual_unfreeze run first; probe: that probe's ('-': the strategy has none; a \
+results.json from before the probe was recorded counts it in fine-tuning). Train time excludes \
+evaluation, compilation and caches as measured by the run.
+images/s: every train image of the run over its train time and caches.
 
 ## Problems
 
@@ -132,21 +137,22 @@ compilation as measured by the run.
 EXPECTED_CSV = """\
 model,strategy,metric,status,n,n_failed,n_missing,n_running,mean,std,ci95,best,delta_vs_full_ft,\
 delta_ci95,delta_n,p_value,p_holm,significant,test_note,n_selected_on_val,num_trainable_params,optimizer_state_bytes,\
-train_time_s,train_images_per_s,peak_rss_mb,problems
+train_time_s,train_images_per_s,peak_rss_mb,finetune_steps,finetune_images,finetune_train_time_s,\
+probe_steps,probe_images,probe_train_time_s,problems
 resnet18,linear_probe,test.top1,ok,3,0,0,0,52.00,2.00,4.97,0,-27.00,2.48,3,0.0004569,0.0009139,1,,0,\
-100000,800000,110.0,50.0,2000,
+100000,800000,110.0,50.0,2000,300,,110.0,,,,
 resnet18,freeze_shallow,test.top1,ok,3,0,0,0,82.00,2.00,4.97,1,3.00,2.48,3,0.0351,0.0351,1,,0,\
-8000000,64000000,200.0,40.0,2500,
-resnet18,full_ft,test.top1,ok,3,0,0,0,79.00,1.00,2.48,0,,,,,,,,0,11000000,88000000,300.0,30.0,3000,
-mnv3_small,linear_probe,test.top1,ok,1,2,0,0,48.66,,,0,-39.34,,1,,,,no test,0,50000,400000,100.0,50.0,2000,\
+8000000,64000000,200.0,40.0,2500,300,,200.0,,,,
+resnet18,full_ft,test.top1,ok,3,0,0,0,79.00,1.00,2.48,0,,,,,,,,0,11000000,88000000,300.0,30.0,3000,300,,300.0,,,,
+mnv3_small,linear_probe,test.top1,ok,1,2,0,0,48.66,,,0,-39.34,,1,,,,no test,0,50000,400000,100.0,50.0,2000,300,,100.0,,,,\
 "WORKDIR/model=mnv3_small,strategy=linear_probe,seed=1/failed.json: exit code 1 \
 (log: RuntimeError: out of memory); WORKDIR/model=mnv3_small,strategy=linear_probe,seed=2/results.json: \
 does not parse (Expecting ',' delimiter: line 2 column 1 (char 44))"
-mnv3_small,freeze_shallow,test.top1,running,0,0,2,1,,,,0,,,,,,,,0,,,,,,\
+mnv3_small,freeze_shallow,test.top1,running,0,0,2,1,,,,0,,,,,,,,0,,,,,,,,,,,,\
 "WORKDIR/model=mnv3_small,strategy=freeze_shallow,seed=0: no results.json or failed.json; \
 WORKDIR/model=mnv3_small,strategy=freeze_shallow,seed=1: no results.json or failed.json; \
 WORKDIR/model=mnv3_small,strategy=freeze_shallow,seed=2/results.json: status is 'running', not finished"
-mnv3_small,full_ft,test.top1,ok,2,1,0,0,89.00,1.41,12.71,1,,,,,,,,0,2000000,16000000,300.0,30.0,3000,\
+mnv3_small,full_ft,test.top1,ok,2,1,0,0,89.00,1.41,12.71,1,,,,,,,,0,2000000,16000000,300.0,30.0,3000,300,,300.0,,,,\
 "WORKDIR/model=mnv3_small,strategy=full_ft,seed=2/results.json: no numeric 'test.top1'"
 """
 
@@ -368,3 +374,38 @@ def test_runs_selected_on_val_are_named(tmp_path):
       path.write_text(json.dumps({**data, "test": {"top1": 0.4}}))
   md = markdown.to_markdown(_build(tmp_path))
   assert note in md and "is a `val` number" not in md
+
+
+def _probed_sweep(workdir):
+  """lp_ft (80 probe + 80 fine-tuning steps, batch 8) and full_ft (80 steps), seeds 0 and 1."""
+  for seed, (lp_time, probe_time, ft_time) in enumerate(((12.0, 2.0, 9.0), (14.0, 3.0, 11.0))):
+    config = {"train": {"batch_size": 8}}
+    _write_run(workdir, "lp_ft", seed, {"test": {"top1": 0.9}}, config=config, num_steps=160,
+               train_time_s=lp_time,
+               probe={"steps": 80, "images": 640, "train_time_s": probe_time})
+    _write_run(workdir, "full_ft", seed, {"test": {"top1": 0.8}}, config=config, num_steps=80,
+               train_time_s=ft_time, probe={"steps": 0, "images": 0, "train_time_s": 0.0})
+
+
+def test_cost_shows_the_probe_apart_from_fine_tuning_in_every_format(tmp_path):
+  _probed_sweep(tmp_path)
+  rep = _build(tmp_path)
+  # lp_ft: fine-tuning 160 - 80 steps, 80 x 8 images, (12 - 2 + 14 - 3) / 2 s; probe (2 + 3) / 2 s
+  lp = ("80 steps, 640 images, 10.5 s", "80 steps, 640 images, 2.5 s")
+  ft = ("80 steps, 640 images, 10.0 s", "-")
+  md = markdown.to_markdown(rep)
+  assert f"| resnet18 | lp_ft | 2 | - | - | {lp[0]} | {lp[1]} | - | - |" in md
+  assert f"| resnet18 | full_ft | 2 | - | - | {ft[0]} | {ft[1]} | - | - |" in md
+  assert f"{lp[0]} & {lp[1]}" in latex.to_latex(rep)
+  rows = {r["strategy"]: r for r in csv.DictReader(io.StringIO(csv_format.to_csv(rep)))}
+  keys = ("finetune_steps", "finetune_images", "finetune_train_time_s", "probe_steps",
+          "probe_images", "probe_train_time_s", "train_time_s")
+  assert [rows["lp_ft"][k] for k in keys] == ["80", "640", "10.5", "80", "640", "2.5", "13.0"]
+  assert [rows["full_ft"][k] for k in keys] == ["80", "640", "10.0", "", "", "", "10.0"]
+  cost = {c["col"]: c["cost"] for c in json_format.to_json(rep)["cells"]}
+  assert {k: cost["lp_ft"][k] for k in keys} == {
+      "finetune_steps": 80, "finetune_images": 640, "finetune_train_time_s": 10.5,
+      "probe_steps": 80, "probe_images": 640, "probe_train_time_s": 2.5, "train_time_s": 13.0}
+  assert cost["full_ft"]["probe_steps"] is None and cost["full_ft"]["finetune_steps"] == 80
+  outputs.write(rep, ["html"])
+  assert f"<td>{lp[0]}</td><td>{lp[1]}</td>" in (tmp_path / "report.html").read_text()

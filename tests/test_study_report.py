@@ -155,3 +155,28 @@ def test_readme_block_is_rewritten_from_the_first_workdir_and_only_between_its_m
   out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
   assert out.returncode == 1 and f"error: {readme}: no block between" in out.stderr
   assert readme.read_text() == "no markers\n" and not (tmp_path / "results.md").exists()
+
+
+def test_cost_of_a_final_run_shows_the_probe_apart_from_fine_tuning(tmp_path):
+  make_study(tmp_path / "st")
+  final = tmp_path / "st" / "final" / "all"
+  for seed, (total, probe) in enumerate(((12.0, 2.0), (14.0, 3.0))):
+    path = final / "linear_probe" / f"seed={seed}" / "results.json"
+    data = json.loads(path.read_text())  # as if linear_probe had a probe phase: 30 of 90 steps
+    data.update(train_time_s=total, probe={"steps": 30, "images": 300, "train_time_s": probe})
+    path.write_text(json.dumps(data))
+  (final / "full_ft" / "seed=1" / "results.json").unlink()  # one final run left
+  results = study_results.load(tmp_path / "st")
+  text = study_output.to_markdown(results)
+  # linear_probe: fine-tuning 90 - 30 steps x batch 10, (10 + 11) / 2 s; probe (2 + 3) / 2 s.
+  # full_ft's results.json has no train time and, as before the probe was recorded, no probe.
+  assert "| all | linear_probe | 2 | 60 steps, 600 images, 10.5 s | 30 steps, 300 images, 2.5 s |" \
+      in text, text
+  assert "| all | full_ft | 1 | 90 steps, 900 images | - |" in text
+  assert "<td>60 steps, 600 images, 10.5 s</td><td>30 steps, 300 images, 2.5 s</td>" in \
+      study_output.to_html(results)
+  cost = study_output.to_json(results)["final_run_cost"]
+  assert cost[0] == {"size": "all", "strategy": "linear_probe", "n": 2, "finetune_steps": 60,
+                     "finetune_images": 600, "finetune_train_time_s": 10.5, "probe_steps": 30,
+                     "probe_images": 300, "probe_train_time_s": 2.5}
+  assert (cost[1]["n"], cost[1]["finetune_steps"], cost[1]["probe_steps"]) == (1, 90, None)

@@ -10,6 +10,7 @@ import pytest
 from ftlab.training import rungs, trainer
 from ftlab.training import run as run_lib
 from ftlab.training import state as state_lib
+from ftlab.training.meta import RunMeta
 from tests.helpers import tiny_config
 
 
@@ -61,7 +62,7 @@ def test_rung_stops_do_not_change_the_run(image_folder, tmp_path):
 
 def test_rung_score_is_best_so_far(tmp_path):
   history = [{"step": 4, "minival_top1": 0.75}, {"step": 8, "minival_top1": 0.5}]
-  meta = {"history": history, "train_time_s": 3.0, "compile_time_s": 4.0}
+  meta = RunMeta(history=history, train_time_s=3.0, compile_time_s=4.0)
   entry = rungs.record(str(tmp_path), 0.5, 9, 18, 8, {"top1": 0.625, "loss": 0.9}, meta)
   assert entry["best_minival_top1"] == 0.75 and entry["minival_top1"] == 0.625
   assert json.loads((tmp_path / "rungs.json").read_text())["rungs"] == [entry]

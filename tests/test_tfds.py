@@ -79,7 +79,7 @@ def test_splits_are_tfds_slices_with_labels_and_encoded_images(tfds_dir):
   assert data.classes == CLASSES
   assert len(data.train) + len(data.minival) == 65 and len(data.test) == 18
   record = data.test.paths[4]
-  assert isinstance(record, tfds_source.Record) and data.test.labels[4] == 4 % 3
+  assert isinstance(record, tfds_source.TfdsImage) and data.test.labels[4] == 4 % 3
   with Image.open(io.BytesIO(record.read())) as img:
     pixels = np.asarray(img)
   assert pixels.shape == (20, 20, 3) and np.argmax(pixels.mean((0, 1))) == 4 % 3

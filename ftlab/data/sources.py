@@ -24,7 +24,7 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class Split:
-  paths: List[Any]    # image file paths, or records with `.read() -> bytes` (tfds_source.Record)
+  paths: List[Any]    # image file paths, or records with `.read() -> bytes` (tfds_source.TfdsImage)
   labels: np.ndarray  # int32, one per path
 
   def __len__(self):

@@ -6,7 +6,7 @@
 data directory ('' = TFDS's default, ~/tensorflow_datasets), and the split
 keys hold TFDS split strings (`train[:90%]`, `validation`, `test`).
 
-Each split becomes a `sources.Split` whose "paths" are `Record`s: an index
+Each split becomes a `sources.Split` whose "paths" are `TfdsImage`s: an index
 into `builder.as_data_source(split)` (ArrayRecord, random access), read
 when the pipeline decodes that image. The images stay encoded
 (`SkipDecoding`) and go through the same PIL decoding and augmentation as
@@ -31,7 +31,7 @@ LABEL_READ_CHUNK = 1024  # records deserialised per call while reading a split's
 
 
 @dataclasses.dataclass(frozen=True)
-class Record:
+class TfdsImage:
   """One image of a TFDS split: `read()` returns its encoded bytes (what PIL opens)."""
   source: Any = dataclasses.field(repr=False, compare=False)  # the split's data source
   index: int
@@ -104,7 +104,7 @@ def _read_split(builder, name: str, split: str, image_key: str, label_key: str) 
     chunk = source.__getitems__(list(range(lo, min(lo + LABEL_READ_CHUNK, len(source)))))
     labels += [int(example[label_key]) for example in chunk]
   where = f"{name}/{split}"
-  return Split([Record(source, i, image_key, where) for i in range(len(source))],
+  return Split([TfdsImage(source, i, image_key, where) for i in range(len(source))],
                np.asarray(labels, np.int32))
 
 

@@ -48,7 +48,7 @@ BN_MOMENTUM = 0.01  # PyTorch convention: 1 - TF's 0.99
 DROP_CONNECT_RATE = 0.2
 
 
-class Stage(NamedTuple):
+class StageRow(NamedTuple):
   """One row of the Lite block table (before width/depth scaling)."""
   repeats: int
   kernel: int
@@ -59,13 +59,13 @@ class Stage(NamedTuple):
 
 
 LITE_STAGES = (
-    Stage(1, 3, 1, 1, 32, 16),
-    Stage(2, 3, 2, 6, 16, 24),
-    Stage(2, 5, 2, 6, 24, 40),
-    Stage(3, 3, 2, 6, 40, 80),
-    Stage(3, 5, 1, 6, 80, 112),
-    Stage(4, 5, 2, 6, 112, 192),
-    Stage(1, 3, 1, 6, 192, 320),
+    StageRow(1, 3, 1, 1, 32, 16),
+    StageRow(2, 3, 2, 6, 16, 24),
+    StageRow(2, 5, 2, 6, 24, 40),
+    StageRow(3, 3, 2, 6, 40, 80),
+    StageRow(3, 5, 1, 6, 80, 112),
+    StageRow(4, 5, 2, 6, 112, 192),
+    StageRow(1, 3, 1, 6, 192, 320),
 )
 
 

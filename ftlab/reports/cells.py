@@ -74,5 +74,22 @@ def format_trainable(cost: dict) -> str:
   return format_count(n) + share
 
 
+def format_phase(cost: dict, phase: str) -> str:
+  """`80 steps, 640 images, 10.2 s`: a phase's part of a cost dict (`studies.cost.PHASE_FIELDS`,
+  `phase` 'finetune' or 'probe'), what is known of it; '-' when nothing is (no probe)."""
+  steps, images, seconds = (cost.get(f"{phase}_{k}") for k in ("steps", "images", "train_time_s"))
+  parts = [f"{steps:,.0f} steps" if steps is not None else None,
+           f"{format_count(images)} images" if images is not None else None,
+           format_seconds(seconds) if seconds is not None else None]
+  return ", ".join(p for p in parts if p) or "-"
+
+
+PHASE_NOTE = ("Fine-tuning: a run's steps, images (steps x batch) and train time, less those of "
+              "the linear probe that lp_ft and gradual_unfreeze run first; probe: that probe's "
+              "('-': the strategy has none; a results.json from before the probe was recorded "
+              "counts it in fine-tuning). Train time excludes evaluation, compilation and caches "
+              "as measured by the run.")
+
+
 def fixed_digits(x: float | None, digits: int) -> str:
   return "-" if x is None else f"{x:.{digits}f}"

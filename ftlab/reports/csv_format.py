@@ -8,6 +8,7 @@ import csv
 import io
 
 from ftlab.reports.pivot import COST_FIELDS, Cell, Report
+from ftlab.studies.cost import PHASE_FIELDS
 
 
 def _csv_number(x: float | None, digits: int) -> str:
@@ -28,7 +29,9 @@ def _csv_row(report: Report, cell: Cell) -> list:
           _csv_number(c.get("num_trainable_params"), 0),
           _csv_number(c.get("optimizer_state_bytes"), 0),
           _csv_number(c.get("train_time_s"), 1), _csv_number(c.get("train_images_per_s"), 1),
-          _csv_number(c.get("peak_rss_mb"), 0), "; ".join(cell.problems)]
+          _csv_number(c.get("peak_rss_mb"), 0),
+          *(_csv_number(c.get(k), 1 if k.endswith("_s") else 0) for k in PHASE_FIELDS),
+          "; ".join(cell.problems)]
 
 
 def _no_runs_row(report: Report, width: int) -> list:

@@ -9,6 +9,7 @@ from ftlab.reports import stats
 from ftlab.reports import verdict as verdict_lib
 from ftlab.reports.collect import (Collection, RunRecord, lookup, metric_value, select,
                                    selected_on_val, with_metric)
+from ftlab.studies.cost import PHASE_FIELDS, mean_or_none, phases
 from ftlab.sweeps import naming
 from ftlab.sweeps.rundir import dig
 
@@ -16,8 +17,9 @@ from ftlab.sweeps.rundir import dig
 RUN_STATUSES = ("finished", "failed", "missing", "running")
 
 
+# a cell's cost: results.json's top-level keys, then the run's probe apart from its fine-tuning
 COST_FIELDS = ("num_trainable_params", "optimizer_state_bytes", "train_time_s",
-               "train_images_per_s", "peak_rss_mb")
+               "train_images_per_s", "peak_rss_mb") + PHASE_FIELDS
 
 
 _FRACTION_RE = re.compile(r"(top\d+|precision|recall|f1|acc|accuracy)$")
@@ -159,19 +161,16 @@ def _add_record(cell: Cell, record: RunRecord, spec: Spec, problems: list) -> No
   count = dig(record.results, spec.metric.rpartition(".")[0] + ".count")
   cell.test_count = count if isinstance(count, int) else cell.test_count
   cell.n_selected_on_val += selected_on_val(record)
-  for field in COST_FIELDS + ("num_params",):
-    cell.cost.setdefault(field, []).append(record.results.get(field))
-
-
-def _mean_or_none(values: list) -> float | None:
-  numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-  return sum(numbers) / len(numbers) if numbers else None
+  costs = {**{k: record.results.get(k) for k in COST_FIELDS if k not in PHASE_FIELDS},
+           "num_params": record.results.get("num_params"), **phases(record.results)}
+  for field, value in costs.items():
+    cell.cost.setdefault(field, []).append(value)
 
 
 def _finalize(cell: Cell) -> None:
   if cell.values:
     cell.summary = stats.summarize(list(cell.values.values()))
-  cell.cost = {k: _mean_or_none(v) for k, v in cell.cost.items()}
+  cell.cost = {k: mean_or_none(v) for k, v in cell.cost.items()}
 
 
 def _mark_best(report: Report) -> None:

@@ -76,7 +76,8 @@ def to_json(results: StudyResults) -> dict:
                     for n, z in results.sizes.items()},
           "strategies": [_row_json(r) for r in results.tuned],
           "untuned": [_row_json(r) for r in results.untuned], "trials": trials,
-          "images": results.images, "problems": results.problems}
+          "images": results.images, "final_run_cost": results.final_costs,
+          "problems": results.problems}
 
 
 def to_html(results: StudyResults) -> str:

@@ -66,6 +66,7 @@ class StudyResults:
   sizes: dict                    # size name -> sizes.Size (what its runs trained on)
   verdict: verdict_lib.Verdict   # of the tuned rows
   untuned_verdict: verdict_lib.Verdict | None
+  final_costs: list              # per (size, strategy): a final run's cost by phase (cost.py)
 
 
 def _test_block(files: RunDir) -> dict | None:
@@ -145,4 +146,5 @@ def load(workdir: str | pathlib.Path) -> StudyResults:
   return StudyResults(workdir, study, plan, tuned, untuned,
                       cost.images(plan, len(study.final_seeds)), list(dict.fromkeys(problems)),
                       sizes, _verdict(tuned, sizes, False),
-                      _verdict(untuned, sizes, True) if study.untuned else None)
+                      _verdict(untuned, sizes, True) if study.untuned else None,
+                      cost.final_phases(plan))

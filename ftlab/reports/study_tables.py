@@ -1,5 +1,6 @@
 """A study's tables (tuned, paired with each size's winner, untuned, every trial, cost) as
 format-neutral text."""
+from ftlab.reports.cells import PHASE_NOTE, format_phase
 from ftlab.reports.study_results import Row, StudyResults
 from ftlab.reports.tables import Table, paired_table
 from ftlab.sweeps.naming import format_value
@@ -124,9 +125,19 @@ def cost_table(results: StudyResults) -> Table:
                set(), notes)
 
 
+def phase_cost_table(results: StudyResults) -> Table:
+  """A final run's fine-tuning and probe, per size and strategy."""
+  labels = _labels(results)
+  rows = [[labels.get(c["size"], c["size"]), c["strategy"], str(c["n"]),
+           format_phase(c, "finetune") if c["n"] else "-",
+           format_phase(c, "probe") if c["n"] else "-"] for c in results.final_costs]
+  return Table("Cost of a final run (mean over its finished final seeds)",
+               ["size", "strategy", "n", "fine-tuning", "probe"], rows, set(), [PHASE_NOTE])
+
+
 def tables(results: StudyResults) -> list:
   out = [tuned_table(results), paired_table(results.verdict, "size", _labels(results))]
   if results.study.untuned:
     out += [untuned_table(results), paired_table(results.untuned_verdict, "size",
                                                  _labels(results))]
-  return out + [trials_table(results), cost_table(results)]
+  return out + [trials_table(results), cost_table(results), phase_cost_table(results)]

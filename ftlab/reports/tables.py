@@ -3,8 +3,8 @@ format-neutral rows of text."""
 import dataclasses
 
 from ftlab.reports import stats
-from ftlab.reports.cells import (fixed_digits, format_bytes, format_cell, format_delta, format_p,
-                                 format_seconds, format_trainable)
+from ftlab.reports.cells import (PHASE_NOTE, fixed_digits, format_bytes, format_cell,
+                                 format_delta, format_p, format_phase, format_trainable)
 from ftlab.reports.pivot import Report, Spec, run_counts
 from ftlab.reports.references import REFERENCES, Reference
 from ftlab.reports.verdict import Verdict, note, signed
@@ -102,20 +102,20 @@ def paired_table(verdict: Verdict, group_header: str, labels: dict, unit: str = 
 def cost_table(report: Report) -> Table:
   """Training cost per (row, col), means over the cell's finished seeds."""
   header = [",".join(report.spec.rows), ",".join(report.spec.cols), "n",
-            "trainable params", "optimizer state", "train time", "images/s", "peak RSS"]
+            "trainable params", "optimizer state", "fine-tuning", "probe", "images/s",
+            "peak RSS"]
   rows = []
   for (row, col), cell in report.cells.items():
     if cell.summary is None:
-      rows.append([row, col, "0", *[cell.status] * 5])
+      rows.append([row, col, "0", *[cell.status] * 6])
       continue
     c = cell.cost
     rows.append([row, col, str(cell.summary.n), format_trainable(c),
-                 format_bytes(c.get("optimizer_state_bytes")),
-                 format_seconds(c.get("train_time_s")),
-                 fixed_digits(c.get("train_images_per_s"), 1),
+                 format_bytes(c.get("optimizer_state_bytes")), format_phase(c, "finetune"),
+                 format_phase(c, "probe"), fixed_digits(c.get("train_images_per_s"), 1),
                  "-" if c.get("peak_rss_mb") is None else f"{c['peak_rss_mb']:.0f} MB"])
-  notes = ["Means over the finished seeds of each cell; train time excludes evaluation "
-           "and compilation as measured by the run."]
+  notes = ["Means over the finished seeds of each cell.", PHASE_NOTE,
+           "images/s: every train image of the run over its train time and caches."]
   return Table("Cost (mean over seeds)", header, rows, notes=notes)
 
 

@@ -1,8 +1,8 @@
 """Orbax checkpoints of a run: the latest (for resuming) and the best (by minival top-1).
 
 Layout: `workdir/checkpoints/latest/<step>/` and `workdir/checkpoints/best/<step>/`,
-each holding the train state (`state`) and the run's bookkeeping (`meta`:
-history, best score, accumulated train time) so a resumed run continues
+each holding the train state (`state`) and the run's bookkeeping (`meta`, a
+`meta.RunMeta` as JSON: history, best score, accumulated times) so a resumed run continues
 exactly where the interrupted one stopped. Orbax writes to a temporary
 directory and renames it, so an interrupted save never corrupts the last
 good checkpoint.
@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 from ftlab.configuration.files import read_config
 from ftlab.training import ema as ema_lib
 from ftlab.training import state as state_lib
+from ftlab.training.meta import RunMeta
 
 
 def _manager(path: str) -> ocp.CheckpointManager:
@@ -66,7 +67,7 @@ class Checkpoints:
     self.best = _manager(os.path.join(root, "best"))
 
   @staticmethod
-  def _save(manager, step: int, state, meta: dict) -> None:
+  def _save(manager, step: int, state, meta: RunMeta) -> None:
     """Saves `step`, replacing a checkpoint of the same step (orbax refuses to overwrite).
 
     A run interrupted after `save_best(S)` but before `save_latest(S)` resumes
@@ -74,13 +75,14 @@ class Checkpoints:
     """
     if step in manager.all_steps():
       manager.delete(step)
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                               meta=ocp.args.JsonSave(meta)), force=True)
+    items = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                               meta=ocp.args.JsonSave(meta.to_json()))
+    manager.save(step, args=items, force=True)
 
-  def save_latest(self, step: int, state, meta: dict) -> None:
+  def save_latest(self, step: int, state, meta: RunMeta) -> None:
     self._save(self.latest, step, state, meta)
 
-  def save_best(self, step: int, state, meta: dict) -> None:
+  def save_best(self, step: int, state, meta: RunMeta) -> None:
     self._save(self.best, step, state, meta)
 
   @staticmethod
@@ -96,10 +98,11 @@ class Checkpoints:
       if template.ema:
         raise
       out = _restore_older(manager, step, template, abstract)
-    return out["state"], dict(out["meta"])
+    where = os.path.join(manager.directory, str(step), "meta")
+    return out["state"], RunMeta.from_json(dict(out["meta"]), where)
 
   def restore_latest(self, target_fn: Callable[[int], Any]) -> Optional[tuple]:
-    """(state, meta) of the latest checkpoint, or None.
+    """(state, RunMeta) of the latest checkpoint, or None.
 
     `target_fn(step)` returns a state laid out as the checkpoint of `step`
     is (phased strategies change the layout), used as the restore target.
@@ -124,7 +127,7 @@ def read_classes(workdir: str) -> List[str]:
 
 
 @dataclasses.dataclass
-class Run:
+class BestModel:
   """A trained run's best checkpoint, ready for inference."""
   config: ml_collections.ConfigDict
   spec: Any
@@ -134,7 +137,7 @@ class Run:
   step: int
 
 
-def load_best(workdir: str) -> Run:
+def load_best(workdir: str) -> BestModel:
   """Loads `workdir`'s best checkpoint (for evaluate/predict): its EMA weights if selected."""
   config = read_config(workdir)
   classes = read_classes(workdir)
@@ -150,5 +153,5 @@ def load_best(workdir: str) -> Run:
   state, _ = restored
   if config.train.select_ema:  # the weights the run selected and tested with
     state = ema_lib.weights(state)
-  return Run(config, setup.spec, setup.model, state_lib.variables_of(state), classes,
+  return BestModel(config, setup.spec, setup.model, state_lib.variables_of(state), classes,
              int(state.step))

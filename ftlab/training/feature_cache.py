@@ -144,6 +144,15 @@ class FeatureLoader:
     return self.loader.num_batches
 
   @property
+  def features(self) -> np.ndarray:
+    """The cached features in split order (the unmirrored ones under flip_only)."""
+    return self.loader.augment.features
+
+  @property
+  def labels(self) -> np.ndarray:
+    return self.loader.split.labels
+
+  @property
   def nbytes(self) -> int:
     lookup = self.loader.augment
     return lookup.features.nbytes + (0 if lookup.flipped is None else lookup.flipped.nbytes)

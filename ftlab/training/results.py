@@ -1,23 +1,39 @@
-"""The end of a run: the best checkpoint on the held-out splits, the ridge probe, results.json."""
-from __future__ import annotations
+"""The end of a run: the best checkpoint on the held-out splits, the ridge probe, results.json.
 
+The training loop hands over a `TrainOutcome` (`trainer.Trainer.outcome`);
+this module reads nothing else of the loop.
+"""
+import dataclasses
 import os
 import resource
-from typing import TYPE_CHECKING
+from typing import Callable, Dict, Optional, Tuple
 
 import jax
+import numpy as np
 
 from ftlab.configuration.files import write_json_atomic
 from ftlab.data import datasets
 from ftlab.evaluation import evaluator, probe
 from ftlab.training import feature_cache
 from ftlab.training import ema as ema_lib
+from ftlab.training.compile_stats import CompileStats
+from ftlab.training.meta import RunMeta
 from ftlab.training.run import Run
+from ftlab.training.state import TrainState
 from ftlab.training.steps import make_trunk_step
 
 
-if TYPE_CHECKING:  # the trainer calls `finish`: only its type is needed here
-  from ftlab.training.trainer import Trainer
+@dataclasses.dataclass
+class TrainOutcome:
+  """What the training loop leaves for the end of the run."""
+  state: TrainState  # after the last step
+  meta: RunMeta
+  eval_fn: Callable  # the jitted eval step on images, for the held-out splits
+  # the head-only feature cache: 'train'/'minival' -> (features, labels); None without one
+  cached_features: Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]]
+  boundary_block: int  # the block freeze_shallow's activation cache cut at (0: none)
+  phase_inputs: Dict[int, str]  # phase -> what its steps trained on (phase_cache)
+  compiles: Optional[CompileStats]  # this process's compilations (summarised at the end)
 
 
 def count_bytes(tree) -> int:
@@ -55,16 +71,15 @@ def evaluate_best(run: Run, eval_fn, split_name: str, weights: str = "") -> dict
   return evaluator.summarize(outputs, run.setup.num_classes)
 
 
-def ridge_baseline(run: Run, trainer: Trainer, with_test: bool = True) -> dict:
+def ridge_baseline(run: Run, outcome: TrainOutcome, with_test: bool = True) -> dict:
   """The closed-form probe on the cached features (test features extracted once here)."""
   trunk = jax.jit(make_trunk_step(run.setup))
-  split = lambda name: (trainer.features[name].loader.augment.features,  # pylint: disable=unnecessary-lambda-assignment
-                        trainer.features[name].loader.split.labels)
   test = None
   if "test" in run.loaders and with_test:
-    test = (feature_cache.extract(trunk, trainer.state, run.loaders["test"], run.devices),
+    test = (feature_cache.extract(trunk, outcome.state, run.loaders["test"], run.devices),
             run.data.test.labels)
-  return probe.ridge_probe(split("train"), split("minival"), test, run.setup.num_classes)
+  cached = outcome.cached_features
+  return probe.ridge_probe(cached["train"], cached["minival"], test, run.setup.num_classes)
 
 
 def selection_split(data: datasets.Data) -> str:
@@ -76,12 +91,12 @@ def selection_split(data: datasets.Data) -> str:
   return "val" if data.minival is data.val else "minival"
 
 
-def ema_results(run: Run, trainer: Trainer, best: dict) -> dict:
+def ema_results(run: Run, outcome: TrainOutcome, best: dict) -> dict:
   """results.json's `ema` block: both weights on minival (best and last evaluation) and on the
   held-out splits when they are evaluated (the selected ones are also the top-level
   `test`/`val`; a study's search trial, `train.evaluate_held_out=False`, evaluates none)."""
   keys = ("minival_raw_top1", "minival_raw_loss", "minival_ema_top1", "minival_ema_loss")
-  last = trainer.meta["history"][-1]
+  last = outcome.meta.history[-1]
   selected = selected_weights(run.config)
   other = "raw" if selected == "ema" else "ema"
   held_out = [name for name in ("val", "test")
@@ -89,17 +104,16 @@ def ema_results(run: Run, trainer: Trainer, best: dict) -> dict:
   return {"decay": run.setup.ema_decay, "selected": selected,
           "best": {"step": best["step"], **{k: best[k] for k in keys}},
           "final": {"step": last["step"], **{k: last[k] for k in keys}},
-          other: {name: evaluate_best(run, trainer.image_eval_fn, name, other)
-                  for name in held_out},
-          "state_bytes": count_bytes(trainer.state.ema)}
+          other: {name: evaluate_best(run, outcome.eval_fn, name, other) for name in held_out},
+          "state_bytes": count_bytes(outcome.state.ema)}
 
 
-def results(run: Run, trainer: Trainer, held_out: dict) -> dict:
-  meta, cfg, state = trainer.meta, run.config, trainer.state
-  history = meta["history"]
-  best = next(h for h in history if h["step"] == meta["best_step"])
+def results(run: Run, outcome: TrainOutcome, held_out: dict) -> dict:
+  meta, cfg, state = outcome.meta, run.config, outcome.state
+  history = meta.history
+  best = next(h for h in history if h["step"] == meta.best_step)
   if run.setup.ema_decay:
-    held_out = {**held_out, "ema": ema_results(run, trainer, best)}
+    held_out = {**held_out, "ema": ema_results(run, outcome, best)}
   images = run.schedule.total_steps * cfg.train.batch_size
   return {
       "status": "finished", "config": cfg.to_dict(), "model": cfg.model.name,
@@ -120,27 +134,28 @@ def results(run: Run, trainer: Trainer, held_out: dict) -> dict:
       "bn": run.setup.bn_policy, "head_init": cfg.model.head_init,
       "probe": {"steps": run.schedule.probe_steps,
                 "images": run.schedule.probe_steps * cfg.train.batch_size,
-                "train_time_s": meta.get("probe_train_time_s", 0.0)},
-      "num_phases": len(run.setup.phases), "feature_cache": trainer.features is not None,
-      "boundary_cache_block": trainer.boundary,
-      "phase_inputs": {str(k): v for k, v in sorted(trainer.phase_inputs.items())},
-      "train_time_s": meta["train_time_s"], "compile_time_s": meta["compile_time_s"],
-      "feature_cache_s": meta["feature_cache_s"],
-      "compile": trainer.compiles.summary() if trainer.compiles is not None else None,
-      "train_images_per_s": images / max(meta["train_time_s"] + meta["feature_cache_s"], 1e-9),
+                "train_time_s": meta.probe_train_time_s},
+      "num_phases": len(run.setup.phases),
+      "feature_cache": outcome.cached_features is not None,
+      "boundary_cache_block": outcome.boundary_block,
+      "phase_inputs": {str(k): v for k, v in sorted(outcome.phase_inputs.items())},
+      "train_time_s": meta.train_time_s, "compile_time_s": meta.compile_time_s,
+      "feature_cache_s": meta.feature_cache_s,
+      "compile": outcome.compiles.summary() if outcome.compiles is not None else None,
+      "train_images_per_s": images / max(meta.train_time_s + meta.feature_cache_s, 1e-9),
       "peak_rss_mb": peak_rss_mb(), "skipped_images": len(run.data.skipped),
       "num_devices": run.devices.count,
   }
 
 
-def finish(run: Run, trainer: Trainer) -> dict:
+def finish(run: Run, outcome: TrainOutcome) -> dict:
   """Held-out evaluation of the best checkpoint (and the ridge probe), then results.json."""
   evaluate = run.config.train.evaluate_held_out
-  held_out = {name: evaluate_best(run, trainer.image_eval_fn, name)
+  held_out = {name: evaluate_best(run, outcome.eval_fn, name)
               for name in ("val", "test") if name in run.loaders and evaluate}
-  if trainer.features is not None:
-    held_out["ridge_probe"] = ridge_baseline(run, trainer, with_test=evaluate)
-  out = results(run, trainer, held_out)
+  if outcome.cached_features is not None:
+    held_out["ridge_probe"] = ridge_baseline(run, outcome, with_test=evaluate)
+  out = results(run, outcome, held_out)
   if jax.process_index() == 0:
     write_json_atomic(os.path.join(run.workdir, "results.json"), out)
   return out

@@ -2,7 +2,7 @@
 import dataclasses
 import logging
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import jax
 import ml_collections
@@ -12,6 +12,7 @@ from ftlab.data import datasets
 from ftlab.data.pipeline import Augment, Loader
 from ftlab.training import bn_stats, checkpoint, strategy, writers
 from ftlab.parallel.devices import Devices
+from ftlab.training.meta import RunMeta
 from ftlab.training.state import Setup, TrainState, build_setup, initial_state
 
 
@@ -110,16 +111,11 @@ def prepare(config, workdir: str, for_training: bool = True) -> Run:
              writers.create(workdir) if for_training else None)
 
 
-def fresh_meta() -> dict:
-  return {"history": [], "best_top1": -1.0, "best_step": -1, "train_time_s": 0.0,
-          "compile_time_s": 0.0, "feature_cache_s": 0.0, "probe_train_time_s": 0.0}
-
-
-def restore_or_init(run: Run):
+def restore_or_init(run: Run) -> Tuple[TrainState, RunMeta]:
   """The latest checkpoint in the workdir if any (auto-resume), else a fresh state."""
   restored = run.ckpts.restore_latest(run.template)
   if restored is None:
-    return run.template(0, load_weights=True), fresh_meta()
+    return run.template(0, load_weights=True), RunMeta()
   state, meta = restored
   logging.info("resumed from %s/checkpoints/latest at step %d", run.workdir, int(state.step))
   return state, meta

@@ -21,6 +21,7 @@ import math
 import os
 
 from ftlab.configuration.files import write_json_atomic
+from ftlab.training.meta import RunMeta
 
 
 RUNGS_FILE = "rungs.json"
@@ -50,18 +51,18 @@ def read(workdir: str) -> dict:
 
 
 def record(workdir: str, fraction: float, step: int, total_steps: int, batch_size: int,
-           summary: dict, meta: dict) -> dict:
+           summary: dict, meta: RunMeta) -> dict:
   """Adds (or replaces) this stop's record in rungs.json; returns it.
 
   `meta` is the trainer's (history, and the run's train and compile seconds
   so far, summed over its invocations).
   """
-  scheduled = [h["minival_top1"] for h in meta["history"] if h["step"] <= step]
+  scheduled = [h["minival_top1"] for h in meta.history if h["step"] <= step]
   entry = {"fraction": fraction, "step": step, "total_steps": total_steps,
            "train_images": step * batch_size, "minival_top1": summary["top1"],
            "minival_loss": summary["loss"],
            "best_minival_top1": max(scheduled + [summary["top1"]]),
-           "train_time_s": meta["train_time_s"], "compile_time_s": meta["compile_time_s"]}
+           "train_time_s": meta.train_time_s, "compile_time_s": meta.compile_time_s}
   rungs = read(workdir)
   rungs[fraction_key(fraction)] = entry
   ordered = sorted(rungs.values(), key=lambda r: r["fraction"])

@@ -17,7 +17,7 @@ times and the run's files at the end.
 import logging
 import os
 import time
-from typing import Dict, Iterator
+from typing import Dict, Iterator, Optional
 
 from clu import periodic_actions
 import jax
@@ -29,7 +29,8 @@ from ftlab.training import feature_cache
 from ftlab.training import (boundary_cache, bn_stats, compile_stats, phase_cache, progress, rungs,
                             runtime, strategy)
 from ftlab.training import ema as ema_lib
-from ftlab.training.results import finish, selection_split
+from ftlab.training.meta import RunMeta
+from ftlab.training.results import TrainOutcome, finish, selection_split
 from ftlab.training.run import Run, prepare, restore_or_init
 from ftlab.training.state import TrainState, regroup, stale_bn_warning
 from ftlab.training.steps import make_eval_step, make_train_step, make_trunk_step
@@ -55,12 +56,13 @@ def check_finite(step: int, fetched: Dict[str, float], lr: float) -> None:
 class Trainer:
   """Runs the steps of one run, with logging, evaluation and checkpoints."""
 
-  def __init__(self, run: Run, state: TrainState, meta: dict):
+  def __init__(self, run: Run, state: TrainState, meta: RunMeta,
+               compiles: Optional[compile_stats.CompileStats] = None):
     self.run, self.state, self.meta = run, state, meta
     self.rng = jax.random.fold_in(jax.random.key(run.config.seed), 1)
     self.phase = run.setup.structure_index(int(state.step))
     self.compiled = {}
-    self.compiles = None  # compile_stats.CompileStats of this process, for results.json
+    self.compiles = compiles  # this process's compilations, for results.json
     self.window, self.pending, self.last_train = [], None, {}
     self.progress = periodic_actions.ReportProgress(
         num_train_steps=run.schedule.total_steps, writer=run.writer, every_secs=30.0)
@@ -81,7 +83,7 @@ class Trainer:
 
   def _cache_features(self) -> Dict[str, feature_cache.FeatureLoader]:
     trunk = jax.jit(make_trunk_step(self.run.setup))
-    out, self.meta["feature_cache_s"] = feature_cache.timed_cache(
+    out, self.meta.feature_cache_s = feature_cache.timed_cache(
         trunk, self.state, self.run.loaders, self.run.devices, self.run.config.train.eval_batch_size)
     return out
 
@@ -90,7 +92,7 @@ class Trainer:
     self.boundary = boundary_cache.boundary_block(run.setup, run.config, len(run.data.train),
                                                   run.setup.image_size)
     if self.boundary:
-      self.boundary_train, self.meta["feature_cache_s"] = boundary_cache.build(
+      self.boundary_train, self.meta.feature_cache_s = boundary_cache.build(
           run.setup, self.state, run.loaders["train"], run.devices, self.boundary,
           run.config.train.eval_batch_size)
 
@@ -111,7 +113,7 @@ class Trainer:
                                 run.schedule.total_steps, run.schedule.steps_per_epoch)
       built, seconds = phase_cache.build(run.setup, self.state, kind, run.loaders["train"],
                                          run.devices, run.config.train.eval_batch_size, self.phase)
-      self.meta["feature_cache_s"] += seconds
+      self.meta.feature_cache_s += seconds
       self.inputs = {self.phase: built}  # the previous phase's cache is released
       self.phase_inputs[self.phase] = built.describe()
     return self.inputs[self.phase]
@@ -172,7 +174,7 @@ class Trainer:
                    donate_argnums=(0,))
       self.compiled[self.phase] = fn.lower(self.state, batch, self.rng).compile()
       seconds = time.perf_counter() - t0
-      self.meta["compile_time_s"] += seconds
+      self.meta.compile_time_s += seconds
       logging.info("train step (phase %d) compiled in %.1fs", self.phase, seconds)
       runtime.release_free_memory()  # the compiler's freed heap, before the step allocates
     return self.compiled[self.phase]
@@ -196,9 +198,9 @@ class Trainer:
 
   def _add_train_time(self, seconds: float) -> None:
     """Adds to the run's train time, and to the probe's when the current phase is one."""
-    self.meta["train_time_s"] += seconds
+    self.meta.train_time_s += seconds
     if self.run.setup.phases[self.phase].schedule == strategy.PROBE:
-      self.meta["probe_train_time_s"] = self.meta.get("probe_train_time_s", 0.0) + seconds
+      self.meta.probe_train_time_s += seconds
 
   def _drain(self) -> None:
     """Fetches the previous step's metrics (one step behind, to keep the device busy)."""
@@ -244,22 +246,22 @@ class Trainer:
                "minival_ema_top1": ema["top1"], "minival_ema_loss": ema["loss"]}
       ema_note = f"  EMA top-1 {100 * ema['top1']:.2f}%  loss {ema['loss']:.4f}"
       out = ema if self.run.config.train.select_ema else out
-    self.meta["history"].append({
+    self.meta.history.append({
         "step": step, "minival_top1": out["top1"], "minival_loss": out["loss"], **entry,
         "train_loss": self.last_train.get("train_loss", float("nan")),
         "train_top1": self.last_train.get("train_top1", float("nan")),
-        "elapsed_s": self.meta["train_time_s"]})
-    if out["top1"] > self.meta["best_top1"]:
-      self.meta["best_top1"], self.meta["best_step"] = out["top1"], step
+        "elapsed_s": self.meta.train_time_s})
+    if out["top1"] > self.meta.best_top1:
+      self.meta.best_top1, self.meta.best_step = out["top1"], step
       self.run.ckpts.save_best(step, self.state, self.meta)
     raw = entry.get("minival_raw_top1", out["top1"]), entry.get("minival_raw_loss", out["loss"])
     logging.info("step %d/%d  minival top-1 %.2f%%  loss %.4f%s  (best %.2f%% at step %d)", step,
                  self.run.schedule.total_steps, 100 * raw[0], raw[1], ema_note,
-                 100 * self.meta["best_top1"], self.meta["best_step"])
+                 100 * self.meta.best_top1, self.meta.best_step)
 
   def _report_progress(self, step: int, stop: int, t_mark: float) -> None:
-    train_s = self.meta["train_time_s"] + time.perf_counter() - t_mark
-    line = self.console.line(step, train_s, self.meta["compile_time_s"],
+    train_s = self.meta.train_time_s + time.perf_counter() - t_mark
+    line = self.console.line(step, train_s, self.meta.compile_time_s,
                              self.last_train.get("train_loss"), last=step == stop)
     if line:
       logging.info("%s", line)
@@ -275,7 +277,7 @@ class Trainer:
     """Runs steps until `stop`; train time excludes compilation, evaluation and checkpoints."""
     start = int(self.state.step)
     batches, t_mark = None, time.perf_counter()
-    self.console.start(start, self.meta["train_time_s"], self.meta["compile_time_s"])
+    self.console.start(start, self.meta.train_time_s, self.meta.compile_time_s)
     for step in range(start, stop):
       new_phase = self.run.setup.phase_index(step) != self.phase
       if new_phase or batches is None:  # its inputs (maybe a cache to build)
@@ -309,6 +311,14 @@ class Trainer:
         self.run.ckpts.save_latest(step + 1, self.state, self.meta)
         t_mark = time.perf_counter()
     self.run.ckpts.wait()
+
+  def outcome(self) -> TrainOutcome:
+    """What the end of the run (`results.finish`) needs of the loop."""
+    cached = None
+    if self.features is not None:
+      cached = {name: (f.features, f.labels) for name, f in self.features.items()}
+    return TrainOutcome(self.state, self.meta, self.image_eval_fn, cached, self.boundary,
+                        dict(self.phase_inputs), self.compiles)
 
 
 def summary_line(run: Run, state: TrainState) -> str:
@@ -405,8 +415,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   run = prepare(config, workdir)
   state, meta = restore_or_init(run)
   log_start(run, state)
-  trainer = Trainer(run, state, meta)
-  trainer.compiles = compiles
+  trainer = Trainer(run, state, meta, compiles)
   stop = stop_step(config, int(state.step), run.schedule.total_steps)
   trainer.train(stop)
   if int(trainer.state.step) < run.schedule.total_steps:
@@ -423,9 +432,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   held_out = [name for name in ("val", "test")
               if name in run.loaders and config.train.evaluate_held_out]
   if held_out:
-    logging.info("evaluating the best checkpoint (step %d) on %s", trainer.meta["best_step"],
+    logging.info("evaluating the best checkpoint (step %d) on %s", trainer.meta.best_step,
                  " and ".join(held_out))
-  out = finish(run, trainer)
+  out = finish(run, trainer.outcome())
   run.ckpts.close()
   run.writer.flush()
   logging.info("%s", final_block(workdir, out))
