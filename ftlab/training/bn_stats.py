@@ -9,7 +9,7 @@ average over `config.model.bn_batches` train batches of each layer's batch
 mean and unbiased batch variance, every layer seeing its inputs as a train
 step does.
 
-When (the trainer's `_phase_start_stats` and `_eval_stats`):
+When (`PreciseStats`, which the trainer calls):
 * at the start of a phase that freezes BatchNorms which a later phase will
   train in batch mode (LP-FT's and gradual unfreezing's probe): those
   layers, all in batch mode for the measurement (AdaBN), so the head is fit
@@ -27,12 +27,16 @@ seed and the step, so a resumed run recomputes exactly what an uninterrupted
 one did. Dropout and drop-path are off in these forward passes.
 """
 import dataclasses
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
+from absl import logging
+
 from ftlab.data.pipeline import Augment, Loader
 from ftlab.models.layers import Mode
+from ftlab.training import ema as ema_lib
 from ftlab.training.state import Setup, TrainState, flatten, unflatten, variables_of
 from ftlab.training.steps import normalize
 
@@ -77,3 +81,48 @@ def average_stats(stats_fn, state: TrainState, loader: Loader, step: int, num_ba
 def replace_stats(batch_stats, estimated: dict):
   """`batch_stats` (a tree) with the '/'-joined entries of `estimated` in place."""
   return unflatten({**flatten(batch_stats), **estimated})
+
+
+class PreciseStats:
+  """A run's re-estimations under `config.model.bn=reestimate` (a no-op under other policies):
+  at a phase's start and before every evaluation, for the raw and the EMA weights."""
+
+  def __init__(self, setup: Setup, loader: Optional[Loader], num_batches: int, devices):
+    self.setup, self.loader, self.num_batches, self.devices = setup, loader, num_batches, devices
+    self.on = setup.bn_policy == "reestimate"
+    self.fns = {}  # frozenset of BatchNorm modules -> their jitted stats step
+
+  def _estimate(self, state: TrainState, modules: frozenset, step: int) -> TrainState:
+    if modules not in self.fns:
+      self.fns[modules] = jax.jit(make_stats_step(self.setup, modules))
+    measure = lambda s: average_stats(  # pylint: disable=unnecessary-lambda-assignment
+        self.fns[modules], s, self.loader, step, self.num_batches, self.devices)
+    state = state.replace(batch_stats=replace_stats(state.batch_stats, measure(state)))
+    if self.setup.ema_decay:
+      ema_stats = measure(ema_lib.weights(state))
+      state = state.replace(ema={**state.ema, "batch_stats": {
+          k: ema_stats.get(k, v) for k, v in state.ema["batch_stats"].items()}})
+    return state
+
+  def at_phase_start(self, state: TrainState, index: int, step: int) -> TrainState:
+    """`state` with the BatchNorms that phase `index` newly freezes while a later phase trains
+    them re-estimated (AdaBN before LP-FT's probe); the ones frozen for the rest of the run keep
+    their pretrained statistics."""
+    phases = self.setup.phases
+    before = phases[index - 1].frozen_bn if index else frozenset()
+    later = frozenset().union(*(p.updated_bn for p in phases[index + 1:]))
+    modules = frozenset((phases[index].frozen_bn - before) & later & self.setup.batch_norms)
+    if not self.on or not modules:
+      return state
+    logging.info("step %d: re-estimating the running statistics of %d frozen BatchNorm layers, "
+                 "which a later phase trains, on %d train batches (config.model.bn=reestimate)",
+                 step, len(modules), self.num_batches)
+    return self._estimate(state, modules, step)
+
+  def for_evaluation(self, state: TrainState, index: int, step: int) -> TrainState:
+    """`state` ready for evaluation: the statistics of the BatchNorms phase `index` trains
+    recomputed (the frozen ones keep theirs, so the train caches stay valid)."""
+    modules = frozenset(self.setup.phases[index].updated_bn & self.setup.batch_norms)
+    if not self.on or not modules:
+      return state
+    return self._estimate(state, modules, step)

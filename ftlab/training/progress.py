@@ -1,8 +1,9 @@
-"""The run's progress lines on the terminal, and durations as people read them.
+"""The run's progress lines on the terminal, its closing block, and durations as people read them.
 
 Standard library only: the sweep CLI formats durations without importing JAX.
 """
 import math
+import os
 import time
 from typing import Optional
 
@@ -63,3 +64,32 @@ class Progress:
     return (f"step {step}/{self.total}  epoch {math.ceil(step / self.steps_per_epoch)}/{epochs}"
             f"  loss {'-' if loss is None else f'{loss:.4f}'}  {rate:,.1f} images/s"
             f"  ETA {duration((self.total - step) * per_step)}")
+
+
+def final_block(workdir: str, out: dict) -> str:
+  """The end of a run at the terminal: held-out scores, best step, times, files."""
+  lines = ["done"]
+  for name in ("test", "val"):
+    if name in out:
+      r = out[name]
+      lines.append(f"  {name:<11} top-1 {100 * r['top1']:.2f}%  ({r['correct']}/{r['count']} "
+                   f"correct)")
+  if "ridge_probe" in out:
+    ridge = out["ridge_probe"]
+    test = f"test top-1 {100 * ridge['test_top1']:.2f}%, " if "test_top1" in ridge else ""
+    lines.append(f"  {'ridge':<11} {test}minival top-1 {100 * ridge['minival_top1']:.2f}%  "
+                 "(closed-form probe on the cached features)")
+  best = out["best"]
+  lines.append(f"  {'best':<11} {out['selection_split']} top-1 {100 * best['minival_top1']:.2f}%"
+               f" at step {best['step']} of {out['num_steps']}")
+  lines.append(f"  {'time':<11} train {duration(out['train_time_s'])}, compile "
+               f"{duration(out['compile_time_s'])}, "
+               f"{out['train_images_per_s']:,.1f} images/s")
+  files = [("results", "results.json")]
+  if "test" in out or "val" in out:
+    files.append(("predictions", "predictions.csv" if "test" in out else "predictions_val.csv"))
+  files += [("checkpoints", "checkpoints"), ("metrics", "metrics.jsonl")]
+  lines += [f"  {label:<11} {os.path.join(workdir, name)}" for label, name in files]
+  lines[-2] += " (best, latest)"
+  lines.append(f"  {'tensorboard':<11} tensorboard --logdir {workdir}")
+  return "\n".join(lines)

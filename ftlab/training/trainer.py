@@ -68,9 +68,10 @@ class Trainer:
         num_train_steps=run.schedule.total_steps, writer=run.writer, every_secs=30.0)
     self.console = progress.Progress(run.schedule.total_steps, run.schedule.steps_per_epoch,
                                     run.config.train.batch_size)
-    self.stats_fns = {}  # frozenset of BatchNorm modules -> their jitted bn_stats step
-    if int(state.step) == run.setup.phases[self.phase].start:
-      self._phase_start_stats(int(state.step))  # before a cache is built from the trunk
+    self.stats = bn_stats.PreciseStats(run.setup, run.loaders.get("bn_stats"),
+                                       run.config.model.bn_batches, run.devices)
+    if int(state.step) == run.setup.phases[self.phase].start:  # before a cache reads the trunk
+      self.state = self.stats.at_phase_start(self.state, self.phase, int(state.step))
     self.features = self._cache_features() if feature_cache.eligible(run.setup, run.config) else None
     self.boundary, self.boundary_train = 0, None  # boundary_cache: block cut at, its train batches
     if self.features is None and len(run.setup.phases) == 1:
@@ -122,48 +123,6 @@ class Trainer:
     """The base LR the phase running step `step` applies (before group multipliers)."""
     return self.run.setup.phases[self.run.setup.phase_index(step)].lr_at(step)
 
-  def _precise_stats(self, state: TrainState, modules: frozenset, step: int) -> TrainState:
-    """`state` with the running statistics of `modules` re-estimated (bn_stats.py), for its raw
-    weights and its EMA weights."""
-    setup = self.run.setup
-    if modules not in self.stats_fns:
-      self.stats_fns[modules] = jax.jit(bn_stats.make_stats_step(setup, modules))
-    measure = lambda s: bn_stats.average_stats(  # pylint: disable=unnecessary-lambda-assignment
-        self.stats_fns[modules], s, self.run.loaders["bn_stats"], step,
-        self.run.config.model.bn_batches, self.run.devices)
-    state = state.replace(batch_stats=bn_stats.replace_stats(state.batch_stats, measure(state)))
-    if setup.ema_decay:
-      ema_stats = measure(ema_lib.weights(state))
-      state = state.replace(ema={**state.ema, "batch_stats": {
-          k: ema_stats.get(k, v) for k, v in state.ema["batch_stats"].items()}})
-    return state
-
-  def _phase_start_stats(self, step: int) -> None:
-    """Re-estimates the BatchNorms that the phase starting at `step` newly normalises with their
-    running statistics while a later phase will train them in batch mode: LP-FT's probe then
-    reads the features its fine-tuning phase will see (config.model.bn=reestimate). BatchNorms
-    frozen for the rest of the run keep their pretrained statistics."""
-    setup, index = self.run.setup, self.phase
-    if setup.bn_policy != "reestimate":
-      return
-    before = setup.phases[index - 1].frozen_bn if index else frozenset()
-    later = frozenset().union(*(p.updated_bn for p in setup.phases[index + 1:]))
-    modules = (setup.phases[index].frozen_bn - before) & later & setup.batch_norms
-    if modules:
-      self.state = self._precise_stats(self.state, frozenset(modules), step)
-      logging.info("step %d: re-estimated the running statistics of %d frozen BatchNorm layers, "
-                   "which a later phase trains, on %d train batches (config.model.bn=reestimate)",
-                   step, len(modules), self.run.config.model.bn_batches)
-
-  def _eval_stats(self, state: TrainState, step: int) -> TrainState:
-    """`state` ready for evaluation: under reestimate, the trained BatchNorms' statistics
-    recomputed (the frozen ones keep those of their phase's start)."""
-    setup = self.run.setup
-    modules = setup.phases[self.phase].updated_bn & setup.batch_norms
-    if setup.bn_policy != "reestimate" or not modules:
-      return state
-    return self._precise_stats(state, frozenset(modules), step)
-
   def _executable(self, batch):
     """The compiled step of the current phase (compiled once per phase)."""
     if self.phase not in self.compiled:
@@ -194,7 +153,7 @@ class Trainer:
                       "statistics, so the features the trained head reads change "
                       "(config.model.bn=reestimate estimates the running statistics on this data "
                       "first)", step, len(switched))
-    self._phase_start_stats(step)
+    self.state = self.stats.at_phase_start(self.state, index, step)
 
   def _add_train_time(self, seconds: float) -> None:
     """Adds to the run's train time, and to the probe's when the current phase is one."""
@@ -230,12 +189,13 @@ class Trainer:
     """Minival of the weights selection uses (the EMA's with config.train.select_ema), with no
     checkpoint and no history entry: a study's rung score."""
     selected = self.run.setup.ema_decay and self.run.config.train.select_ema
-    state = self._eval_stats(self.state, int(self.state.step))
+    state = self.stats.for_evaluation(self.state, self.phase, int(self.state.step))
     return self._minival(ema_lib.weights(state) if selected else state)
 
   def _evaluate(self, step: int) -> None:
     """Minival of the raw weights (and the EMA's): selection by config.train.select_ema's."""
-    self.state = self._eval_stats(self.state, step)  # kept: the checkpoints hold what was scored
+    # kept: the checkpoints hold the statistics that were scored
+    self.state = self.stats.for_evaluation(self.state, self.phase, step)
     out = self._minival(self.state)
     self.run.writer.write_scalars(step, {f"minival_{k}": v for k, v in out.items()})
     entry, ema_note = {}, ""
@@ -354,35 +314,6 @@ def log_start(run: Run, state: TrainState) -> None:
                     run.config.model.name, run.config.model.name)
 
 
-def final_block(workdir: str, out: dict) -> str:
-  """The end of a run at the terminal: held-out scores, best step, times, files."""
-  lines = ["done"]
-  for name in ("test", "val"):
-    if name in out:
-      r = out[name]
-      lines.append(f"  {name:<11} top-1 {100 * r['top1']:.2f}%  ({r['correct']}/{r['count']} "
-                   f"correct)")
-  if "ridge_probe" in out:
-    ridge = out["ridge_probe"]
-    test = f"test top-1 {100 * ridge['test_top1']:.2f}%, " if "test_top1" in ridge else ""
-    lines.append(f"  {'ridge':<11} {test}minival top-1 {100 * ridge['minival_top1']:.2f}%  "
-                 "(closed-form probe on the cached features)")
-  best = out["best"]
-  lines.append(f"  {'best':<11} {out['selection_split']} top-1 {100 * best['minival_top1']:.2f}%"
-               f" at step {best['step']} of {out['num_steps']}")
-  lines.append(f"  {'time':<11} train {progress.duration(out['train_time_s'])}, compile "
-               f"{progress.duration(out['compile_time_s'])}, "
-               f"{out['train_images_per_s']:,.1f} images/s")
-  files = [("results", "results.json")]
-  if "test" in out or "val" in out:
-    files.append(("predictions", "predictions.csv" if "test" in out else "predictions_val.csv"))
-  files += [("checkpoints", "checkpoints"), ("metrics", "metrics.jsonl")]
-  lines += [f"  {label:<11} {os.path.join(workdir, name)}" for label, name in files]
-  lines[-2] += " (best, latest)"
-  lines.append(f"  {'tensorboard':<11} tensorboard --logdir {workdir}")
-  return "\n".join(lines)
-
-
 def stop_step(config, step: int, total_steps: int) -> int:
   """Where this invocation stops: the end, or earlier by `stop_after_steps`/`stop_at_fraction`."""
   stop = total_steps
@@ -437,5 +368,5 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   out = finish(run, trainer.outcome())
   run.ckpts.close()
   run.writer.flush()
-  logging.info("%s", final_block(workdir, out))
+  logging.info("%s", progress.final_block(workdir, out))
   return out
