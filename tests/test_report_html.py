@@ -32,8 +32,8 @@ SORT_JS = """(() => {
   const header = (table, text) => Array.from(table.tHead.rows[0].cells)
       .find((th) => th.textContent.trim() === text);
   header(tables[0], 'linear_probe').click();
-  header(tables[3], 'optimizer state').click();
-  return [tables[0].dataset.sortedBy, tables[3].dataset.sortedBy];
+  header(tables[4], 'optimizer state').click();
+  return [tables[0].dataset.sortedBy, tables[4].dataset.sortedBy];
 })()"""
 
 
@@ -114,13 +114,13 @@ def test_report_html_in_chromium(sweep, tmp_path):
                             full_page=True, timeout_s=90)
 
   md = markdown_tables((sweep / "report.md").read_text(encoding="utf-8"))
-  std, ci, delta, cost = rendered.tables
-  assert (ci, delta) == (md[1], md[2])  # not clicked: the Markdown's order
+  std, ci, delta, paired, cost = rendered.tables
+  assert (ci, delta, paired) == (md[1], md[2], md[3])  # not clicked: the Markdown's order
   assert std == [md[0][0], md[0][2], md[0][1]]  # by linear_probe: 48.66 before 52.00
   assert rendered.script_result == ["linear_probe ascending", "optimizer state ascending"]
   by_bytes = ["390.6 KiB", "781.2 KiB", "15.3 MiB", "61.0 MiB", "83.9 MiB", "running"]
   assert [row[4] for row in cost[1:]] == by_bytes  # units understood, text cells last
-  assert sorted(cost[1:]) == sorted(md[3][1:]) and cost[0] == md[3][0]
+  assert sorted(cost[1:]) == sorted(md[4][1:]) and cost[0] == md[4][0]
 
   assert len(rendered.images) == 8 and rendered.broken_images == []
   assert all(img["natural_width"] > 100 and img["natural_height"] > 100
