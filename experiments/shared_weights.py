@@ -30,7 +30,9 @@ def torch_model(model: str, image_size: int):
                              num_classes=benchlib.NUM_CLASSES)
   if model in LITE_TORCH_NAMES:
     from efficientnet_lite_pytorch import EfficientNet  # pylint: disable=import-outside-toplevel
-    return EfficientNet.from_name(LITE_TORCH_NAMES[model], num_classes=benchlib.NUM_CLASSES)
+    # Built for `image_size`: its static same-padding is sized from it (224 otherwise).
+    return EfficientNet.from_name(LITE_TORCH_NAMES[model], num_classes=benchlib.NUM_CLASSES,
+                                  image_size=image_size)
   raise ValueError(f"no PyTorch original for {model!r}")
 
 
