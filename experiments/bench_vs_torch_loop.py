@@ -35,8 +35,7 @@ def one_run(side: str, strategy: str, args, workdir: str) -> float:
   cmd = fidelity.command(side, args.config, strategy, 0, args.data, overrides, path)
   with open(os.path.join(path, "log.txt"), "w", encoding="utf-8") as log:
     subprocess.run(cmd, cwd=fidelity.ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
-  file = os.path.join(path, "results.json" if side == "ftlab" else "result.json")
-  with open(file, encoding="utf-8") as f:
+  with open(fidelity.result_file(path, side), encoding="utf-8") as f:
     return float(json.load(f)["train_images_per_s"])
 
 
@@ -50,11 +49,12 @@ def main(argv=None) -> int:
   parser.add_argument("--rounds", type=int, default=3)
   args = parser.parse_args(argv)
   args.data = os.path.abspath(args.data)
+  strategies = args.strategies.split(",")
   print(f"CPU: {benchlib.cpu_description()}, {benchlib.num_cores()} cores", flush=True)
-  rates = {(s, side): [] for s in args.strategies.split(",") for side in fidelity.SIDES}
+  rates = {(s, side): [] for s in strategies for side in fidelity.SIDES}
   with tempfile.TemporaryDirectory() as workdir:
     for r in range(args.rounds):
-      for strategy in args.strategies.split(","):
+      for strategy in strategies:
         for side in fidelity.SIDES if r % 2 == 0 else fidelity.SIDES[::-1]:
           load = benchlib.wait_for_quiet()
           rate = one_run(side, strategy, args, workdir)
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
                 f"(other load {load:.2f} cores)", flush=True)
   print("\n| model | strategy | ftlab images/s | PyTorch images/s | ftlab / PyTorch (median) |")
   print("|---|---|---|---|---|")
-  for strategy in args.strategies.split(","):
+  for strategy in strategies:
     ours, theirs = rates[(strategy, "ftlab")], rates[(strategy, "torch")]
     ratio = statistics.median(a / b for a, b in zip(ours, theirs))
     print(f"| efficientnet_lite0 {args.image_size} | {strategy} | "

@@ -34,9 +34,14 @@ def run_dir(workdir: str, tag: str, side: str, strategy: str, seed: int) -> str:
   return os.path.join(workdir, tag, side, strategy, f"seed={seed}")
 
 
+def result_file(path: str, side: str) -> str:
+  """The JSON a run of `side` in `path` writes when it finishes."""
+  return os.path.join(path, "results.json" if side == "ftlab" else "result.json")
+
+
 def result_of(path: str, side: str):
   """(correct, count) of a finished run, or None."""
-  file = os.path.join(path, "results.json" if side == "ftlab" else "result.json")
+  file = result_file(path, side)
   if not os.path.exists(file):
     return None
   with open(file, encoding="utf-8") as f:
