@@ -82,7 +82,7 @@ Holm p < 0.05; fewer than 2 shared seeds, or differences equal up to float32 rou
 
 ## Untuned, paired with each model's winner
 
-| model | strategy | vs | Δ (points) | image-level 95% interval | P(strategy > winner) | \
+| model | strategy | vs | Δ (points) | image-level interval (level) | P(strategy > winner) | \
 seed-level paired t-test | Holm p | verdict |
 |---|---|---|---|---|---|---|---|---|
 | resnet18 | linear_probe | freeze_shallow | −30.00 | - | - | \
@@ -91,10 +91,13 @@ seed-level paired t-test | Holm p | verdict |
 | beaten |
 | mnv3_small | linear_probe | full_ft | −39.34 | - | - | −39.34 (n=1, no test) | - | not tested |
 
-Differences are strategy − winner in points, with the wider of two 95% intervals: image-level \
+Differences are strategy − winner in points, with the wider of two intervals: image-level \
 (hierarchical bootstrap over seeds, then test images (10,000 seeded resamples of per-image \
 correctness from predictions.csv)) where every shared seed has predictions.csv, and the \
-seed-level paired t-test's. Beaten: both tests separate it (the larger p-value decides) after \
+seed-level paired t-test's, each at the level Holm's procedure tested it at (the j-th smallest \
+of m p-values at 1 − alpha/(m − j + 1); those after the first not significant at that one's \
+level): a tied strategy's interval holds 0, a beaten one's does not; they are not simultaneous \
+intervals, and untested ones are 95%. Beaten: both tests separate it (the larger p-value decides) after \
 Holm's step-down correction across the table's 1 tested comparison at alpha=0.05; else tied \
 (one shared seed: not tested). Seeds needed: two-sided test at alpha/1 with 80% power, the seed \
 variance shrinking with more seeds and the test set's not.

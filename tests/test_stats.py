@@ -66,6 +66,18 @@ def test_holm_adjusts_step_down_and_keeps_untested_out():
   assert stats.holm([0.2]) == [0.2]
 
 
+def test_holm_levels_are_the_steps_the_procedure_tested_at():
+  # sorted 0.001 (at 0.05/4, significant), 0.01 (at 0.05/3, significant), 0.03 (at 0.05/2: not):
+  # the procedure stops there, and 0.04 shares that level
+  assert stats.holm_levels([0.04, None, 0.001, 0.03, 0.01]) == pytest.approx(
+      [0.025, None, 0.0125, 0.025, 0.05 / 3])
+  assert stats.holm_levels([0.5, 0.9]) == [0.025, 0.025] and stats.holm_levels([]) == []
+  # significant exactly where the Holm-adjusted p is below alpha
+  ps = [0.001, 0.2, 0.011, 0.013, 0.04]
+  assert [p < level for p, level in zip(ps, stats.holm_levels(ps))] == [
+      q < 0.05 for q in stats.holm(ps)]
+
+
 def test_binomial_halfwidth_is_the_test_sets_own_noise():
   # Wilson's score interval: z / (1 + z^2/N) * sqrt(p (1 - p) / N + z^2 / 4N^2)
   z = 1.959964

@@ -64,10 +64,13 @@ def test_the_winner_the_tied_and_the_beaten(three):
       f"3 seeds; the test set's own 95% half-width ±{half:.2f}). Tied with it after Holm "
       f"correction: deep_lr ({verdict.difference_text(deep)}). Beaten: probe "
       f"({verdict.difference_text(probe)}).{verdict.separation_text(group, [deep], [])}")
-  # the interval shown: the wider of the bootstrap's and the t test's
+  # the interval shown: the wider of the bootstrap's and the t test's, at Holm's level: probe's p
+  # is the smaller (tested at 0.05 / 2, significant), deep_lr's then at 0.05 / 1
+  assert (probe.confidence, deep.confidence) == pytest.approx((1 - 0.05 / 2, 0.95))
   t_low, t_high = deep.seed.mean - deep.seed.ci, deep.seed.mean + deep.seed.ci
   assert deep.interval == (min(deep.image.low, t_low), max(deep.image.high, t_high))
   assert deep.interval[0] < 0 < deep.interval[1]
+  assert probe.interval[1] < 0
   assert seeds is None or seeds == stats.seeds_needed(deep.delta, deep.image.seed_var,
                                                       deep.image.image_var, 3, 0.05 / 2)
 
@@ -132,7 +135,8 @@ def test_the_bootstrap_in_the_verdict_is_seeded(three):
   assert first.comparisons[0].image == bootstrap.compare(
       *[np.array([[1 if r["predicted"] == r["true"] else 0 for r in rows] for rows in side])
         for side in ([_rows(three[0].run_dirs[s]) for s in range(3)],
-                     [_rows(three[1].run_dirs[s]) for s in range(3)])])
+                     [_rows(three[1].run_dirs[s]) for s in range(3)])],
+      confidence=first.comparisons[0].confidence)
 
 
 def _rows(run_dir):
@@ -147,3 +151,24 @@ def test_an_interval_of_a_top1_difference_stays_within_100_points():
   [c] = v.comparisons
   assert c.seed.mean - c.seed.ci < -100 < 100 < c.seed.mean + c.seed.ci
   assert c.interval == (-100.0, 100.0)
+
+
+def test_a_tied_strategy_never_shows_an_interval_that_excludes_zero(tmp_path):
+  # five strategies 1 to 2 points below the winner on 3 seeds: every raw p is below 0.05 but
+  # Holm over five keeps them tied; the 95% intervals would exclude 0, the Holm-level ones do not
+  rng = np.random.default_rng(3)
+  best = (rng.random((3, 4000)) < 0.8).astype(np.int8)
+  worse = [best.copy() for _ in range(5)]
+  for k, w in enumerate(worse):
+    for s in range(3):
+      w[s, np.flatnonzero(best[s] == 1)[:(40, 80, 60)[s] + 2 * k]] = 0
+  contenders = [_contender(tmp_path, "best", best)] + [
+      _contender(tmp_path, f"w{k}", w) for k, w in enumerate(worse)]
+  v = verdict.build([("a", "At a", contenders)], untuned=False)
+  raw = [c.p for c in v.comparisons]
+  assert all(p < 0.05 for p in raw) and not any(c.beaten for c in v.comparisons)
+  for c in v.comparisons:
+    assert c.confidence > 0.95
+    assert c.interval[0] < 0 < c.interval[1]
+    t95 = (c.seed.mean - c.seed.ci, c.seed.mean + c.seed.ci)
+    assert t95[1] < 0  # what an unadjusted interval would have printed

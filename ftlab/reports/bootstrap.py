@@ -34,7 +34,7 @@ class ImageDelta:
 
   Attributes:
     mean: the observed difference.
-    low, high: its 95% bootstrap percentile interval.
+    low, high: its bootstrap percentile interval (95% unless `compare` was asked otherwise).
     p_greater: P(A > B), the share of resamples above 0 (ties count half).
     p: two-sided bootstrap p-value, 2 x the smaller tail, (count + 1) / (resamples + 1).
     n_seeds, n_images: what was paired.
@@ -77,13 +77,15 @@ def _resampled_means(d: np.ndarray, resamples: int, rng: np.random.Generator) ->
 
 
 def compare(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES,
-            seed: int = SEED) -> ImageDelta:
-  """A - B from 0/1 correctness arrays of shape (seeds, images), paired row by row."""
+            seed: int = SEED, confidence: float = 0.95) -> ImageDelta:
+  """A - B from 0/1 correctness arrays of shape (seeds, images), paired row by row; `low, high`
+  the `confidence` percentile interval (the same resamples whatever the confidence)."""
   if a.shape != b.shape or a.ndim != 2 or not a.size:
     raise ValueError(f"compare() needs two equal (seeds, images) arrays, got {a.shape}, {b.shape}")
   d = a.astype(np.int8) - b.astype(np.int8)
   means = _resampled_means(d, resamples, np.random.default_rng(seed))
-  low, high = np.percentile(means, [2.5, 97.5])
+  tail_percent = 50.0 * (1.0 - confidence)
+  low, high = np.percentile(means, [tail_percent, 100.0 - tail_percent])
   tail = min(int((means <= 0).sum()), int((means >= 0).sum()))
   seed_var, image_var = variance_parts(100.0 * d)
   return ImageDelta(float(100.0 * d.mean()), float(low), float(high),

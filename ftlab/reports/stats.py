@@ -163,6 +163,26 @@ def holm(pvalues: Sequence[float | None]) -> list:
   return out
 
 
+def holm_levels(pvalues: Sequence[float | None], alpha: float = ALPHA) -> list:
+  """The significance level Holm's procedure tests each p-value at (None stays None).
+
+  The j-th smallest of m is tested at alpha / (m - j + 1) while every smaller
+  one was significant; once one is not, the procedure stops and it and every
+  larger one share that step's level alpha / (m - k), k the significant ones.
+  A (1 - level) interval dual to the test then excludes 0 exactly for the
+  significant ones (the intervals are not simultaneous).
+  """
+  tested = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+  m, out = len(tested), [None] * len(pvalues)
+  for rank, (p, i) in enumerate(tested):
+    out[i] = alpha / (m - rank)
+    if p >= out[i]:
+      for _, j in tested[rank:]:
+        out[j] = alpha / (m - rank)
+      break
+  return out
+
+
 def binomial_halfwidth(fraction: float, count: int, confidence: float = CONFIDENCE) -> float:
   """Half the width of the Wilson score 95% interval of one run's accuracy `fraction` on `count`
   test images: the test set's own noise, whatever the seeds (unlike z sqrt(p(1-p)/N), not 0 at

@@ -82,11 +82,12 @@ def _t_test_text(c) -> str:
 
 def paired_table(verdict: Verdict, group_header: str, labels: dict, unit: str = "points") -> Table:
   """One row per comparison; `labels`: group name -> its first cell."""
-  header = [group_header, "strategy", "vs", f"\u0394 ({unit})", "image-level 95% interval",
+  header = [group_header, "strategy", "vs", f"\u0394 ({unit})", "image-level interval (level)",
             "P(strategy > winner)", "seed-level paired t-test", "Holm p", "verdict"]
   rows = []
   for c in verdict.comparisons:
-    image = f"[{signed(c.image.low)}, {signed(c.image.high)}]" if c.image is not None else "-"
+    image = (f"[{signed(c.image.low)}, {signed(c.image.high)}] ({100 * c.confidence:.4g}%)"
+             if c.image is not None else "-")
     rows.append([labels.get(c.group, c.group), c.name, c.winner, signed(c.delta), image,
                  f"{c.image.p_greater:.3f}" if c.image is not None else "-", _t_test_text(c),
                  format_p(c.p_holm) if c.p_holm is not None else "-",

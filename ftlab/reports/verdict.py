@@ -15,7 +15,10 @@ intersection-union test: its p-value is the larger of the two), after Holm's
 correction over every comparison of the table (all groups together); with
 one of them only (no predictions, or differences equal on every seed), that
 one decides; with one shared seed nothing is tested. The interval shown is
-the wider of the two. For the closest tied strategy the paragraph says how
+the wider of the two, at the level Holm's procedure tested the comparison at
+(`stats.holm_levels`: 1 - alpha / (m - j + 1) for the j-th smallest p-value),
+so a tied strategy's interval holds 0 and a beaten one's does not (up to the
+bootstrap's resolution); untested ones show 95%. For the closest tied strategy the paragraph says how
 many more seeds would separate it at the observed variance
 (`stats.seeds_needed`, at Holm's first-step level alpha / m and 80% power),
 or that the test set's own noise, which more seeds do not shrink, is what
@@ -57,6 +60,8 @@ class Comparison:
   bound: float | None = None     # |difference| can be no larger (100 points for a top-1)
   beaten: bool = False
   more_seeds: int | None = None
+  confidence: float = stats.CONFIDENCE  # of `interval`: 1 - Holm's level for this comparison
+  pairs: tuple | None = dataclasses.field(default=None, repr=False)  # the image-level arrays
 
   @property
   def p(self) -> float | None:
@@ -74,12 +79,15 @@ class Comparison:
 
   @property
   def interval(self) -> tuple | None:
-    """The wider of the bootstrap's and the t test's 95% intervals (within +-bound), or None."""
+    """The wider of the bootstrap's and the t test's intervals at `confidence` (within +-bound),
+    or None."""
     parts = []
     if self.image is not None:
       parts.append((self.image.low, self.image.high))
     if self.seed.ci is not None:
-      parts.append((self.seed.mean - self.seed.ci, self.seed.mean + self.seed.ci))
+      std = self.seed.ci / stats.t_halfwidth(1.0, self.seed.n)  # of the per-seed differences
+      half = stats.t_halfwidth(std, self.seed.n, self.confidence)
+      parts.append((self.seed.mean - half, self.seed.mean + half))
     if not parts:
       return None
     low, high = min(p[0] for p in parts), max(p[1] for p in parts)
@@ -122,7 +130,7 @@ def _pair(c: Contender, winner: Contender, alpha: float) -> Comparison:
   image = bootstrap.compare(a, b) if a is not None else None
   note = "" if image is not None else (seeds if c.run_dirs else "no predictions.csv")
   return Comparison("", c.name, winner.name, stats.paired_delta(c.values, winner.values, alpha),
-                    image, note)
+                    image, note, pairs=(a, b) if image is not None else None)
 
 
 def _winner(contenders: list, higher_is_better: bool) -> Contender | None:
@@ -166,8 +174,13 @@ def build(groups: list, untuned: bool, measure: str = "test top-1",
                 untuned, measure, alpha)
   comparisons = out.comparisons
   sign = 1 if higher_is_better else -1
-  for c, p in zip(comparisons, stats.holm([c.p for c in comparisons])):
+  pvalues = [c.p for c in comparisons]
+  for c, p, level in zip(comparisons, stats.holm(pvalues), stats.holm_levels(pvalues, alpha)):
     c.p_holm = p
+    if level is not None:
+      c.confidence = 1.0 - level
+      if c.pairs is not None:
+        c.image = bootstrap.compare(*c.pairs, confidence=c.confidence)
     c.beaten = p is not None and p < alpha and sign * c.delta < 0
     if p is not None and not c.beaten:
       c.more_seeds = _seeds_for(c, alpha / out.tested)
@@ -248,9 +261,12 @@ def paragraphs(verdict: Verdict) -> list:
 def note(verdict: Verdict) -> str:
   """What the paragraphs' numbers are, for the report."""
   m = verdict.tested
-  return (f"Differences are strategy − winner in points, with the wider of two 95% intervals: "
+  return (f"Differences are strategy − winner in points, with the wider of two intervals: "
           f"image-level ({bootstrap.TEST_NAME}) where every shared seed has predictions.csv, and "
-          "the seed-level paired t-test's. Beaten: both tests separate it (the larger p-value "
+          "the seed-level paired t-test's, each at the level Holm's procedure tested it at "
+          "(the j-th smallest of m p-values at 1 − alpha/(m − j + 1); those after the first not "
+          "significant at that one's level): a tied strategy's interval holds 0, a beaten one's "
+          "does not; they are not simultaneous intervals, and untested ones are 95%. Beaten: both tests separate it (the larger p-value "
           f"decides) after {stats.HOLM} across the table's {m} tested comparison{'s' if m != 1 else ''} "
           f"at alpha={verdict.alpha:g}; else tied (one shared seed: not tested). Seeds needed: "
           f"two-sided test at alpha/{max(m, 1)} with {stats.POWER:.0%} power, the seed variance "
@@ -274,6 +290,7 @@ def comparison_json(c: Comparison) -> dict:
   image = dataclasses.asdict(c.image) if c.image is not None else None
   return {"strategy": c.name, "winner": c.winner, "delta": c.delta, "interval": c.interval,
           "image_level": image, "image_note": c.image_note,
+          "interval_confidence": c.confidence,
           "seed_t_test": dataclasses.asdict(c.seed), "p": c.p, "p_holm": c.p_holm,
           "beaten": c.beaten, "more_seeds": c.more_seeds}
 
