@@ -198,6 +198,10 @@ STUDY_CONFIG = textwrap.dedent("""\
     if arg == "sizes":
       return space.study({"full_ft": {"optimizer.lr": lrs}}, final_seeds=[0, 1],
                          sizes=[{"data.train_per_class": 5}, {"data.train_per_class": 10}])
+    if arg == "until_one":  # the default: the search ends at the rung that keeps one trial
+      return space.study({"linear_probe": {"optimizer.lr": lrs},
+                          "full_ft": {"optimizer.lr": lrs}}, final_seeds=[0, 1])
     return space.study({"linear_probe": {"optimizer.lr": lrs},
-                        "full_ft": {"optimizer.lr": lrs}}, final_seeds=[0, 1])
+                        "full_ft": {"optimizer.lr": lrs}}, final_seeds=[0, 1],
+                       finish_winner=True)
 """).replace("LRS_VALUE", repr(STUDY_LRS))

@@ -58,6 +58,12 @@ def test_rungs_keep_at_least_one_trial():
   assert halving.search_equivalents(9, (1 / 9, 1 / 3, 1.0), 3) == pytest.approx(
       1 + 2 / 9 * 3 + 2 / 3)
   assert halving.search_equivalents(4, (0.5, 1.0), 3) == pytest.approx(2 + 0.5)
+  # the search ends at the first rung that keeps one trial
+  assert halving.until_one((1 / 3, 1.0), 4, 3) == (1 / 3,)
+  assert halving.until_one((1 / 9, 1 / 3, 1.0), 9, 3) == (1 / 9, 1 / 3)
+  assert halving.until_one((0.25, 0.5, 1.0), 4, 2) == (0.25, 0.5)
+  assert halving.until_one((1.0,), 2, 3) == (1.0,)
+  assert halving.search_equivalents(4, (1 / 3,), 3) == pytest.approx(4 / 3)
 
 
 def test_rungs_move_to_the_runs_scheduled_evaluations():
@@ -78,11 +84,13 @@ def test_rungs_move_to_the_runs_scheduled_evaluations():
 
 
 @pytest.mark.parametrize("arg, expected", [(None, (1 / 3, 1.0)), ("epochs2", (0.5, 1.0)),
-                                           ("epochs2_ideal", (1 / 3, 1.0)),
-                                           ("epochs_grid", (1 / 3, 1.0))])
+                                           ("epochs2_ideal", (1 / 3,)),
+                                           ("epochs_grid", (1 / 3, 1.0)), ("until_one", (1 / 3,))])
 def test_a_study_places_its_rungs_where_its_runs_evaluate(setup, arg, expected):
   # 3 epochs evaluated every epoch: 1/3 is an evaluation; 2 epochs: the rung moves to 1/2,
-  # unless asked not to or the grid itself changes the epochs (2 or 4: no common evaluations)
+  # unless asked not to or the grid itself changes the epochs (2 or 4: no common evaluations).
+  # 4 trials at eta 3 keep one at the first rung: by default the search ends there (None and
+  # epochs2 ask finish_winner=True; epochs_grid's 8 trials keep 2 and go on)
   study = space.load_study(f"{setup / 'study_cfg.py'}" + (f":{arg}" if arg else ""))
   assert all(r == pytest.approx(expected) for r in study.rungs.values())
 
@@ -95,7 +103,7 @@ def test_rungs_can_rank_by_minival_loss(setup):
   out = run_study(setup, "by_loss")
   assert out.returncode == 0, out.stdout + out.stderr
   decisions = json.loads((setup / "st" / "decisions.json").read_text())
-  assert "by minival loss" in decisions["strategies"][0]["rungs"][0]["why"]
+  assert "minival loss wins" in decisions["strategies"][0]["rungs"][0]["why"]
 
 
 def test_a_rung_scores_the_minival_the_trainer_evaluated_at_the_stop(tmp_path):
@@ -235,6 +243,28 @@ def test_study_tunes_each_strategy_and_trains_no_step_twice(setup):
   # a second invocation finds everything done and launches nothing
   again = run_study(setup)
   assert again.returncode == 0 and len(invocations(setup)) == len(calls)
+
+
+def test_by_default_the_search_ends_at_the_rung_that_keeps_one_trial(setup):
+  out = run_study(setup, "until_one")
+  assert out.returncode == 0, out.stdout + out.stderr
+  decisions = json.loads((setup / "st" / "decisions.json").read_text())
+  chosen = {s["strategy"]: s["chosen"]["hparams"] for s in decisions["strategies"]}
+  assert chosen == {"linear_probe": {"optimizer.lr": 0.1}, "full_ft": {"optimizer.lr": 0.01}}
+  for s in decisions["strategies"]:
+    [rung] = s["rungs"]
+    assert rung["budget"] == "1/3" and [t["promoted"] for t in rung["trials"]].count(True) == 1
+  calls = invocations(setup)
+  # no search trial trains past its rung; the finals retrain the choice from step 0
+  search = [c for c in calls if c["dir"].startswith("search/")]
+  assert sorted((c["dir"], c["from"], c["to"]) for c in search) == sorted(
+      (f"search/all/{s}/optimizer.lr={lr!r}", 0, 30) for s in ("linear_probe", "full_ft")
+      for lr in STUDY_LRS)
+  finals = sorted((c["dir"], c["from"], c["to"]) for c in calls if c["dir"].startswith("final/"))
+  assert finals == sorted((f"final/all/{s}/seed={seed}", 0, 90)
+                          for s in ("linear_probe", "full_ft") for seed in (0, 1))
+  images = decisions["images"]
+  assert images["search"] == 2 * 4 * 300 and images["final"] == 2 * 2 * 900
 
 
 def test_failed_trial_ranks_last_and_the_study_goes_on(setup):

@@ -98,8 +98,9 @@ def trials_table(results: StudyResults) -> Table:
                   + cells + [""] * (depth - len(cells)))
   by = "minival loss" if results.study.score == "loss" else "minival top-1"
   return Table("Every trial: minival top-1 % at each rung", header, rows, set(),
-               ["Rungs are fractions of the full run's steps (for 4 trials at eta 3: 1/3, then "
-                "all), moved to the run's scheduled minival evaluations where it has some; a "
+               ["Rungs are fractions of the full run's steps (for 4 trials at eta 3: 1/3, where "
+                "the search ends since one trial is kept, unless the study asks finish_winner), "
+                "moved to the run's scheduled minival evaluations where it has some; a "
                 "trial's score there is the minival of the weights it goes on from, at the end "
                 f"its best checkpoint's; ranked by {by}. → went on to the next rung; chosen: the "
                 "strategy's final point. The test split is never evaluated during the search."])

@@ -8,11 +8,17 @@ number of rungs (at most `max_rungs`) such that every rung keeps at least
 one trial: 4 trials at eta=3 give rungs 1/3 and 1 (4 trials, then 1); 9 give
 1/9, 1/3, 1 (9, 3, 1); fewer than eta trials give one rung, the full run.
 
-Rungs at the run's scheduled evaluations (`at_evaluations`): each rung but the
-last moves to the nearest (in log) of the fractions at which the run
+Rungs at the run's scheduled evaluations (`at_evaluations`): each rung before
+the end moves to the nearest (in log) of the fractions at which the run
 evaluates minival anyway, so a trial is scored where the full run would
 score it too (rungs that land together merge; without any scheduled
 evaluation before the end a rung keeps its fraction).
+
+The search ends at the first rung that keeps one trial (`until_one`, unless a
+study asks `finish_winner=True`): that trial is the choice whatever it scores
+later, and the final runs retrain it with every final seed from scratch, so
+training the search seed on to the end decides nothing (4 trials at eta=3:
+one rung, 1/3, costing 4/3 full runs instead of 4/3 + 2/3).
 
 Ranking by minival top-1 (`score='top1'`): higher first; a failed trial
 (score None) is last; ties go to the lower minival loss, then to the trial
@@ -38,15 +44,25 @@ def rung_fractions(n_trials: int, eta: int, max_rungs: int) -> tuple:
 
 
 def at_evaluations(fractions: Sequence[float], evaluations: Sequence[float]) -> tuple:
-  """Each rung but the last moved to the nearest (in log) scheduled evaluation before the end
+  """Each rung before the end moved to the nearest (in log) scheduled evaluation before the end
   (ties to the earlier); rungs that land together merge."""
   inside = sorted(e for e in evaluations if 0 < e < 1)
   moved = []
-  for f in fractions[:-1]:
-    to = min(inside, key=lambda e: (abs(math.log(e / f)), e)) if inside else f
+  for f in fractions:
+    to = min(inside, key=lambda e: (abs(math.log(e / f)), e)) if inside and f < 1 else f
     if not moved or to > moved[-1]:
       moved.append(to)
-  return tuple(moved) + (1.0,)
+  return tuple(moved)
+
+
+def until_one(fractions: Sequence[float], n_trials: int, eta: int) -> tuple:
+  """The rungs up to the first one that keeps a single trial (that trial is the choice)."""
+  alive = n_trials
+  for i, _ in enumerate(fractions):
+    alive = keep(alive, eta)
+    if alive == 1:
+      return tuple(fractions[:i + 1])
+  return tuple(fractions)
 
 
 def evaluation_fractions(num_epochs: float, eval_every_epochs: float) -> tuple:

@@ -57,18 +57,22 @@ def study(strategies: Mapping[str, Mapping[str, Sequence[Any]]],
           search_seed: int = DEFAULT_SEARCH_SEED,
           sizes: Sequence[Mapping[str, Any]] | None = None, eta: int = DEFAULT_ETA,
           max_rungs: int = DEFAULT_MAX_RUNGS, untuned: bool = False, score: str = "top1",
-          rungs_at_evaluations: bool = True) -> dict:
+          rungs_at_evaluations: bool = True, finish_winner: bool = False) -> dict:
   """A study declaration (plain data; `load_study` checks it).
 
   `score`: what a rung ranks its trials by, the minival top-1 the trainer's
   `evaluate_minival()` returns at the stop ('top1') or its loss ('loss'), each
   the other's tie-break. `rungs_at_evaluations`: move the rungs to the run's
   scheduled minival evaluations (ftlab.studies.halving.at_evaluations).
+  `finish_winner`: train the last trial left on to the end of its run (by
+  default the search ends at the first rung that keeps one trial, which the
+  final seeds then retrain: ftlab.studies.halving.until_one).
   """
   return {"strategies": {k: dict(v) for k, v in strategies.items()},
           "final_seeds": list(final_seeds), "search_seed": search_seed,
           "sizes": [dict(s) for s in sizes or [{}]], "eta": eta, "max_rungs": max_rungs,
-          "untuned": untuned, "score": score, "rungs_at_evaluations": rungs_at_evaluations}
+          "untuned": untuned, "score": score, "rungs_at_evaluations": rungs_at_evaluations,
+          "finish_winner": finish_winner}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,9 +242,9 @@ def _rungs(config, grids: Mapping, sizes: Mapping, fixed: Mapping, declared: dic
         spec.config_value(config, "train.eval_every_epochs", _layers(fixed, hp, size)))
         for hp in grid for size in sizes.values()}
     if declared["rungs_at_evaluations"] and len(schedules) == 1:
-      out[strategy] = halving.at_evaluations(ideal, schedules.pop())
-    else:
-      out[strategy] = ideal
+      ideal = halving.at_evaluations(ideal, schedules.pop())
+    out[strategy] = (ideal if declared["finish_winner"]
+                     else halving.until_one(ideal, len(grid), declared["eta"]))
   return out
 
 
