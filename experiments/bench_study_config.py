@@ -10,7 +10,8 @@ and compared on the same selection split. The recipe is `configs/fashion_mnist.p
 the fidelity check runs), with the epochs, batch, image size and evaluation interval given here. The study searches `lrs` (the head alone and
 scratch: `head_lrs`) per strategy and size and retrains the choice with seeds 0 .. seeds-1
 (the search seed is 1000); the untuned sweep runs every strategy at `untuned_lr` over the same
-seeds.
+seeds. `max_rungs=1` makes the study the full grid on its own (every trial to the end), whose
+curves experiments/halving_replay.py replays.
 """
 from configs import fashion_mnist
 from ftlab.configuration import args as config_args
@@ -27,7 +28,8 @@ def _args(arg):
       arg, data="", sizes="10/100", strategies="/".join(STRATEGY_ORDER),
       lrs="0.003/0.01/0.03/0.1", head_lrs="0.01/0.03/0.1/0.3", untuned_lr=0.01,
       model="efficientnet_lite0", pretrained="efficientnet_lite0", epochs=10.0,
-      eval_every=1.0, image_size=64, batch=32, minival_fraction=0.1, freeze_blocks=0, seeds=3)
+      eval_every=1.0, image_size=64, batch=32, minival_fraction=0.1, freeze_blocks=0, seeds=3,
+      max_rungs=space.DEFAULT_MAX_RUNGS)
 
 
 def _list(text: str, kind=str) -> list:
@@ -68,4 +70,4 @@ def get_study(arg=None):
   lrs = {s: _list(args["head_lrs" if s in HEAD_ONLY else "lrs"], float)
          for s in _list(args["strategies"])}
   return space.study({s: {"optimizer.lr": v} for s, v in lrs.items()}, sizes=_sizes(args),
-                     final_seeds=list(range(args["seeds"])))
+                     final_seeds=list(range(args["seeds"])), max_rungs=args["max_rungs"])
