@@ -195,6 +195,8 @@ STUDY_CONFIG = textwrap.dedent("""\
       return space.study({"full_ft": {"optimizer.lr": []}})
     if arg == "eta1":
       return space.study({"full_ft": {"optimizer.lr": lrs}}, eta=1)
+    if arg == "finish_text":
+      return space.study({"full_ft": {"optimizer.lr": lrs}}, finish_winner="yes")
     if arg == "sizes":
       return space.study({"full_ft": {"optimizer.lr": lrs}}, final_seeds=[0, 1],
                          sizes=[{"data.train_per_class": 5}, {"data.train_per_class": 10}])

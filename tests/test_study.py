@@ -136,6 +136,7 @@ def test_promotion_ties_failures_and_few_trials():
     ("unknown_key", "study key 'optimizer.lrr' is not a field of get_config()"),
     ("empty", "'optimizer.lr' has an empty grid"),
     ("eta1", "eta=1: successive halving needs an integer eta >= 2"),
+    ("finish_text", "finish_winner='yes' must be True or False"),
     ("collide", "both get the run name 'fake=a_b'"),
     ("seed_clash", "search_seed=1000 must be an int outside final_seeds=[0, 1000]"),
     ("select_on_test", "its checkpoints would be selected on the test split"),

@@ -161,6 +161,9 @@ def _check(declared: dict, path: str) -> None:
     raise SweepError(f"{path}: get_study() final_seeds={seeds!r} must be a non-empty list of ints")
   if len(set(seeds)) != len(seeds):
     raise SweepError(f"{path}: get_study() final_seeds={seeds!r} repeats a seed")
+  if not isinstance(declared["finish_winner"], bool):
+    raise SweepError(f"{path}: get_study() finish_winner={declared['finish_winner']!r} must be "
+                     "True or False")
   if declared["score"] not in halving.SCORES:
     raise SweepError(f"{path}: get_study() score={declared['score']!r}; use one of "
                      f"{halving.SCORES}")
