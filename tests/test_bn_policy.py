@@ -1,4 +1,5 @@
 """config.model.bn (batch | frozen | reestimate) and config.model.head_init, end to end on tiny_cnn."""
+import json
 import os
 
 from flax import serialization
@@ -173,3 +174,12 @@ def test_head_init_draws_only_what_the_checkpoint_did_not_provide(image_folder, 
     assert np.abs(kernel).max() > 0.8 * bound and kernel.std() == pytest.approx(
         bound / np.sqrt(3), rel=0.25)
     assert np.abs(bias).max() > 0
+
+
+@pytest.mark.parametrize("bn", ["reestimate", "batch"])
+def test_results_count_the_seconds_spent_re_estimating(image_folder, tmp_path, bn):
+  config = tiny_config(image_folder, **{"model.bn": bn, "train.num_epochs": 1.0})
+  trainer.train_and_evaluate(config, str(tmp_path / bn))
+  with open(tmp_path / bn / "results.json", encoding="utf-8") as f:
+    seconds = json.load(f)["bn_stats_s"]
+  assert seconds > 0 if bn == "reestimate" else seconds == 0.0

@@ -46,7 +46,8 @@ def test_meta_round_trips_through_a_checkpoint(tmp_path):
 def test_a_fresh_run_has_no_best_step_and_no_time():
   assert RunMeta().to_json() == {"history": [], "best_top1": -1.0, "best_step": -1,
                                  "train_time_s": 0.0, "compile_time_s": 0.0,
-                                 "feature_cache_s": 0.0, "probe_train_time_s": 0.0}
+                                 "feature_cache_s": 0.0, "probe_train_time_s": 0.0,
+                                 "bn_stats_s": 0.0}
 
 
 def test_a_checkpoint_from_before_the_newer_meta_keys_resumes_with_zero_for_them(tmp_path):

@@ -121,7 +121,8 @@ Means over the finished seeds of each cell.
 Fine-tuning: a run's steps, images (steps x batch) and train time, less those of the linear probe \
 that lp_ft and gradual_unfreeze run first; probe: that probe's ('-': the strategy has none; a \
 results.json from before the probe was recorded counts it in fine-tuning). Train time excludes \
-evaluation, compilation and caches as measured by the run.
+evaluation, compilation, caches and BatchNorm re-estimation (model.bn=reestimate: results.json's \
+bn_stats_s) as measured by the run.
 images/s: every train image of the run over its train time and caches.
 
 ## Problems

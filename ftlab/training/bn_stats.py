@@ -27,6 +27,7 @@ seed and the step, so a resumed run recomputes exactly what an uninterrupted
 one did. Dropout and drop-path are off in these forward passes.
 """
 import dataclasses
+import time
 from typing import Optional
 
 import jax
@@ -37,6 +38,7 @@ from absl import logging
 from ftlab.data.pipeline import Augment, Loader
 from ftlab.models.layers import Mode
 from ftlab.training import ema as ema_lib
+from ftlab.training.meta import RunMeta
 from ftlab.training.state import Setup, TrainState, flatten, unflatten, variables_of
 from ftlab.training.steps import normalize
 
@@ -87,12 +89,21 @@ class PreciseStats:
   """A run's re-estimations under `config.model.bn=reestimate` (a no-op under other policies):
   at a phase's start and before every evaluation, for the raw and the EMA weights."""
 
-  def __init__(self, setup: Setup, loader: Optional[Loader], num_batches: int, devices):
+  def __init__(self, setup: Setup, loader: Optional[Loader], num_batches: int, devices,
+               meta: RunMeta):
     self.setup, self.loader, self.num_batches, self.devices = setup, loader, num_batches, devices
     self.on = setup.bn_policy == "reestimate"
     self.fns = {}  # frozenset of BatchNorm modules -> their jitted stats step
+    self.meta = meta  # its bn_stats_s counts the seconds re-estimating takes
 
   def _estimate(self, state: TrainState, modules: frozenset, step: int) -> TrainState:
+    t0 = time.perf_counter()
+    state = self._measured(state, modules, step)
+    jax.block_until_ready(state.batch_stats)
+    self.meta.bn_stats_s += time.perf_counter() - t0
+    return state
+
+  def _measured(self, state: TrainState, modules: frozenset, step: int) -> TrainState:
     if modules not in self.fns:
       self.fns[modules] = jax.jit(make_stats_step(self.setup, modules))
     measure = lambda s: average_stats(  # pylint: disable=unnecessary-lambda-assignment

@@ -1,7 +1,7 @@
 """A run's bookkeeping over its invocations (`RunMeta`), saved as JSON with every checkpoint.
 
 The trainer writes it (the minival history, the best score and its step, the
-seconds spent training, compiling, caching and probing), `checkpoint.py`
+seconds spent training, compiling, caching, probing and re-estimating BatchNorm statistics), `checkpoint.py`
 saves and restores it with the train state so that a resumed run continues
 where the interrupted one stopped, and `rungs.py` and `results.py` read it.
 """
@@ -9,8 +9,8 @@ import dataclasses
 from typing import List
 
 # Keys that checkpoints written before them lack, with the value such a run had meanwhile
-# (no feature cache, no probe phase timed).
-NEWER_KEYS = {"feature_cache_s": 0.0, "probe_train_time_s": 0.0}
+# (no feature cache, no probe phase or BatchNorm re-estimation timed).
+NEWER_KEYS = {"feature_cache_s": 0.0, "probe_train_time_s": 0.0, "bn_stats_s": 0.0}
 
 
 @dataclasses.dataclass
@@ -23,6 +23,7 @@ class RunMeta:
   compile_time_s: float = 0.0  # the train steps' compilations
   feature_cache_s: float = 0.0  # building the feature, boundary and phase caches
   probe_train_time_s: float = 0.0  # the part of train_time_s spent in probe phases (lp_ft, ...)
+  bn_stats_s: float = 0.0  # re-estimating BatchNorm statistics (model.bn=reestimate), its compiles too
 
   def to_json(self) -> dict:
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

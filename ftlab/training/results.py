@@ -140,7 +140,7 @@ def results(run: Run, outcome: TrainOutcome, held_out: dict) -> dict:
       "boundary_cache_block": outcome.boundary_block,
       "phase_inputs": {str(k): v for k, v in sorted(outcome.phase_inputs.items())},
       "train_time_s": meta.train_time_s, "compile_time_s": meta.compile_time_s,
-      "feature_cache_s": meta.feature_cache_s,
+      "feature_cache_s": meta.feature_cache_s, "bn_stats_s": meta.bn_stats_s,
       "compile": outcome.compiles.summary() if outcome.compiles is not None else None,
       "train_images_per_s": images / max(meta.train_time_s + meta.feature_cache_s, 1e-9),
       "peak_rss_mb": peak_rss_mb(), "skipped_images": len(run.data.skipped),

@@ -69,7 +69,7 @@ class Trainer:
     self.console = progress.Progress(run.schedule.total_steps, run.schedule.steps_per_epoch,
                                     run.config.train.batch_size)
     self.stats = bn_stats.PreciseStats(run.setup, run.loaders.get("bn_stats"),
-                                       run.config.model.bn_batches, run.devices)
+                                       run.config.model.bn_batches, run.devices, self.meta)
     if int(state.step) == run.setup.phases[self.phase].start:  # before a cache reads the trunk
       self.state = self.stats.at_phase_start(self.state, self.phase, int(state.step))
     self.features = self._cache_features() if feature_cache.eligible(run.setup, run.config) else None
