@@ -64,7 +64,7 @@ from ftlab.sweeps.runner import DEFAULT_RUNNER  # noqa: E402  # pylint: disable=
 
 FOLDER_CONFIG = "experiments/bench_study_config.py"
 FOLDER_FLAGS = ("sizes", "strategies", "lrs", "head_lrs", "model", "pretrained", "epochs",
-                "eval_every", "image_size", "batch", "seeds")
+                "eval_every", "image_size", "batch", "seeds", "minival_fraction")
 
 
 def _timed(cmd: list, log: pathlib.Path) -> float:
