@@ -18,8 +18,9 @@ one decides; with one shared seed nothing is tested. The interval shown is
 the wider of the two, at the level Holm's procedure tested the comparison at
 (`stats.holm_levels`: 1 - alpha / (m - j + 1) for the j-th smallest p-value),
 so a tied strategy's interval holds 0 and a beaten one's does not (up to the
-bootstrap's resolution); untested ones show 95%. For the closest tied strategy the paragraph says how
-many more seeds would separate it at the observed variance
+bootstrap's resolution); untested ones show 95%. For the closest tied
+strategy the paragraph says how many more seeds would separate it at the
+observed variance
 (`stats.seeds_needed`, at Holm's first-step level alpha / m and 80% power),
 or that the test set's own noise, which more seeds do not shrink, is what
 limits the comparison.
