@@ -197,9 +197,10 @@ STUDY_CONFIG = textwrap.dedent("""\
       return space.study({"full_ft": {"optimizer.lr": lrs}}, eta=1)
     if arg == "finish_text":
       return space.study({"full_ft": {"optimizer.lr": lrs}}, finish_winner="yes")
-    if arg == "sizes":
+    if arg in ("sizes", "sizes_finished"):  # the second: the survivor trains on to the end
       return space.study({"full_ft": {"optimizer.lr": lrs}}, final_seeds=[0, 1],
-                         sizes=[{"data.train_per_class": 5}, {"data.train_per_class": 10}])
+                         sizes=[{"data.train_per_class": 5}, {"data.train_per_class": 10}],
+                         finish_winner=arg == "sizes_finished")
     if arg == "until_one":  # the default: the search ends at the rung that keeps one trial
       return space.study({"linear_probe": {"optimizer.lr": lrs},
                           "full_ft": {"optimizer.lr": lrs}}, final_seeds=[0, 1])

@@ -25,7 +25,8 @@ def cluster(tmp_path):
 def test_study_runs_through_slurm_rounds(cluster, tmp_path):
   (tmp_path / "study_cfg.py").write_text(STUDY_CONFIG)
   workdir = tmp_path / "st"
-  cmd = [sys.executable, "-m", "ftlab.study", f"--config={tmp_path / 'study_cfg.py'}:sizes",
+  cmd = [sys.executable, "-m", "ftlab.study",
+         f"--config={tmp_path / 'study_cfg.py'}:sizes_finished",
          f"--workdir={workdir}", f"--runner={sys.executable} {TESTS_DIR / 'study_fake.py'}",
          f"--slurm={tmp_path / 'study.sh'}"]
   out = subprocess.run(cmd, capture_output=True, text=True, cwd=TESTS_DIR.parent, env=cluster.env,
