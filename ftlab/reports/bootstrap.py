@@ -80,18 +80,30 @@ def compare(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES,
             seed: int = SEED, confidence: float = 0.95) -> ImageDelta:
   """A - B from 0/1 correctness arrays of shape (seeds, images), paired row by row; `low, high`
   the `confidence` percentile interval (the same resamples whatever the confidence)."""
+  return with_resamples(a, b, resamples, seed, confidence)[0]
+
+
+def with_resamples(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = SEED,
+                   confidence: float = 0.95) -> tuple:
+  """(`compare`'s ImageDelta, the resampled means it came from), for `at_confidence`."""
   if a.shape != b.shape or a.ndim != 2 or not a.size:
     raise ValueError(f"compare() needs two equal (seeds, images) arrays, got {a.shape}, {b.shape}")
   d = a.astype(np.int8) - b.astype(np.int8)
   means = _resampled_means(d, resamples, np.random.default_rng(seed))
-  tail_percent = 50.0 * (1.0 - confidence)
-  low, high = np.percentile(means, [tail_percent, 100.0 - tail_percent])
   tail = min(int((means <= 0).sum()), int((means >= 0).sum()))
   seed_var, image_var = variance_parts(100.0 * d)
-  return ImageDelta(float(100.0 * d.mean()), float(low), float(high),
-                    float((means > 0).mean() + 0.5 * (means == 0).mean()),
-                    min(1.0, 2 * (tail + 1) / (resamples + 1)), d.shape[0], d.shape[1],
-                    seed_var, image_var)
+  delta = ImageDelta(float(100.0 * d.mean()), 0.0, 0.0,
+                     float((means > 0).mean() + 0.5 * (means == 0).mean()),
+                     min(1.0, 2 * (tail + 1) / (resamples + 1)), d.shape[0], d.shape[1],
+                     seed_var, image_var)
+  return at_confidence(delta, means, confidence), means
+
+
+def at_confidence(delta: ImageDelta, means: np.ndarray, confidence: float) -> ImageDelta:
+  """`delta` with `low, high` the `confidence` percentile interval of its resampled `means`."""
+  tail_percent = 50.0 * (1.0 - confidence)
+  low, high = np.percentile(means, [tail_percent, 100.0 - tail_percent])
+  return dataclasses.replace(delta, low=float(low), high=float(high))
 
 
 def variance_parts(d: np.ndarray) -> tuple:

@@ -62,7 +62,7 @@ class Comparison:
   beaten: bool = False
   more_seeds: int | None = None
   confidence: float = stats.CONFIDENCE  # of `interval`: 1 - Holm's level for this comparison
-  pairs: tuple | None = dataclasses.field(default=None, repr=False)  # the image-level arrays
+  resampled: object = dataclasses.field(default=None, repr=False)  # the bootstrap's means
 
   @property
   def p(self) -> float | None:
@@ -128,10 +128,10 @@ class Verdict:
 
 def _pair(c: Contender, winner: Contender, alpha: float) -> Comparison:
   a, b, seeds = predictions.paired_matrices(c.run_dirs, winner.run_dirs)
-  image = bootstrap.compare(a, b) if a is not None else None
+  image, means = bootstrap.with_resamples(a, b) if a is not None else (None, None)
   note = "" if image is not None else (seeds if c.run_dirs else "no predictions.csv")
   return Comparison("", c.name, winner.name, stats.paired_delta(c.values, winner.values, alpha),
-                    image, note, pairs=(a, b) if image is not None else None)
+                    image, note, resampled=means)
 
 
 def _winner(contenders: list, higher_is_better: bool) -> Contender | None:
@@ -180,8 +180,8 @@ def build(groups: list, untuned: bool, measure: str = "test top-1",
     c.p_holm = p
     if level is not None:
       c.confidence = 1.0 - level
-      if c.pairs is not None:
-        c.image = bootstrap.compare(*c.pairs, confidence=c.confidence)
+      if c.image is not None:
+        c.image = bootstrap.at_confidence(c.image, c.resampled, c.confidence)
     c.beaten = p is not None and p < alpha and sign * c.delta < 0
     if p is not None and not c.beaten:
       c.more_seeds = _seeds_for(c, alpha / out.tested)
@@ -267,7 +267,8 @@ def note(verdict: Verdict) -> str:
           "the seed-level paired t-test's, each at the level Holm's procedure tested it at "
           "(the j-th smallest of m p-values at 1 − alpha/(m − j + 1); those after the first not "
           "significant at that one's level): a tied strategy's interval holds 0, a beaten one's "
-          "does not; they are not simultaneous intervals, and untested ones are 95%. Beaten: both tests separate it (the larger p-value "
+          "does not; they are not simultaneous intervals, and untested ones are 95%. Beaten: "
+          "both tests separate it (the larger p-value "
           f"decides) after {stats.HOLM} across the table's {m} tested comparison{'s' if m != 1 else ''} "
           f"at alpha={verdict.alpha:g}; else tied (one shared seed: not tested). Seeds needed: "
           f"two-sided test at alpha/{max(m, 1)} with {stats.POWER:.0%} power, the seed variance "
