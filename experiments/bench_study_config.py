@@ -9,8 +9,9 @@ the subsets are drawn (`data.minival_from='full'`), serves every size, so the si
 and compared on the same selection split. It is 30% of the train split (`minival_fraction`):
 the pool is larger than the subsets, so a larger minival costs no training image, and on
 Fashion-MNIST at 10 images per class it made halving pick the full grid's LR for 4 of 6
-strategies instead of 2 of 6 with 10% (docs/studies.md). The recipe is `configs/fashion_mnist.py`'s (the one
-the fidelity check runs), with the epochs, batch, image size and evaluation interval given here. The study searches `lrs` (the head alone and
+strategies instead of 2 of 6 with 10% (docs/studies.md). The recipe is
+`configs/fashion_mnist.py`'s (the one the fidelity check runs), with the epochs, batch, image
+size and evaluation interval given here. The study searches `lrs` (the head alone and
 scratch: `head_lrs`) per strategy and size and retrains the choice with seeds 0 .. seeds-1
 (the search seed is 1000); the untuned sweep runs every strategy at `untuned_lr` over the same
 seeds. `max_rungs=1` makes the study the full grid on its own (every trial to the end), whose

@@ -21,14 +21,15 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from ftlab.reports import stats  # pylint: disable=wrong-import-position
+from ftlab.reports import stats, study_results  # pylint: disable=wrong-import-position
 from ftlab.studies import halving, space, trials  # pylint: disable=wrong-import-position
 from ftlab.training import rungs  # pylint: disable=wrong-import-position
 
 
 def _results(run_dir: pathlib.Path) -> dict | None:
-  path = run_dir / "results.json"
-  return json.loads(path.read_text()) if path.exists() else None
+  """A finished run's results.json, else None."""
+  files = trials.read(run_dir)
+  return files.results if files.finished else None
 
 
 def _score_at(results: dict, order: int, fraction: float) -> halving.Score:
@@ -63,19 +64,18 @@ def final_tests(workdirs: list, size: str, strategy: str) -> dict:
   for w in workdirs:
     for base in (w / trials.FINAL, w / trials.STALE / trials.FINAL):
       for run in sorted((base / size / strategy).glob("seed=*")):
-        r = _results(run)
-        if r is None or "test" not in r:
+        files = trials.read(run)
+        if not trials.held_out_done(files) or "test" not in files.results:
           continue
-        key = json.dumps(r["config"]["optimizer"]["lr"])
-        top1 = stats.counted_fraction(r["test"], "top1")
-        out.setdefault(key, {})[r["seed"]] = 100.0 * (top1 if top1 is not None
-                                                       else r["test"]["top1"])
+        key = json.dumps(files.results["config"]["optimizer"]["lr"])
+        out.setdefault(key, {})[files.results["seed"]] = 100.0 * study_results.test_top1(
+            files.results["test"])
   return out
 
 
 def rules(etas: list, max_rungs: int, n: int, evaluations: tuple) -> list:
   """(name, eta, fractions) of each rule: eta, rungs at the scheduled evaluations, until one."""
-  out = [("full grid", 0, (1.0,))]
+  out = [("full grid", space.DEFAULT_ETA, (1.0,))]  # one rung: eta plays no part
   for eta in etas:
     fractions = halving.at_evaluations(halving.rung_fractions(n, eta, max_rungs), evaluations)
     ended = halving.until_one(fractions, n, eta)
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
       members = study.trials(size, strategy)
       curves = [_results(trials.trial_dir(grid, size, strategy, t.name)) for t in members]
       if any(c is None for c in curves):
-        print(f"{size} {strategy}: a trial has no results.json; not a finished grid")
+        print(f"{size} {strategy}: a trial has not finished; not a finished grid")
         continue
       config = curves[0]["config"]["train"]
       evaluations = halving.evaluation_fractions(config["num_epochs"], config["eval_every_epochs"])
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
       chosen_grid = None
       for name, eta, fractions in rules([int(e) for e in args.etas.split(",")], args.max_rungs,
                                         len(members), evaluations):
-        choice = members[replay(curves, fractions, eta or 3, study.score)]
+        choice = members[replay(curves, fractions, eta, study.score)]
         chosen_grid = chosen_grid or choice
         lr = json.dumps(choice.hparams["optimizer.lr"])
         got = tests.get(lr, {})
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         count = _minival_count(curves[choice.order])
         lead = (f"{100 * (ends[0] - ends[1]):+.2f} "
                 f"(±{100 * stats.binomial_halfwidth(ends[0], count):.2f})" if count else "-")
-        search = halving.search_equivalents(len(members), fractions, eta or 3)
+        search = halving.search_equivalents(len(members), fractions, eta)
         cost = totals.setdefault(name, [0.0, 0.0, 0.0, 0])
         cost[0] += search + seeds
         cost[1] += len(members) + seeds
@@ -137,8 +137,8 @@ def main(argv=None) -> int:
               f"{'-' if regret is None else f'{regret:+.2f}'} | {lead} |")
   print("\n| rule | same choice as the grid | cost, full runs | × grid | × untuned |")
   print("|---|---|---|---|---|")
+  count = len(study.sizes) * len(study.strategies)
   for name, (study_cost, grid_cost, untuned, same) in totals.items():
-    count = sum(1 for s in study.sizes for _ in study.strategies)
     print(f"| {name} | {same}/{count} | {study_cost:.2f} | {study_cost / grid_cost:.2f} | "
           f"{study_cost / untuned:.2f} |")
   return 0

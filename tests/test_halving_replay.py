@@ -33,7 +33,7 @@ def _grid(tmp_path) -> pathlib.Path:
                for k, v in enumerate(curve)]
     best = max(history, key=lambda h: h["minival_top1"])
     (run / "results.json").write_text(json.dumps({
-        "best": best, "history": history, "num_steps": 30,
+        "status": "finished", "best": best, "history": history, "num_steps": 30,
         "config": {"train": {"num_epochs": 10.0, "eval_every_epochs": 1.0}},
         "data_subset": {"minival_images": 300}}))
   return grid

@@ -74,7 +74,8 @@ def _test_block(files: RunDir) -> dict | None:
   return test if isinstance(test, dict) else None
 
 
-def _test_value(test: dict) -> float | None:
+def test_top1(test: dict) -> float | None:
+  """A results.json `test` block's top-1 fraction, exact from its counts where it has them."""
   exact = stats.counted_fraction(test, "top1")
   return exact if exact is not None else test.get("top1")
 
@@ -83,7 +84,7 @@ def _row(size: str, strategy: str, chosen, runs: dict, decided: bool, problems: 
   row = Row(size, strategy, chosen, {}, {}, decided=decided)
   for seed, (run_dir, files) in runs.items():
     test = _test_block(files) if trials.held_out_done(files) else None
-    value = _test_value(test) if test is not None else None
+    value = test_top1(test) if test is not None else None
     row.statuses[seed] = ("finished" if value is not None else
                           "failed" if files.status == "failed" else "pending")
     if value is not None:

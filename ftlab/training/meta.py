@@ -1,9 +1,10 @@
 """A run's bookkeeping over its invocations (`RunMeta`), saved as JSON with every checkpoint.
 
 The trainer writes it (the minival history, the best score and its step, the
-seconds spent training, compiling, caching, probing and re-estimating BatchNorm statistics), `checkpoint.py`
-saves and restores it with the train state so that a resumed run continues
-where the interrupted one stopped, and `rungs.py` and `results.py` read it.
+seconds spent training, compiling, caching, probing and re-estimating BatchNorm
+statistics), `checkpoint.py` saves and restores it with the train state so that
+a resumed run continues where the interrupted one stopped, and `rungs.py` and
+`results.py` read it.
 """
 import dataclasses
 from typing import List
@@ -23,7 +24,7 @@ class RunMeta:
   compile_time_s: float = 0.0  # the train steps' compilations
   feature_cache_s: float = 0.0  # building the feature, boundary and phase caches
   probe_train_time_s: float = 0.0  # the part of train_time_s spent in probe phases (lp_ft, ...)
-  bn_stats_s: float = 0.0  # re-estimating BatchNorm statistics (model.bn=reestimate), its compiles too
+  bn_stats_s: float = 0.0  # re-estimating BatchNorm statistics (model.bn=reestimate), compiles too
 
   def to_json(self) -> dict:
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
